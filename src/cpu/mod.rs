@@ -1,0 +1,102 @@
+//! The host backend's fused hop kernels.
+//!
+//! One call per hop does the whole *decode, reduce, encode* of a slice. For
+//! `f32` buffers on x86-64 with AVX2 and F16C (checked at run time, so a
+//! plain `cargo build --release` uses them) the vector bodies in [`x86`]
+//! run, with the portable bodies in [`scalar`] on the tail; every other
+//! (element, wire) pair runs the portable bodies. Both give the same bits:
+//! the unit tests below compare them on random and special values. Set
+//! `RINGFUSE_NO_SIMD=1` to force the portable bodies.
+
+pub(crate) mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::element::{DType, Element, ReduceOp};
+
+#[cfg(target_arch = "x86_64")]
+fn vector_kind<E: Element, W: Element>() -> Option<x86::WireKind> {
+    if E::DTYPE != DType::F32 {
+        return None;
+    }
+    match W::DTYPE {
+        DType::F32 => Some(x86::WireKind::F32),
+        DType::F16 => Some(x86::WireKind::F16),
+        DType::Bf16 => Some(x86::WireKind::Bf16),
+        DType::F64 => None,
+    }
+}
+
+/// Whether the vector bodies are in use on this machine.
+pub fn simd_active() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// First hop: `out = wire(src)`. Returns whether a finite value overflowed.
+pub fn encode<E: Element, W: Element>(src: &[E], out: &mut [W]) -> bool {
+    assert_eq!(src.len(), out.len(), "kernel slices differ in length");
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = vector_kind::<E, W>() {
+        let (n, over) = x86::encode_vec(k, bytemuck::cast_slice(src), bytemuck::cast_slice_mut(out));
+        return over | scalar::encode(&src[n..], &mut out[n..]);
+    }
+    scalar::encode(src, out)
+}
+
+/// Middle reduce-scatter hop: `out = wire(recv op local)`.
+pub fn reduce_encode<E: Element, W: Element>(op: ReduceOp, recv: &[W], local: &[E], out: &mut [W]) -> bool {
+    assert!(recv.len() == local.len() && out.len() == local.len(), "kernel slices differ in length");
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = vector_kind::<E, W>() {
+        let (n, over) =
+            x86::reduce_encode_vec(k, op, bytemuck::cast_slice(recv), bytemuck::cast_slice(local), bytemuck::cast_slice_mut(out));
+        return over | scalar::reduce_encode(op, &recv[n..], &local[n..], &mut out[n..]);
+    }
+    scalar::reduce_encode(op, recv, local, out)
+}
+
+/// Last reduce-scatter hop: `out = wire(recv op local [/ n])`,
+/// `local = decode(out)`.
+pub fn reduce_store_encode<E: Element, W: Element>(
+    op: ReduceOp,
+    avg_ranks: Option<usize>,
+    recv: &[W],
+    local: &mut [E],
+    out: &mut [W],
+) -> bool {
+    assert!(recv.len() == local.len() && out.len() == local.len(), "kernel slices differ in length");
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = vector_kind::<E, W>() {
+        let (n, over) = x86::reduce_store_encode_vec(
+            k,
+            op,
+            avg_ranks,
+            bytemuck::cast_slice(recv),
+            bytemuck::cast_slice_mut(local),
+            bytemuck::cast_slice_mut(out),
+        );
+        return over | scalar::reduce_store_encode(op, avg_ranks, &recv[n..], &mut local[n..], &mut out[n..]);
+    }
+    scalar::reduce_store_encode(op, avg_ranks, recv, local, out)
+}
+
+/// Allgather hop: `local = decode(recv)`.
+pub fn decode_store<E: Element, W: Element>(recv: &[W], local: &mut [E]) {
+    assert_eq!(recv.len(), local.len(), "kernel slices differ in length");
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = vector_kind::<E, W>() {
+        let n = x86::decode_store_vec(k, bytemuck::cast_slice(recv), bytemuck::cast_slice_mut(local));
+        return scalar::decode_store(&recv[n..], &mut local[n..]);
+    }
+    scalar::decode_store(recv, local)
+}
+
+#[cfg(test)]
+mod tests;

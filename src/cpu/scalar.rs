@@ -1,0 +1,72 @@
+//! Portable bodies of the fused hop kernels, generic over the buffer's
+//! element `E` and the wire's element `W`. They are the reference the SIMD
+//! paths (and the CUDA kernels) must match bit for bit, and they handle the
+//! tails the SIMD loops leave.
+//!
+//! Each returns `true` when an encode turned a finite accumulator value into
+//! an infinite wire value (the FP16 overflow the executor reports).
+
+use crate::element::{Accumulator, Element, ReduceOp};
+
+#[inline(always)]
+fn put<A: Accumulator, W: Element>(v: A, out: &mut W) -> bool {
+    let w: W = v.store();
+    *out = w;
+    v.finite() && !w.is_finite()
+}
+
+/// First hop: `out = wire(src)`.
+pub fn encode<E: Element, W: Element>(src: &[E], out: &mut [W]) -> bool {
+    let mut over = false;
+    for (s, o) in src.iter().zip(out.iter_mut()) {
+        over |= put(E::Acc::load(*s), o);
+    }
+    over
+}
+
+/// Middle hop: `out = wire(recv op local)`; the local slice is not written,
+/// because its final value arrives later in the allgather.
+pub fn reduce_encode<E: Element, W: Element>(op: ReduceOp, recv: &[W], local: &[E], out: &mut [W]) -> bool {
+    let mut over = false;
+    for ((r, l), o) in recv.iter().zip(local).zip(out.iter_mut()) {
+        let v = E::Acc::combine(op, E::Acc::load(*r), E::Acc::load(*l));
+        over |= put(v, o);
+    }
+    over
+}
+
+/// Last reduce-scatter hop: `out = wire(recv op local [/ n])` and the local
+/// slice takes the *decoded wire value*, so the owner holds exactly what
+/// every other rank will decode in the allgather.
+pub fn reduce_store_encode<E: Element, W: Element>(
+    op: ReduceOp,
+    avg_ranks: Option<usize>,
+    recv: &[W],
+    local: &mut [E],
+    out: &mut [W],
+) -> bool {
+    let mut over = false;
+    for ((r, l), o) in recv.iter().zip(local.iter_mut()).zip(out.iter_mut()) {
+        let mut v = E::Acc::combine(op, E::Acc::load(*r), E::Acc::load(*l));
+        if let Some(n) = avg_ranks {
+            v = v.div_ranks(n);
+        }
+        over |= put(v, o);
+        *l = E::Acc::load(*o).store();
+    }
+    over
+}
+
+/// Allgather hop: `local = decode(recv)`.
+pub fn decode_store<E: Element, W: Element>(recv: &[W], local: &mut [E]) {
+    for (r, l) in recv.iter().zip(local.iter_mut()) {
+        *l = E::Acc::load(*r).store();
+    }
+}
+
+/// Single-rank finish of `Avg` (the only op that changes a lone rank's data).
+pub fn div_ranks<E: Element>(local: &mut [E], n: usize) {
+    for l in local.iter_mut() {
+        *l = E::Acc::load(*l).div_ranks(n).store();
+    }
+}

@@ -1,0 +1,109 @@
+use half::{bf16, f16};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+use super::*;
+use crate::element::ReduceOp;
+
+const OPS: [ReduceOp; 5] = [ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Min, ReduceOp::Max, ReduceOp::Prod];
+
+/// Random values with the specials mixed in: NaN, infinities, signed zeros,
+/// subnormals and magnitudes around FP16's overflow threshold.
+fn values(rng: &mut SmallRng, n: usize) -> Vec<f32> {
+    const SPECIAL: [f32; 12] =
+        [f32::NAN, f32::INFINITY, -f32::INFINITY, 0.0, -0.0, 1e-40, -6e-8, 65504.0, 65519.0, 65520.0, -70000.0, 3.4e38];
+    (0..n)
+        .map(|_| match rng.random_range(0..10) {
+            0 => SPECIAL[rng.random_range(0..SPECIAL.len())],
+            1 => rng.random_range(-1e5f32..1e5),
+            _ => rng.random_range(-2f32..2.0),
+        })
+        .collect()
+}
+
+fn bits<T: Element>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits_u64()).collect()
+}
+
+fn check_wire<W: Element + Default>() {
+    let mut rng = SmallRng::seed_from_u64(7);
+    // Lengths around the 8- and 16-lane boundaries, so the tails run too.
+    for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 33, 1000, 4099] {
+        let recv_src = values(&mut rng, n);
+        let local0 = values(&mut rng, n);
+        let recv: Vec<W> = recv_src.iter().map(|&x| W::from_f32(x)).collect();
+        // encode
+        let (mut a, mut b) = (vec![W::default(); n], vec![W::default(); n]);
+        assert_eq!(encode(&local0, &mut a), scalar::encode(&local0, &mut b), "encode overflow flag, n={n}");
+        assert_eq!(bits(&a), bits(&b), "encode, n={n}");
+        // decode_store
+        let (mut la, mut lb) = (vec![0f32; n], vec![0f32; n]);
+        decode_store(&recv, &mut la);
+        scalar::decode_store(&recv, &mut lb);
+        assert_eq!(bits(&la), bits(&lb), "decode_store, n={n}");
+        for op in OPS {
+            let (mut a, mut b) = (vec![W::default(); n], vec![W::default(); n]);
+            let fa = reduce_encode(op, &recv, &local0, &mut a);
+            let fb = scalar::reduce_encode(op, &recv, &local0, &mut b);
+            assert_eq!((fa, bits(&a)), (fb, bits(&b)), "reduce_encode {op} n={n}");
+            let avg = (op == ReduceOp::Avg).then_some(3);
+            let (mut la, mut lb) = (local0.clone(), local0.clone());
+            let fa = reduce_store_encode(op, avg, &recv, &mut la, &mut a);
+            let fb = scalar::reduce_store_encode(op, avg, &recv, &mut lb, &mut b);
+            assert_eq!((fa, bits(&a), bits(&la)), (fb, bits(&b), bits(&lb)), "reduce_store_encode {op} n={n}");
+        }
+    }
+}
+
+#[test]
+fn vector_bodies_match_scalar_fp16() {
+    check_wire::<f16>();
+}
+
+#[test]
+fn vector_bodies_match_scalar_bf16() {
+    check_wire::<bf16>();
+}
+
+#[test]
+fn vector_bodies_match_scalar_f32() {
+    check_wire::<f32>();
+}
+
+#[test]
+fn simd_is_used_where_available() {
+    // On the CI machine (x86-64 with AVX2/F16C) the fast path must really
+    // be taken, or the comparisons above compare scalar with itself.
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c") && std::env::var_os("RINGFUSE_NO_SIMD").is_none() {
+        assert!(simd_active());
+    }
+}
+
+#[test]
+fn fp16_overflow_is_flagged_only_for_finite_values() {
+    let mut out = vec![f16::ZERO; 16];
+    let mut src = vec![1.0f32; 16];
+    assert!(!encode(&src, &mut out));
+    src[3] = f32::INFINITY;
+    src[12] = f32::NAN;
+    assert!(!encode(&src, &mut out), "inf/NaN inputs propagate, they are not overflow");
+    src[9] = 65520.0;
+    assert!(encode(&src, &mut out));
+    src[9] = 65519.0;
+    assert!(!encode(&src, &mut out), "65519 rounds to 65504, which is finite");
+    assert_eq!(out[9].to_f32(), 65504.0);
+}
+
+#[test]
+fn rounding_is_nearest_even() {
+    // 1 + 2^-11 is halfway between two f16 values; ties go to the even one.
+    let mut out = [f16::ZERO; 8];
+    encode(&[1.0 + 2f32.powi(-11); 8], &mut out);
+    assert_eq!(out[0].to_bits(), 0x3c00);
+    encode(&[1.0 + 3.0 * 2f32.powi(-11); 8], &mut out);
+    assert_eq!(out[0].to_bits(), 0x3c02);
+    let mut outb = [bf16::ZERO; 8];
+    encode(&[1.0 + 2f32.powi(-8); 8], &mut outb);
+    assert_eq!(outb[0].to_bits(), 0x3f80);
+    encode(&[1.0 + 3.0 * 2f32.powi(-8); 8], &mut outb);
+    assert_eq!(outb[0].to_bits(), 0x3f82);
+}

@@ -1,0 +1,250 @@
+//! AVX2 + F16C bodies of the fused kernels for `f32` buffers, the case that
+//! carries gradients. Eight lanes per iteration; the caller runs the scalar
+//! body on the tail, so these see only whole vectors.
+//!
+//! Every function here is `unsafe` because it needs the `avx2` and `f16c`
+//! CPU features; `super::simd_level()` checks them once at run time, and the
+//! safe wrappers in `super` call in only after that check. The loads and
+//! stores are unaligned (`loadu`/`storeu`), so any slice alignment is fine.
+//!
+//! Rounding matches the scalar reference exactly: `vcvtps2ph` with
+//! `_MM_FROUND_TO_NEAREST_INT` is IEEE round-to-nearest-even (as is
+//! `half::f16::from_f32`), and the BF16 rounding below is the same integer
+//! formula `half::bf16::from_f32` uses. NaN is replaced by `f32::NAN` in
+//! Min/Max, as the scalar body does.
+
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use crate::element::ReduceOp;
+
+/// How a lane of wire values is read and written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum WireKind {
+    F32,
+    F16,
+    Bf16,
+}
+
+// SAFETY (whole module): callers guarantee avx2+f16c are present, and that
+// every slice passed has at least `n` elements where `n` is the length the
+// loop covers (asserted in the wrappers); pointers are only offset within
+// those bounds.
+
+#[inline(always)]
+unsafe fn load(k: WireKind, p: *const u8, i: usize) -> __m256 {
+    match k {
+        WireKind::F32 => _mm256_loadu_ps((p as *const f32).add(i)),
+        WireKind::F16 => _mm256_cvtph_ps(_mm_loadu_si128((p as *const u16).add(i) as *const __m128i)),
+        WireKind::Bf16 => {
+            let h = _mm_loadu_si128((p as *const u16).add(i) as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    }
+}
+
+/// Stores `v` and returns a mask whose sign bits mark lanes where a finite
+/// value became infinite on the wire.
+#[inline(always)]
+unsafe fn store(k: WireKind, p: *mut u8, i: usize, v: __m256) -> __m256 {
+    match k {
+        WireKind::F32 => {
+            _mm256_storeu_ps((p as *mut f32).add(i), v);
+            _mm256_setzero_ps()
+        }
+        WireKind::F16 => {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm_storeu_si128((p as *mut u16).add(i) as *mut __m128i, h);
+            // |v| >= 65520 rounds to inf; |v| < inf excludes real infinities
+            // and NaN (ordered compares are false for NaN).
+            let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
+            _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(a, _mm256_set1_ps(65520.0)),
+                _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_set1_ps(f32::INFINITY)),
+            )
+        }
+        WireKind::Bf16 => {
+            let u = _mm256_castps_si256(v);
+            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
+            let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(
+                _mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
+                lsb,
+            ));
+            let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(0x0040));
+            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            let r = _mm256_blendv_epi8(rounded, quiet, nan);
+            // packus works per 128-bit half; permute puts the 8 halves in order.
+            let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(r, r));
+            _mm_storeu_si128((p as *mut u16).add(i) as *mut __m128i, _mm256_castsi256_si128(packed));
+            // bf16 has f32's range: only values within half an ulp of
+            // f32::MAX round to inf.
+            let over = _mm256_cmpeq_epi32(_mm256_and_si256(rounded, _mm256_set1_epi32(0x7fff)), _mm256_set1_epi32(0x7f80));
+            let fin = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(_mm256_set1_ps(-0.0), v), _mm256_set1_ps(f32::INFINITY));
+            _mm256_and_ps(_mm256_castsi256_ps(over), fin)
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn combine(op: ReduceOp, a: __m256, b: __m256) -> __m256 {
+    match op {
+        ReduceOp::Sum | ReduceOp::Avg => _mm256_add_ps(a, b),
+        ReduceOp::Prod => _mm256_mul_ps(a, b),
+        ReduceOp::Min | ReduceOp::Max => {
+            // minps(a, b) is `a < b ? a : b`, the scalar definition; lanes
+            // where either side is NaN become f32::NAN.
+            let m = if op == ReduceOp::Min { _mm256_min_ps(a, b) } else { _mm256_max_ps(a, b) };
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b);
+            _mm256_blendv_ps(m, _mm256_set1_ps(f32::NAN), nan)
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn any(mask: __m256) -> bool {
+    _mm256_movemask_ps(mask) != 0
+}
+
+/// `out[..n] = wire(src[..n])`.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn encode(k: WireKind, src: *const f32, out: *mut u8, n: usize) -> bool {
+    let mut over = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        over = _mm256_or_ps(over, store(k, out, i, _mm256_loadu_ps(src.add(i))));
+        i += 8;
+    }
+    any(over)
+}
+
+/// `out[..n] = wire(recv op local)`.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn reduce_encode(k: WireKind, op: ReduceOp, recv: *const u8, local: *const f32, out: *mut u8, n: usize) -> bool {
+    let mut over = _mm256_setzero_ps();
+    let mut i = 0;
+    // Two vectors per iteration keep two independent load chains in flight.
+    while i + 16 <= n {
+        let a0 = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
+        let a1 = combine(op, load(k, recv, i + 8), _mm256_loadu_ps(local.add(i + 8)));
+        over = _mm256_or_ps(over, store(k, out, i, a0));
+        over = _mm256_or_ps(over, store(k, out, i + 8, a1));
+        i += 16;
+    }
+    while i + 8 <= n {
+        let a = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
+        over = _mm256_or_ps(over, store(k, out, i, a));
+        i += 8;
+    }
+    any(over)
+}
+
+/// `out = wire(recv op local [/ n]); local = decode(out)`.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn reduce_store_encode(
+    k: WireKind,
+    op: ReduceOp,
+    avg_ranks: Option<usize>,
+    recv: *const u8,
+    local: *mut f32,
+    out: *mut u8,
+    n: usize,
+) -> bool {
+    let mut over = _mm256_setzero_ps();
+    let div = _mm256_set1_ps(avg_ranks.unwrap_or(1) as f32);
+    let mut i = 0;
+    while i + 8 <= n {
+        let mut a = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
+        if avg_ranks.is_some() {
+            a = _mm256_div_ps(a, div);
+        }
+        over = _mm256_or_ps(over, store(k, out, i, a));
+        _mm256_storeu_ps(local.add(i), load(k, out, i));
+        i += 8;
+    }
+    any(over)
+}
+
+/// `local[..n] = decode(recv)`.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn decode_store(k: WireKind, recv: *const u8, local: *mut f32, n: usize) {
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(local.add(i), load(k, recv, i));
+        i += 8;
+    }
+}
+
+// ---- safe wrappers: the only way in from the rest of the crate ----------
+
+/// Whether this CPU has what the bodies above need; checked once.
+pub fn available() -> bool {
+    use std::sync::OnceLock;
+    static HAVE: OnceLock<bool> = OnceLock::new();
+    *HAVE.get_or_init(|| {
+        std::env::var_os("RINGFUSE_NO_SIMD").is_none()
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("f16c")
+    })
+}
+
+fn width(k: WireKind) -> usize {
+    match k {
+        WireKind::F32 => 4,
+        WireKind::F16 | WireKind::Bf16 => 2,
+    }
+}
+
+/// Runs whole vectors of `encode`; returns how many elements it covered
+/// (0 without AVX2/F16C) and whether any overflowed.
+pub fn encode_vec(k: WireKind, src: &[f32], out: &mut [u8]) -> (usize, bool) {
+    let n = src.len() & !7;
+    if !available() || n == 0 {
+        return (0, false);
+    }
+    assert!(out.len() >= n * width(k));
+    // SAFETY: features checked by available(); src has n, out n*width bytes.
+    (n, unsafe { encode(k, src.as_ptr(), out.as_mut_ptr(), n) })
+}
+
+/// Whole vectors of `reduce_encode`; see [`encode_vec`].
+pub fn reduce_encode_vec(k: WireKind, op: ReduceOp, recv: &[u8], local: &[f32], out: &mut [u8]) -> (usize, bool) {
+    let n = local.len() & !7;
+    if !available() || n == 0 {
+        return (0, false);
+    }
+    assert!(recv.len() >= n * width(k) && out.len() >= n * width(k));
+    // SAFETY: features checked; every slice covers n elements of its type.
+    (n, unsafe { reduce_encode(k, op, recv.as_ptr(), local.as_ptr(), out.as_mut_ptr(), n) })
+}
+
+/// Whole vectors of `reduce_store_encode`; see [`encode_vec`].
+pub fn reduce_store_encode_vec(
+    k: WireKind,
+    op: ReduceOp,
+    avg_ranks: Option<usize>,
+    recv: &[u8],
+    local: &mut [f32],
+    out: &mut [u8],
+) -> (usize, bool) {
+    let n = local.len() & !7;
+    if !available() || n == 0 {
+        return (0, false);
+    }
+    assert!(recv.len() >= n * width(k) && out.len() >= n * width(k));
+    // SAFETY: features checked; every slice covers n elements of its type;
+    // recv, local and out are distinct borrows, so they do not overlap.
+    (n, unsafe { reduce_store_encode(k, op, avg_ranks, recv.as_ptr(), local.as_mut_ptr(), out.as_mut_ptr(), n) })
+}
+
+/// Whole vectors of `decode_store`; returns how many elements it covered.
+pub fn decode_store_vec(k: WireKind, recv: &[u8], local: &mut [f32]) -> usize {
+    let n = local.len() & !7;
+    if !available() || n == 0 {
+        return 0;
+    }
+    assert!(recv.len() >= n * width(k));
+    // SAFETY: features checked; both slices cover n elements of their type.
+    unsafe { decode_store(k, recv.as_ptr(), local.as_mut_ptr(), n) };
+    n
+}

@@ -1,0 +1,84 @@
+//! Schedules: pure code, no I/O. A schedule tells one rank, step by step,
+//! which primitive to run on which block of the buffer and with which peers.
+//! The executor ([`crate::exec`]) walks it; the tests below check a
+//! schedule alone by simulating every rank's steps symbolically.
+//!
+//! The primitives are NCCL's (`src/device/prims_simple.h`), so a reader who
+//! knows NCCL's ring recognises the sequence:
+//!
+//! | primitive              | receives | reduces | stores final | sends |
+//! |------------------------|----------|---------|--------------|-------|
+//! | `Send`                 |          |         |              | yes   |
+//! | `RecvReduceSend`       | yes      | yes     |              | yes   |
+//! | `RecvReduceCopySend`   | yes      | yes     | yes          | yes   |
+//! | `RecvReduceCopy`       | yes      | yes     | yes          |       |
+//! | `RecvCopySend`         | yes      |         | yes          | yes (forwards the bytes it got) |
+//! | `Recv`                 | yes      |         | yes          |       |
+
+mod chunk;
+mod ring;
+
+pub use chunk::{block_range, slice_count, slice_range};
+pub use ring::{Chain, Ring, RingKind};
+
+use std::ops::Range;
+
+/// What one step does; see the module table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prim {
+    /// Encode the local block and send it.
+    Send,
+    /// Receive a partial result, reduce the local block into it, send it on.
+    RecvReduceSend,
+    /// As `RecvReduceSend`, and the result is final: store it locally too.
+    RecvReduceCopySend,
+    /// Receive a partial result and reduce it into the final local value.
+    RecvReduceCopy,
+    /// Receive a final value, store it, and forward the same bytes.
+    RecvCopySend,
+    /// Receive a final value and store it.
+    Recv,
+}
+
+impl Prim {
+    /// Whether the step waits for a message.
+    pub fn receives(self) -> bool {
+        !matches!(self, Prim::Send)
+    }
+    /// Whether the step sends a message.
+    pub fn sends(self) -> bool {
+        matches!(self, Prim::Send | Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvCopySend)
+    }
+}
+
+/// One step of one rank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The primitive.
+    pub prim: Prim,
+    /// Which block of the buffer it works on.
+    pub block: usize,
+    /// Peer it receives from, when `prim.receives()`.
+    pub recv_from: usize,
+    /// Peer it sends to, when `prim.sends()`.
+    pub send_to: usize,
+}
+
+/// A rank's view of one collective: how the buffer splits into blocks and
+/// the steps it runs over them. Computed, not stored, so walking a schedule
+/// allocates nothing.
+pub trait Schedule {
+    /// Number of steps this rank runs.
+    fn len(&self) -> usize;
+    /// Whether this rank runs no step at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Step `i`, for `i < len()`.
+    fn step(&self, i: usize) -> Step;
+    /// Element range of block `b`.
+    fn block(&self, b: usize) -> Range<usize>;
+}
+
+#[cfg(test)]
+mod tests;

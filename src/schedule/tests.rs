@@ -1,0 +1,184 @@
+//! Schedules checked alone: every rank's steps are run symbolically, with a
+//! bit mask per block standing for "which ranks' contributions are in it".
+
+use std::collections::VecDeque;
+
+use super::*;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Ring(RingKind),
+    Chain(usize),
+}
+
+fn schedule(kind: Kind, rank: usize, size: usize) -> Box<dyn Schedule> {
+    match kind {
+        Kind::Ring(k) => Box::new(Ring { rank, size, count: 1000, kind: k }),
+        Kind::Chain(root) => Box::new(Chain { rank, size, count: 1000, root }),
+    }
+}
+
+/// Runs all ranks until none can move. Panics on any broken invariant;
+/// returns each rank's final masks.
+fn simulate(kind: Kind, n: usize) -> Vec<Vec<u64>> {
+    let scheds: Vec<_> = (0..n).map(|r| schedule(kind, r, n)).collect();
+    let blocks = match kind {
+        Kind::Chain(_) => 1,
+        _ => n,
+    };
+    let mut have: Vec<Vec<u64>> = (0..n)
+        .map(|r| {
+            (0..blocks)
+                .map(|b| match kind {
+                    Kind::Ring(RingKind::Allgather) => u64::from(b == r) << r,
+                    Kind::Chain(root) => u64::from(r == root) << r,
+                    Kind::Ring(_) => 1 << r,
+                })
+                .collect()
+        })
+        .collect();
+    let mut queues: Vec<Vec<VecDeque<(usize, u64)>>> = vec![vec![VecDeque::new(); n]; n];
+    let mut pc = vec![0usize; n];
+    loop {
+        let mut moved = false;
+        for r in 0..n {
+            if pc[r] == scheds[r].len() {
+                continue;
+            }
+            let st = scheds[r].step(pc[r]);
+            let got = if st.prim.receives() {
+                match queues[st.recv_from][r].pop_front() {
+                    None => continue,
+                    Some((b, m)) => {
+                        assert_eq!(b, st.block, "{kind:?} n={n}: rank {r} step {} got block {b}", pc[r]);
+                        m
+                    }
+                }
+            } else {
+                0
+            };
+            let local = have[r][st.block];
+            let out = match st.prim {
+                Prim::Send => local,
+                Prim::RecvReduceSend => {
+                    assert_eq!(got & local, 0, "{kind:?} n={n}: contribution reduced twice");
+                    got | local
+                }
+                Prim::RecvReduceCopySend | Prim::RecvReduceCopy => {
+                    assert_eq!(got & local, 0, "{kind:?} n={n}: contribution reduced twice");
+                    have[r][st.block] = got | local;
+                    got | local
+                }
+                Prim::RecvCopySend | Prim::Recv => {
+                    have[r][st.block] = got;
+                    got
+                }
+            };
+            if st.prim.sends() {
+                queues[r][st.send_to].push_back((st.block, out));
+            }
+            pc[r] += 1;
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    for r in 0..n {
+        assert_eq!(pc[r], scheds[r].len(), "{kind:?} n={n}: rank {r} is stuck at step {} (deadlock)", pc[r]);
+        for q in &queues[r] {
+            assert!(q.is_empty(), "{kind:?} n={n}: rank {r} sent a message nobody received");
+        }
+    }
+    have
+}
+
+const SIZES: [usize; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 33, 64];
+
+#[test]
+fn ring_allreduce_gives_every_rank_every_contribution_once() {
+    for n in SIZES {
+        let full = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let have = simulate(Kind::Ring(RingKind::Allreduce), n);
+        assert!(have.iter().all(|h| h.iter().all(|&m| m == full)), "n={n}");
+        if n > 1 {
+            assert_eq!(Ring { rank: 0, size: n, count: 1, kind: RingKind::Allreduce }.len(), 2 * n - 1);
+        }
+    }
+}
+
+#[test]
+fn ring_reduce_scatter_finishes_own_block() {
+    for n in SIZES {
+        let full = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let have = simulate(Kind::Ring(RingKind::ReduceScatter), n);
+        for (r, h) in have.iter().enumerate() {
+            assert_eq!(h[r], full, "n={n} rank {r}");
+        }
+    }
+}
+
+#[test]
+fn ring_allgather_delivers_each_block_from_its_owner() {
+    for n in SIZES {
+        let have = simulate(Kind::Ring(RingKind::Allgather), n);
+        for h in &have {
+            for (b, &m) in h.iter().enumerate() {
+                assert_eq!(m, 1 << b, "n={n} block {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn chain_broadcast_reaches_every_rank_from_any_root() {
+    for n in SIZES {
+        for root in [0, n / 2, n - 1] {
+            let have = simulate(Kind::Chain(root), n);
+            assert!(have.iter().all(|h| h[0] == 1 << root), "n={n} root={root}");
+        }
+    }
+}
+
+#[test]
+fn ring_follows_nccl_primitive_sequence() {
+    let n = 5;
+    let prims: Vec<Prim> = (0..9).map(|i| Ring { rank: 2, size: n, count: 10, kind: RingKind::Allreduce }.step(i).prim).collect();
+    use Prim::*;
+    assert_eq!(
+        prims,
+        [Send, RecvReduceSend, RecvReduceSend, RecvReduceSend, RecvReduceCopySend, RecvCopySend, RecvCopySend, RecvCopySend, Recv]
+    );
+}
+
+#[test]
+fn blocks_tile_the_buffer_evenly() {
+    for count in [0usize, 1, 3, 4, 5, 100, 1001, 10007] {
+        for n in [1usize, 2, 3, 4, 5, 8, 13] {
+            let mut next = 0;
+            for b in 0..n {
+                let r = block_range(count, n, b);
+                assert_eq!(r.start, next);
+                assert!(r.len() == count / n || r.len() == count / n + 1);
+                next = r.end;
+            }
+            assert_eq!(next, count);
+        }
+    }
+}
+
+#[test]
+fn slices_tile_a_block() {
+    for (len, slice) in [(0usize, 4usize), (1, 4), (4, 4), (5, 4), (1000, 7), (10007, 1024)] {
+        let block = 10..10 + len;
+        let k = slice_count(len, slice);
+        let mut next = block.start;
+        for i in 0..k {
+            let s = slice_range(&block, slice, i);
+            assert_eq!(s.start, next);
+            assert!(!s.is_empty() && s.len() <= slice);
+            next = s.end;
+        }
+        assert_eq!(next, block.end);
+    }
+}
