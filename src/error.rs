@@ -116,22 +116,3 @@ pub enum Error {
 
 /// `Result` with ringfuse's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// The transport layer reports failures without knowing the op; the
-    /// executor fills it in with this.
-    pub(crate) fn with_op(mut self, desc: &OpDesc) -> Self {
-        match &mut self {
-            Error::Length { op, .. }
-            | Error::Root { op, .. }
-            | Error::Timeout { op, .. }
-            | Error::Fp16Overflow { op, .. }
-            | Error::Protocol { op, .. }
-            | Error::Transport { op, .. }
-            | Error::Unsupported { op, .. }
-            | Error::Poisoned { op, .. } => *op = desc.clone(),
-            Error::MpiInit(_) => {}
-        }
-        self
-    }
-}

@@ -63,10 +63,3 @@ pub fn decode_store<E: Element, W: Element>(recv: &[W], local: &mut [E]) {
         *l = E::Acc::load(*r).store();
     }
 }
-
-/// Single-rank finish of `Avg` (the only op that changes a lone rank's data).
-pub fn div_ranks<E: Element>(local: &mut [E], n: usize) {
-    for l in local.iter_mut() {
-        *l = E::Acc::load(*l).div_ranks(n).store();
-    }
-}

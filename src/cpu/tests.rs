@@ -107,3 +107,22 @@ fn rounding_is_nearest_even() {
     encode(&[1.0 + 3.0 * 2f32.powi(-8); 8], &mut outb);
     assert_eq!(outb[0].to_bits(), 0x3f82);
 }
+
+#[test]
+fn f64_to_bf16_is_one_correct_rounding() {
+    // Every f32 value must convert from f64 exactly as from f32 (which is a
+    // single rounding); half's own bf16::from_f64 fails this.
+    let mut rng = SmallRng::seed_from_u64(3);
+    for _ in 0..200_000 {
+        let x = f32::from_bits(rng.random::<u32>());
+        if x.is_nan() {
+            continue;
+        }
+        let want = bf16::from_f32(x).to_bits();
+        assert_eq!(<bf16 as Element>::from_f64(x as f64).to_bits(), want, "{x:e}");
+        assert_eq!(<f16 as Element>::from_f64(x as f64).to_bits(), f16::from_f32(x).to_bits(), "{x:e}");
+    }
+    // Halfway in bf16 but above it in f64: must round up, not to even.
+    let v = 1.0 + 2f64.powi(-8) + 2f64.powi(-40);
+    assert_eq!(<bf16 as Element>::from_f64(v).to_bits(), 0x3f81);
+}

@@ -9,6 +9,7 @@
 //! | primitive              | receives | reduces | stores final | sends |
 //! |------------------------|----------|---------|--------------|-------|
 //! | `Send`                 |          |         |              | yes   |
+//! | `CopySend`             |          |         | yes          | yes   |
 //! | `RecvReduceSend`       | yes      | yes     |              | yes   |
 //! | `RecvReduceCopySend`   | yes      | yes     | yes          | yes   |
 //! | `RecvReduceCopy`       | yes      | yes     | yes          |       |
@@ -26,8 +27,11 @@ use std::ops::Range;
 /// What one step does; see the module table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prim {
-    /// Encode the local block and send it.
+    /// Encode the local block (a first partial result) and send it.
     Send,
+    /// Encode a local block that is already final (allgather, broadcast
+    /// root), store the decoded wire value as the local result, send it.
+    CopySend,
     /// Receive a partial result, reduce the local block into it, send it on.
     RecvReduceSend,
     /// As `RecvReduceSend`, and the result is final: store it locally too.
@@ -43,11 +47,11 @@ pub enum Prim {
 impl Prim {
     /// Whether the step waits for a message.
     pub fn receives(self) -> bool {
-        !matches!(self, Prim::Send)
+        !matches!(self, Prim::Send | Prim::CopySend)
     }
     /// Whether the step sends a message.
     pub fn sends(self) -> bool {
-        matches!(self, Prim::Send | Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvCopySend)
+        matches!(self, Prim::Send | Prim::CopySend | Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvCopySend)
     }
 }
 

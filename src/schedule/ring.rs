@@ -87,7 +87,7 @@ impl Schedule for Ring {
             // Rank r starts with block r, so allgather step j moves r-j.
             RingKind::Allgather => {
                 let prim = match i {
-                    0 => Prim::Send,
+                    0 => Prim::CopySend,
                     i if i < last => Prim::RecvCopySend,
                     _ => Prim::Recv,
                 };
@@ -124,7 +124,7 @@ impl Schedule for Chain {
         let n = self.size;
         let pos = (self.rank + n - self.root) % n;
         let prim = if pos == 0 {
-            Prim::Send
+            Prim::CopySend
         } else if pos + 1 < n {
             Prim::RecvCopySend
         } else {

@@ -59,7 +59,7 @@ fn simulate(kind: Kind, n: usize) -> Vec<Vec<u64>> {
             };
             let local = have[r][st.block];
             let out = match st.prim {
-                Prim::Send => local,
+                Prim::Send | Prim::CopySend => local,
                 Prim::RecvReduceSend => {
                     assert_eq!(got & local, 0, "{kind:?} n={n}: contribution reduced twice");
                     got | local

@@ -1,0 +1,330 @@
+//! [`Communicator`]: the public face. Every collective validates its
+//! arguments, then runs one schedule through the one executor.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use half::{bf16, f16};
+
+use crate::codec::Codec;
+use crate::element::{DType, Element, ReduceOp};
+use crate::error::{Error, Result};
+use crate::exec::{self, Ctx, Local, Scratch};
+use crate::op::{Collective, OpDesc};
+use crate::schedule::{Chain, Ring, RingKind, Schedule};
+use crate::transport::Transport;
+use crate::wire::FLAG_OVERFLOW;
+
+/// Per-call options. `AllreduceOpts::default()` is what the plain methods
+/// use; every field can be set with a builder method.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllreduceOpts {
+    /// Wire format (default [`Codec::Native`]).
+    pub codec: Codec,
+    /// Payload bytes of one message on the wire (the pipelining unit).
+    /// Default 256 KiB.
+    pub slice_bytes: usize,
+    /// Messages in flight each way per rank (default 4). Extra memory per
+    /// rank is about `(2 * slots + 2) * slice_bytes`, whatever the buffer.
+    pub slots: usize,
+    /// Deadline of every single wait (default 300 s, or
+    /// `RINGFUSE_TIMEOUT_MS`).
+    pub timeout: Duration,
+}
+
+impl Default for AllreduceOpts {
+    fn default() -> Self {
+        let timeout = std::env::var("RINGFUSE_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(300));
+        AllreduceOpts { codec: Codec::Native, slice_bytes: 256 << 10, slots: 4, timeout }
+    }
+}
+
+impl AllreduceOpts {
+    /// Sets the wire format.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+    /// Sets the payload bytes per message.
+    pub fn slice_bytes(mut self, bytes: usize) -> Self {
+        self.slice_bytes = bytes;
+        self
+    }
+    /// Sets the messages in flight each way.
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = slots;
+        self
+    }
+    /// Sets the deadline of each wait.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+struct State {
+    transport: Box<dyn Transport>,
+    seq: u64,
+    poisoned: Option<String>,
+    scratch: Scratch,
+}
+
+/// A group of ranks that run collectives together.
+///
+/// Every rank must call the same collectives in the same order with
+/// matching arguments, as with MPI or NCCL. Calls on one communicator are
+/// serialised by an internal lock. After a collective fails part-way
+/// (timeout, transport failure), the communicator refuses further calls
+/// with [`Error::Poisoned`]; argument errors leave it usable.
+pub struct Communicator {
+    rank: usize,
+    size: usize,
+    defaults: AllreduceOpts,
+    state: Mutex<State>,
+}
+
+enum Sched {
+    Ring(Ring),
+    Chain(Chain),
+}
+
+impl Communicator {
+    /// A communicator over any transport.
+    pub fn from_transport(t: Box<dyn Transport>) -> Self {
+        Communicator {
+            rank: t.rank(),
+            size: t.size(),
+            defaults: AllreduceOpts::default(),
+            state: Mutex::new(State { transport: t, seq: 0, poisoned: None, scratch: Scratch::default() }),
+        }
+    }
+
+    /// A communicator on a duplicate of an existing rsmpi communicator. The
+    /// caller must keep MPI initialised (its `Universe` alive) for as long
+    /// as this communicator lives.
+    #[cfg(feature = "mpi")]
+    pub fn from_mpi<C: ::mpi::traits::Communicator>(comm: &C) -> Self {
+        Self::from_transport(Box::new(crate::transport::mpi::MpiTransport::new(comm, None)))
+    }
+
+    /// This rank, `0..size()`.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Options the plain methods (`allreduce`, ...) use.
+    pub fn defaults(&self) -> &AllreduceOpts {
+        &self.defaults
+    }
+
+    /// Replaces the options the plain methods use.
+    pub fn set_defaults(&mut self, opts: AllreduceOpts) {
+        self.defaults = opts;
+    }
+
+    /// Reduces `buf` across all ranks in place; every rank ends with the
+    /// same bits.
+    pub fn allreduce<T: Element>(&self, buf: &mut [T], op: ReduceOp) -> Result<()> {
+        self.allreduce_with(buf, op, &self.defaults.clone())
+    }
+
+    /// [`Self::allreduce`] with explicit options (codec, slicing, deadline).
+    ///
+    /// ```
+    /// use ringfuse::{AllreduceOpts, Codec, ReduceOp};
+    /// let out = ringfuse::local::run(3, |comm| {
+    ///     let mut grads = vec![comm.rank() as f32 + 0.5; 1000];
+    ///     let opts = AllreduceOpts::default().codec(Codec::Fp16);
+    ///     comm.allreduce_with(&mut grads, ReduceOp::Sum, &opts).unwrap();
+    ///     grads
+    /// });
+    /// assert_eq!(out[0][0], 4.5); // 0.5 + 1.5 + 2.5, exact in FP16
+    /// assert!(out.iter().all(|g| g == &out[0]));
+    /// ```
+    pub fn allreduce_with<T: Element>(&self, buf: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
+        let count = buf.len();
+        self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, |rank, size, _| {
+            let s = Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce });
+            (s, Local::InPlace(buf))
+        })
+    }
+
+    /// Reduces `input` (`output.len() * size()` elements) across ranks and
+    /// leaves block `rank()` of the result in `output`. Values are the
+    /// decoded wire values, so `reduce_scatter` then `allgather` gives the
+    /// same bits as `allreduce`.
+    pub fn reduce_scatter<T: Element>(&self, input: &[T], output: &mut [T], op: ReduceOp) -> Result<()> {
+        self.reduce_scatter_with(input, output, op, &self.defaults.clone())
+    }
+
+    /// [`Self::reduce_scatter`] with explicit options.
+    pub fn reduce_scatter_with<T: Element>(&self, input: &[T], output: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
+        let count = input.len();
+        let desc = self.desc::<T>(Collective::ReduceScatter, count, Some(op), None, opts);
+        if count != output.len() * self.size {
+            return Err(Error::Length { rank: self.rank, op: desc, what: "input (output.len() * size)", expected: output.len() * self.size, got: count });
+        }
+        self.call::<T>(Collective::ReduceScatter, count, Some(op), None, opts, |rank, size, _| {
+            let own = crate::schedule::block_range(count, size, rank);
+            output.copy_from_slice(&input[own.clone()]);
+            let s = Sched::Ring(Ring { rank, size, count, kind: RingKind::ReduceScatter });
+            (s, Local::Scatter { input, output, own })
+        })
+    }
+
+    /// Gathers every rank's `input` into `output` (`input.len() * size()`
+    /// elements), rank order. With a lossy codec every rank, the owner
+    /// included, holds the decoded wire values.
+    pub fn allgather<T: Element>(&self, input: &[T], output: &mut [T]) -> Result<()> {
+        self.allgather_with(input, output, &self.defaults.clone())
+    }
+
+    /// [`Self::allgather`] with explicit options.
+    pub fn allgather_with<T: Element>(&self, input: &[T], output: &mut [T], opts: &AllreduceOpts) -> Result<()> {
+        let count = output.len();
+        let desc = self.desc::<T>(Collective::Allgather, count, None, None, opts);
+        if count != input.len() * self.size {
+            return Err(Error::Length { rank: self.rank, op: desc, what: "output (input.len() * size)", expected: input.len() * self.size, got: count });
+        }
+        self.call::<T>(Collective::Allgather, count, None, None, opts, |rank, size, _| {
+            let own = crate::schedule::block_range(count, size, rank);
+            if size == 1 {
+                output.copy_from_slice(input);
+            }
+            let s = Sched::Ring(Ring { rank, size, count, kind: RingKind::Allgather });
+            (s, Local::Gather { input, output, own })
+        })
+    }
+
+    /// Copies `root`'s `buf` to every rank (a pipelined chain).
+    pub fn broadcast<T: Element>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        self.broadcast_with(buf, root, &self.defaults.clone())
+    }
+
+    /// [`Self::broadcast`] with explicit options.
+    pub fn broadcast_with<T: Element>(&self, buf: &mut [T], root: usize, opts: &AllreduceOpts) -> Result<()> {
+        let count = buf.len();
+        if root >= self.size {
+            let op = self.desc::<T>(Collective::Broadcast, count, None, Some(root), opts);
+            return Err(Error::Root { rank: self.rank, op, root, size: self.size });
+        }
+        self.call::<T>(Collective::Broadcast, count, None, Some(root), opts, |rank, size, _| {
+            (Sched::Chain(Chain { rank, size, count, root }), Local::InPlace(buf))
+        })
+    }
+
+    /// Returns once every rank has entered the barrier (or an error by the
+    /// default deadline).
+    pub fn barrier(&self) -> Result<()> {
+        let opts = self.defaults.clone();
+        let mut st = self.lock(&self.desc::<f32>(Collective::Barrier, 0, None, None, &opts))?;
+        let desc = OpDesc { seq: st.seq, ..self.desc::<f32>(Collective::Barrier, 0, None, None, &opts) };
+        st.seq += 1;
+        let State { transport, scratch, .. } = &mut *st;
+        let mut cx = Ctx { t: transport.as_mut(), desc: &desc, timeout: opts.timeout, slice: 1, slots: 1, scratch };
+        let r = exec::barrier(&mut cx);
+        if let Err(e) = &r {
+            st.transport.cancel_all();
+            st.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    fn desc<T: Element>(&self, kind: Collective, count: usize, op: Option<ReduceOp>, root: Option<usize>, opts: &AllreduceOpts) -> OpDesc {
+        let seq = self.state.lock().map(|s| s.seq).unwrap_or(0);
+        OpDesc { kind, seq, dtype: T::DTYPE, count, op, codec: opts.codec, root }
+    }
+
+    fn lock(&self, desc: &OpDesc) -> Result<std::sync::MutexGuard<'_, State>> {
+        // A panic while holding the lock (a bug) leaves the state as it was
+        // at a hop boundary; poison it rather than propagate the panic.
+        let mut st = self.state.lock().unwrap_or_else(|e| {
+            let mut g = e.into_inner();
+            g.poisoned.get_or_insert_with(|| "a thread panicked inside a collective".into());
+            g
+        });
+        if let Some(cause) = &st.poisoned {
+            return Err(Error::Poisoned { rank: self.rank, op: desc.clone(), cause: cause.clone() });
+        }
+        st.scratch = std::mem::take(&mut st.scratch);
+        Ok(st)
+    }
+
+    /// The common path of every data-moving collective.
+    fn call<'b, T: Element>(
+        &self,
+        kind: Collective,
+        count: usize,
+        op: Option<ReduceOp>,
+        root: Option<usize>,
+        opts: &AllreduceOpts,
+        build: impl FnOnce(usize, usize, ()) -> (Sched, Local<'b, T>),
+    ) -> Result<()> {
+        let desc0 = self.desc::<T>(kind, count, op, root, opts);
+        if opts.slots == 0 || opts.slice_bytes < 64 {
+            return Err(Error::Unsupported {
+                rank: self.rank,
+                op: desc0,
+                detail: format!("slots must be >= 1 and slice_bytes >= 64 (got {} and {})", opts.slots, opts.slice_bytes),
+            });
+        }
+        if count > u32::MAX as usize * 32 {
+            return Err(Error::Unsupported { rank: self.rank, op: desc0, detail: "more than 2^37 elements".into() });
+        }
+        let mut st = self.lock(&desc0)?;
+        let desc = OpDesc { seq: st.seq, ..desc0 };
+        st.seq += 1;
+        let (sched, mut local) = build(self.rank, self.size, ());
+        if self.size == 1 {
+            // Nothing travels, so no wire rounding applies; Avg divides by 1.
+            return Ok(());
+        }
+        let wire = opts.codec.wire_dtype(T::DTYPE);
+        // Whole multiples of 32 elements keep the vector kernels on full
+        // vectors except at a block's end.
+        let slice = ((opts.slice_bytes / wire.size()) & !31).max(32);
+        let reduce = op.unwrap_or(ReduceOp::Sum);
+        let avg = (reduce == ReduceOp::Avg).then_some(self.size);
+        let State { transport, scratch, .. } = &mut *st;
+        let mut cx = Ctx { t: transport.as_mut(), desc: &desc, timeout: opts.timeout, slice, slots: opts.slots, scratch };
+        let r = match &sched {
+            Sched::Ring(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
+            Sched::Chain(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
+        };
+        match r {
+            Ok(flags) if flags & FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {
+                Err(Error::Fp16Overflow { rank: self.rank, op: desc })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                st.transport.cancel_all();
+                st.poisoned = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+fn dispatch<E: Element, S: Schedule>(
+    cx: &mut Ctx<'_>,
+    s: &S,
+    local: &mut Local<'_, E>,
+    op: ReduceOp,
+    avg: Option<usize>,
+    codec: Codec,
+) -> Result<u16> {
+    match codec.wire_dtype(E::DTYPE) {
+        DType::F16 => exec::run::<E, f16, S>(cx, s, local, op, avg),
+        DType::Bf16 => exec::run::<E, bf16, S>(cx, s, local, op, avg),
+        _ => exec::run::<E, E, S>(cx, s, local, op, avg),
+    }
+}

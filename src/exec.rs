@@ -1,0 +1,330 @@
+//! The one executor: walks a [`Schedule`] over a [`Transport`] with the host
+//! kernels, for every collective and every codec.
+//!
+//! Each step's block is cut into slices of at most `slice` elements; each
+//! slice is one message (one *hop*). Up to `slots` receives are posted
+//! ahead and up to `slots` sends stay in flight, so while the kernel
+//! reduces slice k, slices k+1.. are already arriving and slice k-1 is
+//! leaving. Message memory comes from the transport's slot pool (`2*slots
+//! + 2` slots, sized once), so a call allocates nothing in steady state.
+//!
+//! Every wait has a deadline; an error names the peer, the step and the
+//! message index. The `RecvCopySend` primitive forwards the received slot
+//! itself: the allgather moves bytes without re-encoding them, which is why
+//! every rank ends with the same bits.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::cpu;
+use crate::element::{Element, ReduceOp};
+use crate::error::{Error, Result};
+use crate::op::OpDesc;
+use crate::schedule::{slice_count, slice_range, Prim, Schedule, Step};
+use crate::transport::{SlotId, Transport, WaitError};
+use crate::wire::{Header, FLAG_OVERFLOW, HEADER};
+
+/// Per-call settings the executor needs.
+pub(crate) struct Ctx<'a> {
+    pub t: &'a mut dyn Transport,
+    pub desc: &'a OpDesc,
+    pub timeout: Duration,
+    /// Elements per slice (message payload).
+    pub slice: usize,
+    /// Receives posted ahead, and sends in flight, at most.
+    pub slots: usize,
+    pub scratch: &'a mut Scratch,
+}
+
+/// Slot bookkeeping kept across calls so its queues never reallocate.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    free: Vec<SlotId>,
+    recvs: VecDeque<(SlotId, usize, usize, Range<usize>)>,
+    sends: VecDeque<(SlotId, usize, usize)>,
+}
+
+/// Where the blocks of one call live.
+pub(crate) enum Local<'a, E> {
+    /// One buffer read and written in place (allreduce, broadcast).
+    InPlace(&'a mut [E]),
+    /// Reduce-scatter: blocks are read from `input`; the own block (whose
+    /// range is `own`) is reduced in `output`, which the caller has
+    /// initialised with the own block of `input`.
+    Scatter { input: &'a [E], output: &'a mut [E], own: Range<usize> },
+    /// Allgather: the own block is `input`; every block lands in `output`.
+    Gather { input: &'a [E], output: &'a mut [E], own: Range<usize> },
+}
+
+impl<E> Local<'_, E> {
+    fn read(&self, r: Range<usize>) -> &[E] {
+        match self {
+            Local::InPlace(b) => &b[r],
+            Local::Scatter { input, output, own } => {
+                if r.start >= own.start && r.end <= own.end {
+                    &output[r.start - own.start..r.end - own.start]
+                } else {
+                    &input[r]
+                }
+            }
+            Local::Gather { input, own, .. } => &input[r.start - own.start..r.end - own.start],
+        }
+    }
+    fn write(&mut self, r: Range<usize>) -> &mut [E] {
+        match self {
+            Local::InPlace(b) => &mut b[r],
+            Local::Scatter { output, own, .. } => &mut output[r.start - own.start..r.end - own.start],
+            Local::Gather { output, .. } => &mut output[r],
+        }
+    }
+}
+
+/// One hop: a slice of a step.
+#[derive(Clone)]
+struct Hop {
+    step_idx: usize,
+    step: Step,
+    slice_idx: usize,
+    range: Range<usize>,
+}
+
+/// Walks the hops of a schedule in order: step by step, slice by slice.
+struct Cursor {
+    step: usize,
+    k: usize,
+    slice: usize,
+    only_recv: bool,
+}
+
+impl Cursor {
+    fn next<S: Schedule>(&mut self, s: &S) -> Option<Hop> {
+        while self.step < s.len() {
+            let st = s.step(self.step);
+            let block = s.block(st.block);
+            if (self.only_recv && !st.prim.receives()) || self.k >= slice_count(block.len(), self.slice) {
+                self.step += 1;
+                self.k = 0;
+                continue;
+            }
+            let hop = Hop { step_idx: self.step, step: st, slice_idx: self.k, range: slice_range(&block, self.slice, self.k) };
+            self.k += 1;
+            return Some(hop);
+        }
+        None
+    }
+}
+
+/// Runs `sched` with buffer element `E` and wire element `W`. Returns the
+/// OR of the final flags of every slice this rank saw.
+pub(crate) fn run<E: Element, W: Element, S: Schedule>(
+    cx: &mut Ctx<'_>,
+    sched: &S,
+    local: &mut Local<'_, E>,
+    op: ReduceOp,
+    avg_ranks: Option<usize>,
+) -> Result<u16> {
+    let wsize = std::mem::size_of::<W>();
+    let total = 2 * cx.slots + 2;
+    cx.t.reserve(total, HEADER + cx.slice * wsize);
+    let sc = &mut *cx.scratch;
+    sc.free.clear();
+    sc.free.extend((0..total).rev());
+    sc.recvs.clear();
+    sc.sends.clear();
+    let seq = cx.desc.seq as u32;
+    let tag = (cx.desc.seq & 0x7fff) as u32;
+    let native = E::DTYPE == W::DTYPE;
+    let mut flags_seen = 0u16;
+    let mut hops = Cursor { step: 0, k: 0, slice: cx.slice, only_recv: false };
+    let mut ahead = Cursor { step: 0, k: 0, slice: cx.slice, only_recv: true };
+    let mut msg = 0usize; // messages received so far, for error reports
+    let mut sent = 0usize;
+
+    while let Some(hop) = hops.next(sched) {
+        // Keep `slots` receives posted ahead of the hop being worked on.
+        while cx.scratch.recvs.len() < cx.slots {
+            let Some(h) = ahead.next(sched) else { break };
+            let id = acquire(cx)?;
+            cx.t.post_recv(id, h.step.recv_from, tag).map_err(|e| transport_err(cx, h.step.recv_from, e))?;
+            cx.scratch.recvs.push_back((id, h.step.recv_from, h.step_idx, h.range));
+        }
+
+        let st = hop.step;
+        let payload_bytes = hop.range.len() * wsize;
+        let mut recv_hdr = Header { flags: 0, seq, block: st.block as u32, slice: hop.slice_idx as u32 };
+        let recv_id = if st.prim.receives() {
+            let (id, peer, step_idx, range) = cx.scratch.recvs.pop_front().expect("a receive was posted for this hop");
+            debug_assert!(step_idx == hop.step_idx && range == hop.range);
+            let got = wait(cx, id, peer, "receive from", step_idx, msg)?;
+            msg += 1;
+            let hdr = Header::read(&cx.t.slot_mut(id)[..got.min(HEADER)]);
+            let expect = recv_hdr;
+            match hdr {
+                Some(h) if got == HEADER + payload_bytes && Header { flags: 0, ..h } == expect => recv_hdr.flags = h.flags,
+                _ => {
+                    return Err(Error::Protocol {
+                        rank: cx.t.rank(),
+                        op: cx.desc.clone(),
+                        peer,
+                        step: step_idx,
+                        detail: format!(
+                            "expected {} bytes for seq {} block {} slice {}, got {} bytes with header {:?}",
+                            HEADER + payload_bytes,
+                            expect.seq,
+                            expect.block,
+                            expect.slice,
+                            got,
+                            hdr
+                        ),
+                    })
+                }
+            }
+            Some(id)
+        } else {
+            None
+        };
+
+        let range = hop.range.clone();
+        let out_hdr = |flags: u16| Header { flags, ..recv_hdr };
+        match st.prim {
+            Prim::Send | Prim::CopySend => {
+                let out = acquire(cx)?;
+                let buf = cx.t.slot_mut(out);
+                let over = encode::<E, W>(local.read(range.clone()), &mut buf[HEADER..HEADER + payload_bytes]);
+                let flags = if over { FLAG_OVERFLOW } else { 0 };
+                out_hdr(flags).write(buf);
+                if st.prim == Prim::CopySend {
+                    // The value is final: the sender keeps exactly what the
+                    // others will decode (a no-op only for a native wire on
+                    // an in-place buffer).
+                    flags_seen |= flags;
+                    if !(native && matches!(local, Local::InPlace(_))) {
+                        decode::<E, W>(&buf[HEADER..HEADER + payload_bytes], local.write(range.clone()));
+                    }
+                }
+                post_send(cx, out, HEADER + payload_bytes, st, &mut sent)?;
+            }
+            Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvReduceCopy => {
+                let rid = recv_id.expect("receiving primitive");
+                let out = acquire(cx)?;
+                let (rbuf, obuf) = cx.t.slot_pair(rid, out);
+                let recv_p: &[W] = bytemuck::cast_slice(&rbuf[HEADER..HEADER + payload_bytes]);
+                let out_p: &mut [W] = bytemuck::cast_slice_mut(&mut obuf[HEADER..HEADER + payload_bytes]);
+                let over = if st.prim == Prim::RecvReduceSend {
+                    cpu::reduce_encode(op, recv_p, local.read(range.clone()), out_p)
+                } else {
+                    cpu::reduce_store_encode(op, avg_ranks, recv_p, local.write(range.clone()), out_p)
+                };
+                let flags = recv_hdr.flags | if over { FLAG_OVERFLOW } else { 0 };
+                out_hdr(flags).write(obuf);
+                cx.scratch.free.push(rid);
+                if st.prim != Prim::RecvReduceSend {
+                    flags_seen |= flags;
+                }
+                if st.prim.sends() {
+                    post_send(cx, out, HEADER + payload_bytes, st, &mut sent)?;
+                } else {
+                    cx.scratch.free.push(out);
+                }
+            }
+            Prim::RecvCopySend | Prim::Recv => {
+                let rid = recv_id.expect("receiving primitive");
+                flags_seen |= recv_hdr.flags;
+                decode::<E, W>(&cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes], local.write(range));
+                if st.prim == Prim::RecvCopySend {
+                    // Forward the very bytes received, header included.
+                    post_send(cx, rid, HEADER + payload_bytes, st, &mut sent)?;
+                } else {
+                    cx.scratch.free.push(rid);
+                }
+            }
+        }
+        // Bound the sends in flight (and so the slots they pin).
+        while cx.scratch.sends.len() > cx.slots {
+            complete_oldest_send(cx)?;
+        }
+    }
+    while !cx.scratch.sends.is_empty() {
+        complete_oldest_send(cx)?;
+    }
+    debug_assert!(cx.scratch.recvs.is_empty());
+    Ok(flags_seen)
+}
+
+fn encode<E: Element, W: Element>(src: &[E], out: &mut [u8]) -> bool {
+    cpu::encode(src, bytemuck::cast_slice_mut::<u8, W>(out))
+}
+
+fn decode<E: Element, W: Element>(src: &[u8], out: &mut [E]) {
+    cpu::decode_store(bytemuck::cast_slice::<u8, W>(src), out)
+}
+
+fn post_send(cx: &mut Ctx<'_>, id: SlotId, len: usize, st: Step, sent: &mut usize) -> Result<()> {
+    let tag = (cx.desc.seq & 0x7fff) as u32;
+    cx.t.post_send(id, len, st.send_to, tag).map_err(|e| transport_err(cx, st.send_to, e))?;
+    cx.scratch.sends.push_back((id, st.send_to, *sent));
+    *sent += 1;
+    Ok(())
+}
+
+fn complete_oldest_send(cx: &mut Ctx<'_>) -> Result<SlotId> {
+    let (id, peer, n) = cx.scratch.sends.pop_front().expect("a send is in flight");
+    wait(cx, id, peer, "send to", n, n)?;
+    Ok(id)
+}
+
+/// A free slot; if none, the oldest send is completed to free one.
+fn acquire(cx: &mut Ctx<'_>) -> Result<SlotId> {
+    if let Some(id) = cx.scratch.free.pop() {
+        return Ok(id);
+    }
+    complete_oldest_send(cx)
+}
+
+fn wait(cx: &mut Ctx<'_>, id: SlotId, peer: usize, dir: &'static str, step: usize, msg: usize) -> Result<usize> {
+    let start = Instant::now();
+    cx.t.wait(id, start + cx.timeout).map_err(|e| match e {
+        WaitError::Timeout => {
+            Error::Timeout { rank: cx.t.rank(), op: cx.desc.clone(), peer, dir, step, msg, waited: start.elapsed() }
+        }
+        WaitError::Failed(detail) => Error::Transport { rank: cx.t.rank(), op: cx.desc.clone(), peer, detail },
+    })
+}
+
+fn transport_err(cx: &Ctx<'_>, peer: usize, detail: String) -> Error {
+    Error::Transport { rank: cx.t.rank(), op: cx.desc.clone(), peer, detail }
+}
+
+/// A dissemination barrier: in round k every rank sends a header-only
+/// message to `rank + 2^k` and receives from `rank - 2^k`; after
+/// `ceil(log2 n)` rounds every rank has heard, transitively, from all.
+pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
+    let (rank, n) = (cx.t.rank(), cx.t.size());
+    cx.t.reserve(2, HEADER);
+    let tag = (cx.desc.seq & 0x7fff) as u32;
+    let mut dist = 1;
+    let mut round = 0;
+    while dist < n {
+        let (to, from) = ((rank + dist) % n, (rank + n - dist) % n);
+        let hdr = Header { flags: 0, seq: cx.desc.seq as u32, block: round, slice: 0 };
+        hdr.write(cx.t.slot_mut(0));
+        cx.t.post_recv(1, from, tag).map_err(|e| transport_err(cx, from, e))?;
+        cx.t.post_send(0, HEADER, to, tag).map_err(|e| transport_err(cx, to, e))?;
+        wait(cx, 1, from, "receive from", round as usize, round as usize)?;
+        wait(cx, 0, to, "send to", round as usize, round as usize)?;
+        let got = Header::read(&cx.t.slot_mut(1)[..HEADER]);
+        if got != Some(hdr) {
+            return Err(Error::Protocol {
+                rank,
+                op: cx.desc.clone(),
+                peer: from,
+                step: round as usize,
+                detail: format!("barrier message {got:?} where {hdr:?} was expected"),
+            });
+        }
+        dist *= 2;
+        round += 1;
+    }
+    Ok(())
+}

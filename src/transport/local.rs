@@ -1,0 +1,161 @@
+//! In-process ranks: every rank is a thread, messages are copied through
+//! per-rank mailboxes. Used by the tests and by single-process callers; the
+//! executor, kernels and schedules are exactly those used over MPI.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use super::{SlotId, SlotPool, Transport, WaitError};
+
+struct Msg {
+    src: usize,
+    tag: u32,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Mailbox {
+    queue: Mutex<VecDeque<Msg>>,
+    ready: Condvar,
+}
+
+/// The shared state of one group of in-process ranks.
+pub struct LocalWorld {
+    boxes: Vec<Mailbox>,
+    // Message buffers are recycled, so a steady stream of collectives
+    // allocates nothing once the pool has warmed up.
+    spare: Mutex<Vec<Vec<u8>>>,
+    aborted: AtomicBool,
+}
+
+impl LocalWorld {
+    /// A world of `n` ranks.
+    pub fn new(n: usize) -> Arc<Self> {
+        Arc::new(LocalWorld {
+            boxes: (0..n).map(|_| Mailbox::default()).collect(),
+            spare: Mutex::new(Vec::new()),
+            aborted: AtomicBool::new(false),
+        })
+    }
+    /// Wakes every wait in this world with an error.
+    pub fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        for b in &self.boxes {
+            let _guard = b.queue.lock().unwrap_or_else(|e| e.into_inner());
+            b.ready.notify_all();
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Posted {
+    Idle,
+    Sent(usize),
+    Recv { peer: usize, tag: u32 },
+}
+
+/// One rank's end of a [`LocalWorld`].
+pub struct LocalTransport {
+    world: Arc<LocalWorld>,
+    rank: usize,
+    pool: SlotPool,
+    posted: Vec<Posted>,
+}
+
+impl LocalTransport {
+    /// Rank `rank` of `world`.
+    pub fn new(world: Arc<LocalWorld>, rank: usize) -> Self {
+        LocalTransport { world, rank, pool: SlotPool::default(), posted: Vec::new() }
+    }
+}
+
+impl Transport for LocalTransport {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.world.boxes.len()
+    }
+    fn reserve(&mut self, count: usize, bytes: usize) {
+        self.pool.reserve(count, bytes);
+        self.posted.resize(count.max(self.posted.len()), Posted::Idle);
+    }
+    fn slot_bytes(&self) -> usize {
+        self.pool.bytes()
+    }
+    fn slot_mut(&mut self, id: SlotId) -> &mut [u8] {
+        self.pool.get_mut(id)
+    }
+    fn slot_pair(&mut self, a: SlotId, b: SlotId) -> (&[u8], &mut [u8]) {
+        self.pool.pair(a, b)
+    }
+
+    fn post_send(&mut self, id: SlotId, len: usize, peer: usize, tag: u32) -> Result<(), String> {
+        if self.world.aborted.load(Ordering::SeqCst) {
+            return Err("aborted".into());
+        }
+        let mut data = self.world.spare.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(&self.pool.get_mut(id)[..len]);
+        let mb = &self.world.boxes[peer];
+        mb.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(Msg { src: self.rank, tag, data });
+        mb.ready.notify_all();
+        self.posted[id] = Posted::Sent(len);
+        Ok(())
+    }
+
+    fn post_recv(&mut self, id: SlotId, peer: usize, tag: u32) -> Result<(), String> {
+        self.posted[id] = Posted::Recv { peer, tag };
+        Ok(())
+    }
+
+    fn wait(&mut self, id: SlotId, deadline: Instant) -> Result<usize, WaitError> {
+        let (peer, tag) = match std::mem::replace(&mut self.posted[id], Posted::Idle) {
+            Posted::Idle => return Err(WaitError::Failed(format!("slot {id} has nothing posted"))),
+            Posted::Sent(len) => return Ok(len),
+            Posted::Recv { peer, tag } => (peer, tag),
+        };
+        let mb = &self.world.boxes[self.rank];
+        let mut q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.world.aborted.load(Ordering::SeqCst) {
+                return Err(WaitError::Failed("aborted".into()));
+            }
+            if let Some(pos) = q.iter().position(|m| m.src == peer) {
+                let msg = q.remove(pos).expect("position is in range");
+                drop(q);
+                if msg.tag != tag {
+                    return Err(WaitError::Failed(format!(
+                        "message tag {} where {} was expected (ranks are in different collectives)",
+                        msg.tag, tag
+                    )));
+                }
+                let slot = self.pool.get_mut(id);
+                if msg.data.len() > slot.len() {
+                    return Err(WaitError::Failed(format!(
+                        "message of {} bytes does not fit a {}-byte slot",
+                        msg.data.len(),
+                        slot.len()
+                    )));
+                }
+                slot[..msg.data.len()].copy_from_slice(&msg.data);
+                let len = msg.data.len();
+                self.world.spare.lock().unwrap_or_else(|e| e.into_inner()).push(msg.data);
+                return Ok(len);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(WaitError::Timeout);
+            }
+            q = mb.ready.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    fn cancel_all(&mut self) {
+        // Nothing here writes into a slot after wait() returns, so there is
+        // nothing to retire.
+        self.posted.iter_mut().for_each(|p| *p = Posted::Idle);
+    }
+}

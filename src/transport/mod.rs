@@ -1,0 +1,92 @@
+//! Transports carry bytes between ranks. The executor owns no message
+//! memory: each transport owns a pool of *slots* (aligned byte buffers),
+//! because an MPI request must keep its buffer alive until it completes,
+//! even when the collective that posted it has failed and returned. A
+//! transport that cannot cancel a request keeps that slot forever rather
+//! than let the carrier write into freed memory.
+//!
+//! Messages between one pair of ranks are matched in the order they were
+//! posted (MPI's non-overtaking rule); every schedule relies on this.
+
+use std::time::Instant;
+
+pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+#[cfg(feature = "mpi")]
+mod mpi_ffi;
+
+/// Index of a slot in a transport's pool.
+pub type SlotId = usize;
+
+/// Why a wait ended without its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitError {
+    /// The deadline passed.
+    Timeout,
+    /// The carrier failed, or the message was not the one expected.
+    Failed(String),
+}
+
+/// A carrier of messages between the ranks of one communicator.
+pub trait Transport: Send {
+    /// This rank.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Makes sure at least `count` slots of at least `bytes` bytes exist.
+    /// Called only when nothing is in flight; never shrinks, so steady state
+    /// allocates nothing.
+    fn reserve(&mut self, count: usize, bytes: usize);
+    /// Bytes of each slot (0 before the first `reserve`).
+    fn slot_bytes(&self) -> usize;
+    /// Slot `id`, to fill before `post_send`.
+    fn slot_mut(&mut self, id: SlotId) -> &mut [u8];
+    /// Slot `a` to read and slot `b` to write, at once (`a != b`).
+    fn slot_pair(&mut self, a: SlotId, b: SlotId) -> (&[u8], &mut [u8]);
+    /// Starts sending the first `len` bytes of slot `id` to `peer`.
+    fn post_send(&mut self, id: SlotId, len: usize, peer: usize, tag: u32) -> Result<(), String>;
+    /// Starts receiving the next message from `peer` into slot `id`.
+    fn post_recv(&mut self, id: SlotId, peer: usize, tag: u32) -> Result<(), String>;
+    /// Waits for what was posted on slot `id`; returns the bytes moved.
+    fn wait(&mut self, id: SlotId, deadline: Instant) -> Result<usize, WaitError>;
+    /// After a failure: cancels what can be cancelled; slots whose requests
+    /// cannot be are retired (never reused, never freed while the carrier
+    /// may still touch them).
+    fn cancel_all(&mut self);
+}
+
+/// Slots backed by `u64`s, so every slot is 8-byte aligned and a payload
+/// after a 16-byte header can be viewed as `f64`s.
+#[derive(Default)]
+pub(crate) struct SlotPool {
+    slots: Vec<Vec<u64>>,
+    bytes: usize,
+}
+
+impl SlotPool {
+    pub(crate) fn reserve(&mut self, count: usize, bytes: usize) {
+        if bytes > self.bytes {
+            self.slots.clear();
+            self.bytes = bytes;
+        }
+        while self.slots.len() < count {
+            self.slots.push(vec![0u64; self.bytes.div_ceil(8)]);
+        }
+    }
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+    pub(crate) fn get_mut(&mut self, id: SlotId) -> &mut [u8] {
+        bytemuck::cast_slice_mut(&mut self.slots[id][..])
+    }
+    pub(crate) fn pair(&mut self, a: SlotId, b: SlotId) -> (&[u8], &mut [u8]) {
+        let [x, y] = self.slots.get_disjoint_mut([a, b]).expect("slot pair must be two distinct slots");
+        (bytemuck::cast_slice(&x[..]), bytemuck::cast_slice_mut(&mut y[..]))
+    }
+    /// Replaces slot `id` with a fresh one and hands back the old buffer,
+    /// which a carrier may still write into.
+    pub(crate) fn retire(&mut self, id: SlotId) -> Vec<u64> {
+        std::mem::replace(&mut self.slots[id], vec![0u64; self.bytes.div_ceil(8)])
+    }
+}
