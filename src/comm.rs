@@ -1,6 +1,7 @@
 //! [`Communicator`]: the public face. Every collective validates its
 //! arguments, then runs one schedule through the one executor.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -68,7 +69,6 @@ impl AllreduceOpts {
 
 struct State {
     transport: Box<dyn Transport>,
-    seq: u64,
     poisoned: Option<String>,
     scratch: Scratch,
 }
@@ -84,6 +84,9 @@ pub struct Communicator {
     rank: usize,
     size: usize,
     defaults: AllreduceOpts,
+    // Next call's sequence number. Advanced only under `state`'s lock; an
+    // atomic so describing a call (for an argument error) never locks.
+    seq: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -99,7 +102,8 @@ impl Communicator {
             rank: t.rank(),
             size: t.size(),
             defaults: AllreduceOpts::default(),
-            state: Mutex::new(State { transport: t, seq: 0, poisoned: None, scratch: Scratch::default() }),
+            seq: AtomicU64::new(0),
+            state: Mutex::new(State { transport: t, poisoned: None, scratch: Scratch::default() }),
         }
     }
 
@@ -227,8 +231,8 @@ impl Communicator {
     pub fn barrier(&self) -> Result<()> {
         let opts = self.defaults.clone();
         let mut st = self.lock(&self.desc::<f32>(Collective::Barrier, 0, None, None, &opts))?;
-        let desc = OpDesc { seq: st.seq, ..self.desc::<f32>(Collective::Barrier, 0, None, None, &opts) };
-        st.seq += 1;
+        let desc = self.desc::<f32>(Collective::Barrier, 0, None, None, &opts);
+        self.seq.fetch_add(1, Ordering::Relaxed);
         let State { transport, scratch, .. } = &mut *st;
         let mut cx = Ctx { t: transport.as_mut(), desc: &desc, timeout: opts.timeout, slice: 1, slots: 1, scratch };
         let r = exec::barrier(&mut cx);
@@ -240,14 +244,14 @@ impl Communicator {
     }
 
     fn desc<T: Element>(&self, kind: Collective, count: usize, op: Option<ReduceOp>, root: Option<usize>, opts: &AllreduceOpts) -> OpDesc {
-        let seq = self.state.lock().map(|s| s.seq).unwrap_or(0);
+        let seq = self.seq.load(Ordering::Relaxed);
         OpDesc { kind, seq, dtype: T::DTYPE, count, op, codec: opts.codec, root }
     }
 
     fn lock(&self, desc: &OpDesc) -> Result<std::sync::MutexGuard<'_, State>> {
         // A panic while holding the lock (a bug) leaves the state as it was
         // at a hop boundary; poison it rather than propagate the panic.
-        let mut st = self.state.lock().unwrap_or_else(|e| {
+        let st = self.state.lock().unwrap_or_else(|e| {
             let mut g = e.into_inner();
             g.poisoned.get_or_insert_with(|| "a thread panicked inside a collective".into());
             g
@@ -255,7 +259,6 @@ impl Communicator {
         if let Some(cause) = &st.poisoned {
             return Err(Error::Poisoned { rank: self.rank, op: desc.clone(), cause: cause.clone() });
         }
-        st.scratch = std::mem::take(&mut st.scratch);
         Ok(st)
     }
 
@@ -281,8 +284,8 @@ impl Communicator {
             return Err(Error::Unsupported { rank: self.rank, op: desc0, detail: "more than 2^37 elements".into() });
         }
         let mut st = self.lock(&desc0)?;
-        let desc = OpDesc { seq: st.seq, ..desc0 };
-        st.seq += 1;
+        let desc = self.desc::<T>(kind, count, op, root, opts);
+        self.seq.fetch_add(1, Ordering::Relaxed);
         let (sched, mut local) = build(self.rank, self.size, ());
         if self.size == 1 {
             // Nothing travels, so no wire rounding applies; Avg divides by 1.

@@ -1,0 +1,150 @@
+//! Bad input gets a clear error naming the rank and op; a silent peer a
+//! timeout naming the peer and step; FP16 overflow an error on every rank.
+//! Never a panic or a hang.
+
+use std::time::{Duration, Instant};
+
+use ringfuse::{AllreduceOpts, Codec, Error, ReduceOp};
+
+fn quick(codec: Codec) -> AllreduceOpts {
+    AllreduceOpts::default().codec(codec).timeout(Duration::from_millis(500))
+}
+
+#[test]
+fn wrong_lengths_are_reported_with_rank_and_op() {
+    let out = ringfuse::local::run(3, |comm| {
+        let input = vec![1f32; 10];
+        let mut output = vec![0f32; 4]; // 4 * 3 != 10
+        let e1 = comm.reduce_scatter(&input, &mut output, ReduceOp::Sum).unwrap_err();
+        let mut all = vec![0f32; 29];
+        let e2 = comm.allgather(&input, &mut all).unwrap_err();
+        // Argument errors leave the communicator usable.
+        let mut v = vec![1f32; 5];
+        comm.allreduce(&mut v, ReduceOp::Sum).unwrap();
+        (e1.to_string(), e2.to_string(), v[0])
+    });
+    for (r, (e1, e2, v)) in out.iter().enumerate() {
+        assert!(e1.starts_with(&format!("rank {r}: reduce_scatter#0(f32, 10, sum, native)")), "{e1}");
+        assert!(e1.contains("expected 12 elements, got 10"), "{e1}");
+        assert!(e2.contains("allgather") && e2.contains("expected 30 elements, got 29"), "{e2}");
+        assert_eq!(*v, 3.0);
+    }
+}
+
+#[test]
+fn root_out_of_range_is_an_error() {
+    let out = ringfuse::local::run(2, |comm| {
+        let mut v = vec![0f64; 3];
+        comm.broadcast(&mut v, 2).unwrap_err()
+    });
+    for e in out {
+        assert!(matches!(e, Error::Root { root: 2, size: 2, .. }), "{e}");
+        assert!(e.to_string().contains("root 2 is out of range for 2 ranks"));
+    }
+}
+
+#[test]
+fn a_silent_peer_times_out_naming_peer_and_step_then_poisons() {
+    let out = ringfuse::local::run(3, |comm| {
+        if comm.rank() == 2 {
+            return None; // never joins
+        }
+        let mut v = vec![1f32; 3000];
+        let t0 = Instant::now();
+        let e = comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(Codec::Native)).unwrap_err();
+        let took = t0.elapsed();
+        let again = comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(Codec::Native)).unwrap_err();
+        Some((e, took, again))
+    });
+    // Rank 0 receives from rank 2 (its ring predecessor): rank 2 is silent.
+    let (e0, took0, again0) = out[0].as_ref().unwrap();
+    match e0 {
+        Error::Timeout { rank: 0, peer: 2, dir: "receive from", step, .. } => assert!(*step <= 4),
+        other => panic!("rank 0: {other}"),
+    }
+    assert!(e0.to_string().contains("allreduce#0(f32, 3000, sum, native)"), "{e0}");
+    // Bounded by the deadline, with margin for a loaded machine.
+    assert!(*took0 < Duration::from_secs(5), "took {took0:?}");
+    assert!(matches!(again0, Error::Poisoned { .. }), "{again0}");
+    // Rank 1 waits on rank 0, which gave up: it times out too.
+    let (e1, _, _) = out[1].as_ref().unwrap();
+    assert!(matches!(e1, Error::Timeout { rank: 1, .. }), "{e1}");
+}
+
+#[test]
+fn fp16_overflow_is_an_error_on_every_rank_not_inf() {
+    for n in [2, 3, 5] {
+        let out = ringfuse::local::run(n, |comm| {
+            // Each value fits FP16, their sum does not (only in one slice).
+            let mut v = vec![1.0f32; 10_000];
+            v[7777] = 40_000.0;
+            comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(Codec::Fp16).slice_bytes(1024)).unwrap_err()
+        });
+        for (r, e) in out.iter().enumerate() {
+            assert!(matches!(e, Error::Fp16Overflow { rank, .. } if *rank == r), "n={n}: {e}");
+            assert!(e.to_string().contains("allreduce#0(f32, 10000, sum, fp16)"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn same_sum_within_range_is_fine_with_bf16_and_native() {
+    let out = ringfuse::local::run(3, |comm| {
+        let mut a = vec![49_152.0f32; 100];
+        comm.allreduce_with(&mut a, ReduceOp::Sum, &quick(Codec::Bf16)).unwrap();
+        let mut b = vec![49_152.0f32; 100];
+        comm.allreduce_with(&mut b, ReduceOp::Sum, &quick(Codec::Native)).unwrap();
+        (a[0], b[0])
+    });
+    assert!(out.iter().all(|&(a, b)| a == 147_456.0 && b == 147_456.0));
+}
+
+#[test]
+fn nan_and_inf_inputs_propagate_through_fp16_like_native() {
+    for codec in [Codec::Native, Codec::Fp16, Codec::Bf16] {
+        let out = ringfuse::local::run(3, |comm| {
+            let mut v = vec![1.0f32; 64];
+            if comm.rank() == 1 {
+                v[5] = f32::NAN;
+                v[9] = f32::INFINITY;
+            }
+            comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(codec)).unwrap();
+            let mut m = vec![1.0f32; 64];
+            if comm.rank() == 0 {
+                m[3] = f32::NAN;
+            }
+            comm.allreduce_with(&mut m, ReduceOp::Max, &quick(codec)).unwrap();
+            (v, m)
+        });
+        for (v, m) in &out {
+            assert!(v[5].is_nan() && v[9] == f32::INFINITY && v[0] == 3.0, "{codec}");
+            assert!(m[3].is_nan() && m[4] == 1.0, "{codec}: max must keep NaN");
+        }
+    }
+}
+
+#[test]
+fn bad_options_are_rejected() {
+    let out = ringfuse::local::run(2, |comm| {
+        let mut v = vec![1f32; 8];
+        comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(Codec::Native).slots(0)).unwrap_err().to_string()
+    });
+    assert!(out[0].contains("slots must be >= 1"), "{}", out[0]);
+}
+
+#[test]
+fn a_panicking_rank_wakes_the_others() {
+    let t0 = Instant::now();
+    let r = std::panic::catch_unwind(|| {
+        ringfuse::local::run(3, |comm| {
+            if comm.rank() == 1 {
+                panic!("rank 1 fails");
+            }
+            let mut v = vec![0f32; 100];
+            // A long deadline: only the abort can end this wait early.
+            comm.allreduce_with(&mut v, ReduceOp::Sum, &AllreduceOpts::default().timeout(Duration::from_secs(120)))
+        })
+    });
+    assert!(r.is_err());
+    assert!(t0.elapsed() < Duration::from_secs(30));
+}
