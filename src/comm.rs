@@ -234,7 +234,7 @@ impl Communicator {
         let desc = self.desc::<f32>(Collective::Barrier, 0, None, None, &opts);
         self.seq.fetch_add(1, Ordering::Relaxed);
         let State { transport, scratch, .. } = &mut *st;
-        let mut cx = Ctx { t: transport.as_mut(), desc: &desc, timeout: opts.timeout, slice: 1, slots: 1, scratch };
+        let mut cx = Ctx { t: transport.as_mut(), desc: &desc, timeout: opts.timeout, slice: 1, slots: 1, per_round: 1, scratch };
         let r = exec::barrier(&mut cx);
         if let Err(e) = &r {
             st.transport.cancel_all();
@@ -298,7 +298,8 @@ impl Communicator {
         let reduce = op.unwrap_or(ReduceOp::Sum);
         let avg = (reduce == ReduceOp::Avg).then_some(self.size);
         let State { transport, scratch, .. } = &mut *st;
-        let mut cx = Ctx { t: transport.as_mut(), desc: &desc, timeout: opts.timeout, slice, slots: opts.slots, scratch };
+        let per_round = if cfg!(test) { test_hooks::per_round(opts.slots) } else { opts.slots };
+        let mut cx = Ctx { t: transport.as_mut(), desc: &desc, timeout: opts.timeout, slice, slots: opts.slots, per_round, scratch };
         let r = match &sched {
             Sched::Ring(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
             Sched::Chain(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
@@ -329,5 +330,48 @@ fn dispatch<E: Element, S: Schedule>(
         DType::F16 => exec::run::<E, f16, S>(cx, s, local, op, avg),
         DType::Bf16 => exec::run::<E, bf16, S>(cx, s, local, op, avg),
         _ => exec::run::<E, E, S>(cx, s, local, op, avg),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_hooks {
+    use std::cell::Cell;
+    thread_local! {
+        static STEP_MAJOR: Cell<bool> = const { Cell::new(false) };
+    }
+    /// Makes this thread's calls walk whole steps (no rounds).
+    pub fn walk_step_major(on: bool) {
+        STEP_MAJOR.with(|c| c.set(on));
+    }
+    pub fn per_round(slots: usize) -> usize {
+        if STEP_MAJOR.with(Cell::get) {
+            usize::MAX / 2
+        } else {
+            slots
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The deadlock the executor's rounds prevent: with rendezvous sends,
+    /// walking whole steps stalls as soon as a block has more slices than
+    /// the receive and send windows hold; walking in rounds completes.
+    #[test]
+    fn rounds_prevent_the_rendezvous_deadlock() {
+        let opts = AllreduceOpts::default().slice_bytes(256).slots(2).timeout(Duration::from_millis(300));
+        let run = |step_major: bool| {
+            crate::local::run(2, |comm| {
+                test_hooks::walk_step_major(step_major);
+                let mut v = vec![1f32; 64 * 20]; // 10 slices per block
+                comm.allreduce_with(&mut v, ReduceOp::Sum, &opts).map(|_| v[0])
+            })
+        };
+        assert!(run(false).iter().all(|r| matches!(r, Ok(x) if *x == 2.0)));
+        assert!(run(true).iter().all(|r| matches!(r, Err(Error::Timeout { .. }))), "step-major walk should deadlock");
     }
 }

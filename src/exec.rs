@@ -2,7 +2,8 @@
 //! kernels, for every collective and every codec.
 //!
 //! Each step's block is cut into slices of at most `slice` elements; each
-//! slice is one message (one *hop*). Up to `slots` receives are posted
+//! slice is one message (one *hop*), and hops run in rounds (see
+//! [`Cursor`]). Up to `slots` receives are posted
 //! ahead and up to `slots` sends stay in flight, so while the kernel
 //! reduces slice k, slices k+1.. are already arriving and slice k-1 is
 //! leaving. Message memory comes from the transport's slot pool (`2*slots
@@ -34,6 +35,9 @@ pub(crate) struct Ctx<'a> {
     pub slice: usize,
     /// Receives posted ahead, and sends in flight, at most.
     pub slots: usize,
+    /// Slices of one step walked before the next step (see [`Cursor`]);
+    /// `slots` except in the test that shows why.
+    pub per_round: usize,
     pub scratch: &'a mut Scratch,
 }
 
@@ -89,27 +93,52 @@ struct Hop {
     range: Range<usize>,
 }
 
-/// Walks the hops of a schedule in order: step by step, slice by slice.
+/// Walks the hops of a schedule in *rounds*: round c runs every step on
+/// slices `c*per_round .. (c+1)*per_round` of that step's block.
+///
+/// Why rounds: walking step by step, a rank's first step (`Send`) would
+/// push every slice of a block before consuming a single message. With
+/// rendezvous sends (MPI's large-message protocol) and a bounded window of
+/// posted receives, every rank then blocks on sends whose receives its
+/// neighbour has not posted yet, because the neighbour is blocked the same
+/// way: a deadlock once a block has more slices than the two windows hold.
+/// Capping each step's run at `per_round = slots` slices keeps a rank's
+/// lead over its successor inside the successor's receive window (NCCL's
+/// chunk loop with a FIFO of NCCL_STEPS slots does the same).
 struct Cursor {
+    round: usize,
+    rounds: usize,
     step: usize,
     k: usize,
     slice: usize,
+    per_round: usize,
     only_recv: bool,
 }
 
 impl Cursor {
+    fn new<S: Schedule>(s: &S, slice: usize, per_round: usize, only_recv: bool) -> Self {
+        let most = (0..s.len()).map(|i| slice_count(s.block(s.step(i).block).len(), slice)).max().unwrap_or(0);
+        Cursor { round: 0, rounds: most.div_ceil(per_round), step: 0, k: 0, slice, per_round, only_recv }
+    }
+
     fn next<S: Schedule>(&mut self, s: &S) -> Option<Hop> {
-        while self.step < s.len() {
+        while self.round < self.rounds {
+            if self.step >= s.len() {
+                self.round += 1;
+                self.step = 0;
+                self.k = 0;
+                continue;
+            }
             let st = s.step(self.step);
             let block = s.block(st.block);
-            if (self.only_recv && !st.prim.receives()) || self.k >= slice_count(block.len(), self.slice) {
+            let idx = self.round * self.per_round + self.k;
+            if (self.only_recv && !st.prim.receives()) || self.k >= self.per_round || idx >= slice_count(block.len(), self.slice) {
                 self.step += 1;
                 self.k = 0;
                 continue;
             }
-            let hop = Hop { step_idx: self.step, step: st, slice_idx: self.k, range: slice_range(&block, self.slice, self.k) };
             self.k += 1;
-            return Some(hop);
+            return Some(Hop { step_idx: self.step, step: st, slice_idx: idx, range: slice_range(&block, self.slice, idx) });
         }
         None
     }
@@ -136,8 +165,8 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
     let tag = (cx.desc.seq & 0x7fff) as u32;
     let native = E::DTYPE == W::DTYPE;
     let mut flags_seen = 0u16;
-    let mut hops = Cursor { step: 0, k: 0, slice: cx.slice, only_recv: false };
-    let mut ahead = Cursor { step: 0, k: 0, slice: cx.slice, only_recv: true };
+    let mut hops = Cursor::new(sched, cx.slice, cx.per_round, false);
+    let mut ahead = Cursor::new(sched, cx.slice, cx.per_round, true);
     let mut msg = 0usize; // messages received so far, for error reports
     let mut sent = 0usize;
 

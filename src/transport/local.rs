@@ -1,9 +1,13 @@
 //! In-process ranks: every rank is a thread, messages are copied through
 //! per-rank mailboxes. Used by the tests and by single-process callers; the
 //! executor, kernels and schedules are exactly those used over MPI.
+//!
+//! Sends are *rendezvous*: a send completes only once the receiver has
+//! posted the matching receive, as MPI's large-message protocol behaves.
+//! Eager sends would hide schedules that deadlock over MPI.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -28,6 +32,8 @@ pub struct LocalWorld {
     // allocates nothing once the pool has warmed up.
     spare: Mutex<Vec<Vec<u8>>>,
     aborted: AtomicBool,
+    // recvs_posted[src * n + dst]: receives `dst` has posted for `src`.
+    recvs_posted: Vec<AtomicU64>,
 }
 
 impl LocalWorld {
@@ -37,6 +43,7 @@ impl LocalWorld {
             boxes: (0..n).map(|_| Mailbox::default()).collect(),
             spare: Mutex::new(Vec::new()),
             aborted: AtomicBool::new(false),
+            recvs_posted: (0..n * n).map(|_| AtomicU64::new(0)).collect(),
         })
     }
     /// Wakes every wait in this world with an error.
@@ -52,7 +59,8 @@ impl LocalWorld {
 #[derive(Clone, Copy)]
 enum Posted {
     Idle,
-    Sent(usize),
+    /// Message number `nth` to `peer` (0-based), of `len` bytes.
+    Sent { peer: usize, nth: u64, len: usize },
     Recv { peer: usize, tag: u32 },
 }
 
@@ -62,12 +70,38 @@ pub struct LocalTransport {
     rank: usize,
     pool: SlotPool,
     posted: Vec<Posted>,
+    // Messages sent so far to each peer.
+    sent_to: Vec<u64>,
 }
 
 impl LocalTransport {
     /// Rank `rank` of `world`.
     pub fn new(world: Arc<LocalWorld>, rank: usize) -> Self {
-        LocalTransport { world, rank, pool: SlotPool::default(), posted: Vec::new() }
+        let n = world.boxes.len();
+        LocalTransport { world, rank, pool: SlotPool::default(), posted: Vec::new(), sent_to: vec![0; n] }
+    }
+}
+
+impl LocalTransport {
+    /// Rendezvous: a send completes once its receive is posted.
+    fn wait_matched(&self, peer: usize, nth: u64, len: usize, deadline: Instant) -> Result<usize, WaitError> {
+        let n = self.world.boxes.len();
+        let posted = &self.world.recvs_posted[self.rank * n + peer];
+        let mb = &self.world.boxes[self.rank];
+        let mut q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if posted.load(Ordering::SeqCst) > nth {
+                return Ok(len);
+            }
+            if self.world.aborted.load(Ordering::SeqCst) {
+                return Err(WaitError::Failed("aborted".into()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(WaitError::Timeout);
+            }
+            q = mb.ready.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
     }
 }
 
@@ -102,19 +136,26 @@ impl Transport for LocalTransport {
         let mb = &self.world.boxes[peer];
         mb.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(Msg { src: self.rank, tag, data });
         mb.ready.notify_all();
-        self.posted[id] = Posted::Sent(len);
+        self.posted[id] = Posted::Sent { peer, nth: self.sent_to[peer], len };
+        self.sent_to[peer] += 1;
         Ok(())
     }
 
     fn post_recv(&mut self, id: SlotId, peer: usize, tag: u32) -> Result<(), String> {
         self.posted[id] = Posted::Recv { peer, tag };
+        let n = self.world.boxes.len();
+        self.world.recvs_posted[peer * n + self.rank].fetch_add(1, Ordering::SeqCst);
+        // The sender may be waiting for this receive (rendezvous).
+        let mb = &self.world.boxes[peer];
+        let _guard = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
+        mb.ready.notify_all();
         Ok(())
     }
 
     fn wait(&mut self, id: SlotId, deadline: Instant) -> Result<usize, WaitError> {
         let (peer, tag) = match std::mem::replace(&mut self.posted[id], Posted::Idle) {
             Posted::Idle => return Err(WaitError::Failed(format!("slot {id} has nothing posted"))),
-            Posted::Sent(len) => return Ok(len),
+            Posted::Sent { peer, nth, len } => return self.wait_matched(peer, nth, len, deadline),
             Posted::Recv { peer, tag } => (peer, tag),
         };
         let mb = &self.world.boxes[self.rank];
