@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let abs: Vec<f64> = (0..count).map(|i| (0..n).map(|r| grad(r, i).abs()).sum()).collect();
     let mut failed = false;
     if rank == 0 {
-        println!("ringfuse allreduce: {n} ranks, {count} f32 elements ({} MiB), op sum", count * 4 >> 20);
+        println!("ringfuse allreduce: {n} ranks, {count} f32 elements ({} MiB), op sum", (count * 4) >> 20);
     }
     for codec in [Codec::Native, Codec::Fp16, Codec::Bf16] {
         let mut buf: Vec<f32> = (0..count).map(|i| grad(rank, i) as f32).collect();
@@ -51,7 +51,8 @@ fn main() -> ExitCode {
             worst = worst.max(err / abs[i].max(f64::MIN_POSITIVE));
         }
         // Bitwise identical on every rank: gather every rank's hash.
-        let hash = buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ x.to_bits() as u64).wrapping_mul(0x100_0000_01b3));
+        let hash =
+            buf.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ x.to_bits() as u64).wrapping_mul(0x100_0000_01b3));
         let mut hashes = vec![0f64; n];
         comm.allgather(&[f64::from_bits(hash)], &mut hashes).expect("allgather");
         let identical = hashes.iter().all(|h| h.to_bits() == hash);

@@ -67,7 +67,8 @@ fn run(comm: &Communicator) -> Result<usize, String> {
                 check(comm, "allgather", &all, |i| (0..n).map(|r| value(r, i)).sum())?;
                 // broadcast from the last rank.
                 let root = n - 1;
-                let mut b: Vec<f32> = if rank == root { (0..count).map(|i| value(root, i)).collect() } else { vec![0.0; count] };
+                let mut b: Vec<f32> =
+                    if rank == root { (0..count).map(|i| value(root, i)).collect() } else { vec![0.0; count] };
                 comm.broadcast_with(&mut b, root, &opts).map_err(|e| e.to_string())?;
                 check(comm, "broadcast", &b, |i| value(root, i))?;
                 comm.barrier().map_err(|e| e.to_string())?;

@@ -171,11 +171,23 @@ impl Communicator {
     }
 
     /// [`Self::reduce_scatter`] with explicit options.
-    pub fn reduce_scatter_with<T: Element>(&self, input: &[T], output: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
+    pub fn reduce_scatter_with<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        op: ReduceOp,
+        opts: &AllreduceOpts,
+    ) -> Result<()> {
         let count = input.len();
         let desc = self.desc::<T>(Collective::ReduceScatter, count, Some(op), None, opts);
         if count != output.len() * self.size {
-            return Err(Error::Length { rank: self.rank, op: desc, what: "input (output.len() * size)", expected: output.len() * self.size, got: count });
+            return Err(Error::Length {
+                rank: self.rank,
+                op: desc,
+                what: "input (output.len() * size)",
+                expected: output.len() * self.size,
+                got: count,
+            });
         }
         self.call::<T>(Collective::ReduceScatter, count, Some(op), None, opts, |rank, size, _| {
             let own = crate::schedule::block_range(count, size, rank);
@@ -197,7 +209,13 @@ impl Communicator {
         let count = output.len();
         let desc = self.desc::<T>(Collective::Allgather, count, None, None, opts);
         if count != input.len() * self.size {
-            return Err(Error::Length { rank: self.rank, op: desc, what: "output (input.len() * size)", expected: input.len() * self.size, got: count });
+            return Err(Error::Length {
+                rank: self.rank,
+                op: desc,
+                what: "output (input.len() * size)",
+                expected: input.len() * self.size,
+                got: count,
+            });
         }
         self.call::<T>(Collective::Allgather, count, None, None, opts, |rank, size, _| {
             let own = crate::schedule::block_range(count, size, rank);
@@ -234,7 +252,15 @@ impl Communicator {
         let desc = self.desc::<f32>(Collective::Barrier, 0, None, None, &opts);
         self.seq.fetch_add(1, Ordering::Relaxed);
         let State { transport, scratch, .. } = &mut *st;
-        let mut cx = Ctx { t: transport.as_mut(), desc: &desc, timeout: opts.timeout, slice: 1, slots: 1, per_round: 1, scratch };
+        let mut cx = Ctx {
+            t: transport.as_mut(),
+            desc: &desc,
+            timeout: opts.timeout,
+            slice: 1,
+            slots: 1,
+            per_round: 1,
+            scratch,
+        };
         let r = exec::barrier(&mut cx);
         if let Err(e) = &r {
             st.transport.cancel_all();
@@ -243,7 +269,14 @@ impl Communicator {
         r
     }
 
-    fn desc<T: Element>(&self, kind: Collective, count: usize, op: Option<ReduceOp>, root: Option<usize>, opts: &AllreduceOpts) -> OpDesc {
+    fn desc<T: Element>(
+        &self,
+        kind: Collective,
+        count: usize,
+        op: Option<ReduceOp>,
+        root: Option<usize>,
+        opts: &AllreduceOpts,
+    ) -> OpDesc {
         let seq = self.seq.load(Ordering::Relaxed);
         OpDesc { kind, seq, dtype: T::DTYPE, count, op, codec: opts.codec, root }
     }
@@ -277,7 +310,10 @@ impl Communicator {
             return Err(Error::Unsupported {
                 rank: self.rank,
                 op: desc0,
-                detail: format!("slots must be >= 1 and slice_bytes >= 64 (got {} and {})", opts.slots, opts.slice_bytes),
+                detail: format!(
+                    "slots must be >= 1 and slice_bytes >= 64 (got {} and {})",
+                    opts.slots, opts.slice_bytes
+                ),
             });
         }
         if count > u32::MAX as usize * 32 {
@@ -298,8 +334,19 @@ impl Communicator {
         let reduce = op.unwrap_or(ReduceOp::Sum);
         let avg = (reduce == ReduceOp::Avg).then_some(self.size);
         let State { transport, scratch, .. } = &mut *st;
-        let per_round = if cfg!(test) { test_hooks::per_round(opts.slots) } else { opts.slots };
-        let mut cx = Ctx { t: transport.as_mut(), desc: &desc, timeout: opts.timeout, slice, slots: opts.slots, per_round, scratch };
+        #[cfg(test)]
+        let per_round = test_hooks::per_round(opts.slots);
+        #[cfg(not(test))]
+        let per_round = opts.slots;
+        let mut cx = Ctx {
+            t: transport.as_mut(),
+            desc: &desc,
+            timeout: opts.timeout,
+            slice,
+            slots: opts.slots,
+            per_round,
+            scratch,
+        };
         let r = match &sched {
             Sched::Ring(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
             Sched::Chain(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),

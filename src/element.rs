@@ -54,9 +54,7 @@ mod sealed {
 /// Sealed: the kernels are written for exactly these four types. Reductions
 /// run in `f64` for `f64` buffers and in `f32` for the others; see
 /// [`crate::codec`] for how each wire format rounds.
-pub trait Element:
-    sealed::Sealed + bytemuck::Pod + Send + Sync + PartialEq + std::fmt::Debug + 'static
-{
+pub trait Element: sealed::Sealed + bytemuck::Pod + Send + Sync + PartialEq + std::fmt::Debug + 'static {
     /// The runtime tag of this type.
     const DTYPE: DType;
     /// The type reductions run in: `f64` for `f64`, `f32` otherwise.
@@ -221,7 +219,6 @@ impl ReduceOp {
             ReduceOp::Prod => "prod",
         }
     }
-
 
     /// Parse a CLI name.
     pub fn parse(s: &str) -> Option<ReduceOp> {

@@ -37,7 +37,9 @@ pub enum Error {
         size: usize,
     },
     /// A wait passed its deadline.
-    #[error("rank {rank}: {op}: timed out after {waited:?} waiting to {dir} peer {peer} at step {step} (message {msg})")]
+    #[error(
+        "rank {rank}: {op}: timed out after {waited:?} waiting to {dir} peer {peer} at step {step} (message {msg})"
+    )]
     Timeout {
         /// The rank that waited.
         rank: usize,

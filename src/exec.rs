@@ -132,13 +132,21 @@ impl Cursor {
             let st = s.step(self.step);
             let block = s.block(st.block);
             let idx = self.round * self.per_round + self.k;
-            if (self.only_recv && !st.prim.receives()) || self.k >= self.per_round || idx >= slice_count(block.len(), self.slice) {
+            if (self.only_recv && !st.prim.receives())
+                || self.k >= self.per_round
+                || idx >= slice_count(block.len(), self.slice)
+            {
                 self.step += 1;
                 self.k = 0;
                 continue;
             }
             self.k += 1;
-            return Some(Hop { step_idx: self.step, step: st, slice_idx: idx, range: slice_range(&block, self.slice, idx) });
+            return Some(Hop {
+                step_idx: self.step,
+                step: st,
+                slice_idx: idx,
+                range: slice_range(&block, self.slice, idx),
+            });
         }
         None
     }
@@ -190,7 +198,9 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
             let hdr = Header::read(&cx.t.slot_mut(id)[..got.min(HEADER)]);
             let expect = recv_hdr;
             match hdr {
-                Some(h) if got == HEADER + payload_bytes && Header { flags: 0, ..h } == expect => recv_hdr.flags = h.flags,
+                Some(h) if got == HEADER + payload_bytes && Header { flags: 0, ..h } == expect => {
+                    recv_hdr.flags = h.flags
+                }
                 _ => {
                     return Err(Error::Protocol {
                         rank: cx.t.rank(),
@@ -271,12 +281,15 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
         }
         // Bound the sends in flight (and so the slots they pin).
         while cx.scratch.sends.len() > cx.slots {
-            complete_oldest_send(cx)?;
+            let id = complete_oldest_send(cx)?;
+            cx.scratch.free.push(id);
         }
     }
     while !cx.scratch.sends.is_empty() {
-        complete_oldest_send(cx)?;
+        let id = complete_oldest_send(cx)?;
+        cx.scratch.free.push(id);
     }
+    debug_assert_eq!(cx.scratch.free.len(), total, "every slot is back in the pool");
     debug_assert!(cx.scratch.recvs.is_empty());
     Ok(flags_seen)
 }

@@ -70,8 +70,11 @@ fn broadcast_from_every_root() {
         for root in 0..n {
             for count in [0, 1, 100, 10007] {
                 let out = ringfuse::local::run(n, |comm| {
-                    let mut buf: Vec<f32> =
-                        if comm.rank() == root { (0..count).map(|i| i as f32 * 0.5).collect() } else { vec![-1.0; count] };
+                    let mut buf: Vec<f32> = if comm.rank() == root {
+                        (0..count).map(|i| i as f32 * 0.5).collect()
+                    } else {
+                        vec![-1.0; count]
+                    };
                     comm.broadcast_with(&mut buf, root, &small(Codec::Native)).unwrap();
                     buf
                 });
@@ -85,7 +88,8 @@ fn broadcast_from_every_root() {
 #[test]
 fn broadcast_with_bf16_wire_is_identical_on_all_ranks_root_included() {
     let out = ringfuse::local::run(4, |comm| {
-        let mut buf: Vec<f32> = if comm.rank() == 2 { (0..999).map(|i| 1.0 + i as f32 * 1e-3).collect() } else { vec![0.0; 999] };
+        let mut buf: Vec<f32> =
+            if comm.rank() == 2 { (0..999).map(|i| 1.0 + i as f32 * 1e-3).collect() } else { vec![0.0; 999] };
         comm.broadcast_with(&mut buf, 2, &small(Codec::Bf16)).unwrap();
         buf
     });

@@ -2,8 +2,8 @@
 //!
 //! One call per hop does the whole *decode, reduce, encode* of a slice. For
 //! `f32` buffers on x86-64 with AVX2 and F16C (checked at run time, so a
-//! plain `cargo build --release` uses them) the vector bodies in [`x86`]
-//! run, with the portable bodies in [`scalar`] on the tail; every other
+//! plain `cargo build --release` uses them) the vector bodies in `x86`
+//! run, with the portable bodies in `scalar` on the tail; every other
 //! (element, wire) pair runs the portable bodies. Both give the same bits:
 //! the unit tests below compare them on random and special values. Set
 //! `RINGFUSE_NO_SIMD=1` to force the portable bodies.
@@ -55,8 +55,13 @@ pub fn reduce_encode<E: Element, W: Element>(op: ReduceOp, recv: &[W], local: &[
     assert!(recv.len() == local.len() && out.len() == local.len(), "kernel slices differ in length");
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = vector_kind::<E, W>() {
-        let (n, over) =
-            x86::reduce_encode_vec(k, op, bytemuck::cast_slice(recv), bytemuck::cast_slice(local), bytemuck::cast_slice_mut(out));
+        let (n, over) = x86::reduce_encode_vec(
+            k,
+            op,
+            bytemuck::cast_slice(recv),
+            bytemuck::cast_slice(local),
+            bytemuck::cast_slice_mut(out),
+        );
         return over | scalar::reduce_encode(op, &recv[n..], &local[n..], &mut out[n..]);
     }
     scalar::reduce_encode(op, recv, local, out)

@@ -73,7 +73,10 @@ fn vector_bodies_match_scalar_f32() {
 fn simd_is_used_where_available() {
     // On the CI machine (x86-64 with AVX2/F16C) the fast path must really
     // be taken, or the comparisons above compare scalar with itself.
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c") && std::env::var_os("RINGFUSE_NO_SIMD").is_none() {
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("f16c")
+        && std::env::var_os("RINGFUSE_NO_SIMD").is_none()
+    {
         assert!(simd_active());
     }
 }

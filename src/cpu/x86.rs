@@ -67,10 +67,8 @@ unsafe fn store(k: WireKind, p: *mut u8, i: usize, v: __m256) -> __m256 {
         WireKind::Bf16 => {
             let u = _mm256_castps_si256(v);
             let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
-            let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(
-                _mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
-                lsb,
-            ));
+            let rounded =
+                _mm256_srli_epi32::<16>(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb));
             let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(0x0040));
             let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
             let r = _mm256_blendv_epi8(rounded, quiet, nan);
@@ -79,8 +77,10 @@ unsafe fn store(k: WireKind, p: *mut u8, i: usize, v: __m256) -> __m256 {
             _mm_storeu_si128((p as *mut u16).add(i) as *mut __m128i, _mm256_castsi256_si128(packed));
             // bf16 has f32's range: only values within half an ulp of
             // f32::MAX round to inf.
-            let over = _mm256_cmpeq_epi32(_mm256_and_si256(rounded, _mm256_set1_epi32(0x7fff)), _mm256_set1_epi32(0x7f80));
-            let fin = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(_mm256_set1_ps(-0.0), v), _mm256_set1_ps(f32::INFINITY));
+            let over =
+                _mm256_cmpeq_epi32(_mm256_and_si256(rounded, _mm256_set1_epi32(0x7fff)), _mm256_set1_epi32(0x7f80));
+            let fin =
+                _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(_mm256_set1_ps(-0.0), v), _mm256_set1_ps(f32::INFINITY));
             _mm256_and_ps(_mm256_castsi256_ps(over), fin)
         }
     }
@@ -120,7 +120,14 @@ pub unsafe fn encode(k: WireKind, src: *const f32, out: *mut u8, n: usize) -> bo
 
 /// `out[..n] = wire(recv op local)`.
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn reduce_encode(k: WireKind, op: ReduceOp, recv: *const u8, local: *const f32, out: *mut u8, n: usize) -> bool {
+pub unsafe fn reduce_encode(
+    k: WireKind,
+    op: ReduceOp,
+    recv: *const u8,
+    local: *const f32,
+    out: *mut u8,
+    n: usize,
+) -> bool {
     let mut over = _mm256_setzero_ps();
     let mut i = 0;
     // Two vectors per iteration keep two independent load chains in flight.

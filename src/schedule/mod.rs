@@ -1,6 +1,6 @@
 //! Schedules: pure code, no I/O. A schedule tells one rank, step by step,
 //! which primitive to run on which block of the buffer and with which peers.
-//! The executor ([`crate::exec`]) walks it; the tests below check a
+//! The executor walks it; the tests below check a
 //! schedule alone by simulating every rank's steps symbolically.
 //!
 //! The primitives are NCCL's (`src/device/prims_simple.h`), so a reader who
@@ -51,7 +51,10 @@ impl Prim {
     }
     /// Whether the step sends a message.
     pub fn sends(self) -> bool {
-        matches!(self, Prim::Send | Prim::CopySend | Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvCopySend)
+        matches!(
+            self,
+            Prim::Send | Prim::CopySend | Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvCopySend
+        )
     }
 }
 

@@ -143,11 +143,22 @@ fn chain_broadcast_reaches_every_rank_from_any_root() {
 #[test]
 fn ring_follows_nccl_primitive_sequence() {
     let n = 5;
-    let prims: Vec<Prim> = (0..9).map(|i| Ring { rank: 2, size: n, count: 10, kind: RingKind::Allreduce }.step(i).prim).collect();
+    let prims: Vec<Prim> =
+        (0..9).map(|i| Ring { rank: 2, size: n, count: 10, kind: RingKind::Allreduce }.step(i).prim).collect();
     use Prim::*;
     assert_eq!(
         prims,
-        [Send, RecvReduceSend, RecvReduceSend, RecvReduceSend, RecvReduceCopySend, RecvCopySend, RecvCopySend, RecvCopySend, Recv]
+        [
+            Send,
+            RecvReduceSend,
+            RecvReduceSend,
+            RecvReduceSend,
+            RecvReduceCopySend,
+            RecvCopySend,
+            RecvCopySend,
+            RecvCopySend,
+            Recv
+        ]
     );
 }
 

@@ -60,8 +60,15 @@ impl LocalWorld {
 enum Posted {
     Idle,
     /// Message number `nth` to `peer` (0-based), of `len` bytes.
-    Sent { peer: usize, nth: u64, len: usize },
-    Recv { peer: usize, tag: u32 },
+    Sent {
+        peer: usize,
+        nth: u64,
+        len: usize,
+    },
+    Recv {
+        peer: usize,
+        tag: u32,
+    },
 }
 
 /// One rank's end of a [`LocalWorld`].

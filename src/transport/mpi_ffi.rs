@@ -1,8 +1,9 @@
-//! The only `unsafe` of the MPI carrier: nonblocking point-to-point calls
-//! on buffers the carrier owns. rsmpi's safe `immediate_*` API ties a
-//! buffer's lifetime to a scope and panics if a request outlives it; a
-//! collective that times out must instead leave the request pending and
-//! keep its buffer, so the carrier holds raw requests here.
+//! The only `unsafe` of the MPI carrier. rsmpi's safe `immediate_*` API ties
+//! a buffer's lifetime to a scope and panics if a request outlives it; a
+//! collective that times out must instead leave a request pending and keep
+//! its buffer. So [`InFlight`] owns both the slot buffers and the raw
+//! requests on them, and is the one place that guarantees a buffer lives
+//! at least as long as any request on it.
 
 #![allow(unsafe_code)]
 
@@ -10,13 +11,26 @@ use std::os::raw::c_int;
 
 use ::mpi::ffi;
 
-/// A pending MPI request.
-pub struct Request(ffi::MPI_Request);
+use super::{SlotId, SlotPool};
 
-// SAFETY: an MPI_Request is an opaque handle; moving it between threads is
-// allowed as long as calls on it are serialised, which the communicator's
-// lock guarantees (the library asks for MPI_THREAD_SERIALIZED or better).
-unsafe impl Send for Request {}
+struct Posted {
+    req: ffi::MPI_Request,
+    is_recv: bool,
+}
+
+/// Slot buffers plus the requests pending on them.
+#[derive(Default)]
+pub struct InFlight {
+    pool: SlotPool,
+    posted: Vec<Option<Posted>>,
+    // Buffers of requests MPI may still touch: never freed.
+    retired: Vec<Vec<u64>>,
+}
+
+// SAFETY: MPI_Request and the MPI_Comm handles passed in are opaque
+// handles; with MPI_THREAD_SERIALIZED any thread may use them as long as
+// calls are serialised, which the owning communicator's lock guarantees.
+unsafe impl Send for InFlight {}
 
 fn check(code: c_int, what: &str) -> Result<(), String> {
     if code == ffi::MPI_SUCCESS as c_int {
@@ -26,77 +40,145 @@ fn check(code: c_int, what: &str) -> Result<(), String> {
     }
 }
 
-/// `MPI_Isend` of `len` bytes at `ptr`.
-///
-/// # Safety
-/// `ptr..ptr+len` must stay valid and unmodified until the request
-/// completes or is freed and its buffer retired.
-pub unsafe fn isend(ptr: *const u8, len: usize, peer: usize, tag: u32, comm: ffi::MPI_Comm) -> Result<Request, String> {
-    let mut req = ffi::RSMPI_REQUEST_NULL;
-    let count = c_int::try_from(len).map_err(|_| format!("message of {len} bytes exceeds MPI's int count"))?;
-    // SAFETY: the caller keeps the buffer alive; peer/tag are plain ints.
-    let code = unsafe { ffi::MPI_Isend(ptr as *const _, count, ffi::RSMPI_UINT8_T, peer as c_int, tag as c_int, comm, &mut req) };
-    check(code, "MPI_Isend").map(|_| Request(req))
-}
-
-/// `MPI_Irecv` of at most `len` bytes into `ptr`.
-///
-/// # Safety
-/// `ptr..ptr+len` must stay valid and otherwise unused until the request
-/// completes, or is cancelled, or is freed and its buffer retired.
-pub unsafe fn irecv(ptr: *mut u8, len: usize, peer: usize, tag: u32, comm: ffi::MPI_Comm) -> Result<Request, String> {
-    let mut req = ffi::RSMPI_REQUEST_NULL;
-    let count = c_int::try_from(len).map_err(|_| format!("slot of {len} bytes exceeds MPI's int count"))?;
-    // SAFETY: as for isend.
-    let code = unsafe { ffi::MPI_Irecv(ptr as *mut _, count, ffi::RSMPI_UINT8_T, peer as c_int, tag as c_int, comm, &mut req) };
-    check(code, "MPI_Irecv").map(|_| Request(req))
-}
-
-/// `MPI_Test`: `Some(bytes)` once complete (the request is then consumed).
-pub fn test(req: &mut Request) -> Result<Option<usize>, String> {
-    let mut flag: c_int = 0;
-    let mut status = std::mem::MaybeUninit::<ffi::MPI_Status>::zeroed();
-    // SAFETY: req.0 is a live request handle from isend/irecv; status is
-    // written by MPI before we read it.
-    let code = unsafe { ffi::MPI_Test(&mut req.0, &mut flag, status.as_mut_ptr()) };
-    check(code, "MPI_Test")?;
-    if flag == 0 {
-        return Ok(None);
+impl InFlight {
+    pub fn pool(&mut self) -> &mut SlotPool {
+        &mut self.pool
     }
-    let mut count: c_int = 0;
-    // SAFETY: MPI_Test completed the request and filled `status`.
-    let code = unsafe { ffi::MPI_Get_count(status.as_ptr(), ffi::RSMPI_UINT8_T, &mut count) };
-    check(code, "MPI_Get_count")?;
-    Ok(Some(count.max(0) as usize))
-}
 
-/// Cancels (receives only; cancelling sends is deprecated) and frees a
-/// request. Returns whether MPI confirmed the buffer is no longer in use.
-pub fn cancel_and_free(mut req: Request, is_recv: bool) -> bool {
-    // SAFETY: req.0 is a live request handle; after MPI_Request_free MPI
-    // never hands it back, and we drop our copy.
-    unsafe {
-        if is_recv {
-            ffi::MPI_Cancel(&mut req.0);
-            let mut flag: c_int = 0;
-            // A cancelled receive completes promptly; give it a moment.
-            for _ in 0..1000 {
-                ffi::MPI_Test(&mut req.0, &mut flag, ffi::RSMPI_STATUS_IGNORE);
-                if flag != 0 {
-                    return true;
+    pub fn slot_bytes(&self) -> usize {
+        self.pool.bytes()
+    }
+
+    pub fn reserve(&mut self, count: usize, bytes: usize) {
+        debug_assert!(self.posted.iter().all(Option::is_none), "reserve with requests in flight");
+        self.pool.reserve(count, bytes);
+        self.posted.resize_with(count.max(self.posted.len()), || None);
+    }
+
+    /// `MPI_Isend` of the first `len` bytes of slot `id`.
+    pub fn send(&mut self, id: SlotId, len: usize, peer: usize, tag: u32, comm: ffi::MPI_Comm) -> Result<(), String> {
+        assert!(self.posted[id].is_none(), "slot {id} already in flight");
+        let buf = self.pool.get_mut(id);
+        assert!(len <= buf.len());
+        let count = c_int::try_from(len).map_err(|_| format!("message of {len} bytes exceeds MPI's int count"))?;
+        // SAFETY: a constant handle defined by rsmpi's C shim; only read.
+        let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
+        // SAFETY: the buffer is slot `id` of our pool. It is neither freed
+        // nor handed out while `posted[id]` is Some: reserve() refuses then,
+        // and cancel_all() retires the buffer if MPI may still read it.
+        let code = unsafe {
+            ffi::MPI_Isend(
+                buf.as_ptr() as *const _,
+                count,
+                ffi::RSMPI_UINT8_T,
+                peer as c_int,
+                tag as c_int,
+                comm,
+                &mut req,
+            )
+        };
+        check(code, "MPI_Isend")?;
+        self.posted[id] = Some(Posted { req, is_recv: false });
+        Ok(())
+    }
+
+    /// `MPI_Irecv` into slot `id` (its whole length).
+    pub fn recv(&mut self, id: SlotId, peer: usize, tag: u32, comm: ffi::MPI_Comm) -> Result<(), String> {
+        assert!(self.posted[id].is_none(), "slot {id} already in flight");
+        let buf = self.pool.get_mut(id);
+        let count = c_int::try_from(buf.len()).map_err(|_| "slot exceeds MPI's int count".to_string())?;
+        // SAFETY: a constant handle defined by rsmpi's C shim; only read.
+        let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
+        // SAFETY: as for send; MPI writes at most `count` bytes into it.
+        let code = unsafe {
+            ffi::MPI_Irecv(
+                buf.as_mut_ptr() as *mut _,
+                count,
+                ffi::RSMPI_UINT8_T,
+                peer as c_int,
+                tag as c_int,
+                comm,
+                &mut req,
+            )
+        };
+        check(code, "MPI_Irecv")?;
+        self.posted[id] = Some(Posted { req, is_recv: true });
+        Ok(())
+    }
+
+    /// Whether slot `id` has a request pending.
+    pub fn is_posted(&self, id: SlotId) -> bool {
+        self.posted.get(id).is_some_and(Option::is_some)
+    }
+
+    /// `MPI_Test` on slot `id`: `Some(bytes)` once complete.
+    pub fn test(&mut self, id: SlotId) -> Result<Option<usize>, String> {
+        let p = self.posted[id].as_mut().ok_or_else(|| format!("slot {id} has nothing posted"))?;
+        let mut flag: c_int = 0;
+        let mut status = std::mem::MaybeUninit::<ffi::MPI_Status>::zeroed();
+        // SAFETY: p.req is a live request from send/recv; MPI writes status.
+        let code = unsafe { ffi::MPI_Test(&mut p.req, &mut flag, status.as_mut_ptr()) };
+        check(code, "MPI_Test")?;
+        if flag == 0 {
+            return Ok(None);
+        }
+        self.posted[id] = None;
+        let mut count: c_int = 0;
+        // SAFETY: MPI_Test completed the request and filled `status`.
+        let code = unsafe { ffi::MPI_Get_count(status.as_ptr(), ffi::RSMPI_UINT8_T, &mut count) };
+        check(code, "MPI_Get_count")?;
+        Ok(Some(count.max(0) as usize))
+    }
+
+    /// After a failure: cancels pending receives and frees every request.
+    /// A buffer MPI may still touch is retired (kept for the life of the
+    /// process) and its slot replaced.
+    pub fn cancel_all(&mut self) {
+        for id in 0..self.posted.len() {
+            let Some(mut p) = self.posted[id].take() else { continue };
+            let mut done = false;
+            // SAFETY: p.req is a live request; after MPI_Request_free we
+            // never use it again.
+            unsafe {
+                if p.is_recv {
+                    ffi::MPI_Cancel(&mut p.req);
+                    let mut flag: c_int = 0;
+                    for _ in 0..1000 {
+                        ffi::MPI_Test(&mut p.req, &mut flag, ffi::RSMPI_STATUS_IGNORE);
+                        if flag != 0 {
+                            done = true;
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
                 }
-                std::thread::yield_now();
+                if !done {
+                    ffi::MPI_Request_free(&mut p.req);
+                }
+            }
+            if !done {
+                let old = self.pool.retire(id);
+                self.retired.push(old);
             }
         }
-        ffi::MPI_Request_free(&mut req.0);
     }
-    false
+
+    /// When MPI is already finalised nothing may be called: leak it all.
+    pub fn leak(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.posted));
+        std::mem::forget(std::mem::take(&mut self.retired));
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Retired buffers may still be written by MPI until it finalises.
+        std::mem::forget(std::mem::take(&mut self.retired));
+    }
 }
 
 /// An rsmpi communicator that may move to another thread with its carrier.
 pub struct SendComm(pub ::mpi::topology::SimpleCommunicator);
 
-// SAFETY: an MPI_Comm is an opaque handle; with MPI_THREAD_SERIALIZED any
-// thread may use it as long as calls are serialised, which the owning
-// communicator's lock guarantees.
+// SAFETY: as for InFlight: an opaque handle used under the communicator's lock.
 unsafe impl Send for SendComm {}

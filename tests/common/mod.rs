@@ -12,7 +12,9 @@ pub const CODECS: [Codec; 3] = [Codec::Native, Codec::Fp16, Codec::Bf16];
 /// [-1, 1] otherwise. Exactly representable in `E`.
 pub fn input<E: Element>(rank: usize, count: usize, op: ReduceOp, codec: Codec, seed: u64) -> Vec<E> {
     let mut rng = SmallRng::seed_from_u64(seed ^ (rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ count as u64);
-    let integer = codec == Codec::Native && matches!(E::DTYPE, DType::F32 | DType::F64) && matches!(op, ReduceOp::Sum | ReduceOp::Avg);
+    let integer = codec == Codec::Native
+        && matches!(E::DTYPE, DType::F32 | DType::F64)
+        && matches!(op, ReduceOp::Sum | ReduceOp::Avg);
     (0..count)
         .map(|_| {
             let v = if integer {
@@ -52,7 +54,11 @@ pub fn check_result<E: Element>(inputs: &[Vec<E>], got: &[E], op: ReduceOp, code
         };
         match op {
             ReduceOp::Min | ReduceOp::Max => {
-                let exact = if op == ReduceOp::Min { xs.fold(f64::INFINITY, f64::min) } else { xs.fold(f64::NEG_INFINITY, f64::max) };
+                let exact = if op == ReduceOp::Min {
+                    xs.fold(f64::INFINITY, f64::min)
+                } else {
+                    xs.fold(f64::NEG_INFINITY, f64::max)
+                };
                 let want = if n == 1 { exact } else { round_to_wire(exact) };
                 assert_eq!(g.to_bits(), want.to_bits(), "{what}: element {i}: {op} gave {g}, want exactly {want}");
             }
@@ -72,9 +78,14 @@ pub fn check_result<E: Element>(inputs: &[Vec<E>], got: &[E], op: ReduceOp, code
             }
             ReduceOp::Prod => {
                 let exact: f64 = xs.product();
-                let u = codec.unit_roundoff(E::DTYPE) + if E::DTYPE == DType::F64 { 2f64.powi(-53) } else { 2f64.powi(-24) };
-                let bound = if n == 1 { 0.0 } else { ((1.0 + u).powi(n as i32) * (1.0 + u_elem) - 1.0) * exact.abs() * 1.0001 };
-                assert!((g - exact).abs() <= bound, "{what}: element {i}: prod gave {g}, want {exact} within {bound:e}");
+                let u = codec.unit_roundoff(E::DTYPE)
+                    + if E::DTYPE == DType::F64 { 2f64.powi(-53) } else { 2f64.powi(-24) };
+                let bound =
+                    if n == 1 { 0.0 } else { ((1.0 + u).powi(n as i32) * (1.0 + u_elem) - 1.0) * exact.abs() * 1.0001 };
+                assert!(
+                    (g - exact).abs() <= bound,
+                    "{what}: element {i}: prod gave {g}, want {exact} within {bound:e}"
+                );
             }
         }
     }

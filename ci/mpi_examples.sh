@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The MPI tier: every example under mpirun with 1, 2, 3 and 4 processes.
+# Each example asserts its own results and exits non-zero on any wrong
+# element, so a failure here fails CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source ci/env.sh
+# A hang must become an error quickly, not a stuck CI run.
+export RINGFUSE_TIMEOUT_MS="${RINGFUSE_TIMEOUT_MS:-60000}"
+cargo build --release --examples -q
+for np in 1 2 3 4; do
+    echo "== mpirun -np $np examples/collectives"
+    timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np "$np" target/release/examples/collectives
+    echo "== mpirun -np $np examples/allreduce (4M elements)"
+    timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np "$np" target/release/examples/allreduce $((4 << 20))
+done
+echo "mpi examples: all runs passed"
