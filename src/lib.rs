@@ -65,6 +65,7 @@ pub mod mpi;
 pub mod op;
 pub mod schedule;
 pub mod transport;
+pub mod verify;
 mod wire;
 
 pub use codec::Codec;

@@ -1,0 +1,127 @@
+//! `ringfuse-perf`: nccl-tests-style bandwidth tables for ringfuse's
+//! collectives, with MPI's own collective timed side by side on the same
+//! data, the wire bytes, and each codec's measured error.
+//!
+//! ```text
+//! mpirun -np 2 target/release/ringfuse-perf -b 1K -e 256M -c native,fp16 --plot busbw.svg
+//! ```
+
+mod cli;
+mod inputs;
+mod measure;
+mod report;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mpi::collective::SystemOperation;
+use mpi::datatype::Equivalence;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+use ringfuse::{DType, Element, ReduceOp};
+
+use cli::{Args, Baseline, CollectiveArg};
+use measure::{measure, MpiFn, Row};
+
+fn mpi_op(op: ReduceOp) -> SystemOperation {
+    match op {
+        // MPI has no average; its sum moves the same bytes.
+        ReduceOp::Sum | ReduceOp::Avg => SystemOperation::sum(),
+        ReduceOp::Min => SystemOperation::min(),
+        ReduceOp::Max => SystemOperation::max(),
+        ReduceOp::Prod => SystemOperation::product(),
+    }
+}
+
+/// MPI's own collective for the element types MPI knows.
+fn mpi_baseline<'a, E: Element + Equivalence>(world: &'a SimpleCommunicator, args: &Args) -> MpiFn<'a, E> {
+    let op = mpi_op(args.op);
+    match args.collective {
+        CollectiveArg::Allreduce => Box::new(move |s, r| world.all_reduce_into(s, r, op)),
+        CollectiveArg::ReduceScatter => Box::new(move |s, r| world.reduce_scatter_block_into(s, r, op)),
+        CollectiveArg::Allgather => Box::new(move |s, r| world.all_gather_into(s, r)),
+        CollectiveArg::Broadcast => Box::new(move |s, r| {
+            if world.rank() == 0 {
+                r.copy_from_slice(s);
+            }
+            world.process_at_rank(0).broadcast_into(r)
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mpi = match ringfuse::mpi::init() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let comm = mpi.world();
+    let world = mpi.universe().world();
+    let lead = comm.rank() == 0;
+    let host = mpi::environment::processor_name().unwrap_or_default();
+    let dtype = args.dtype.dtype();
+    if lead {
+        report::header(args.collective.name(), comm.size(), dtype.name(), args.op.name(), &host);
+    }
+    let mut sizes = Vec::new();
+    let mut b = args.min_bytes.max(1);
+    while b <= args.max_bytes {
+        sizes.push(b as usize);
+        b = if args.factor > 1 { b * args.factor } else { b + 1 };
+    }
+    let bar = (lead && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new(sizes.len() as u64);
+        pb.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} sizes {msg}").expect("template"));
+        pb
+    });
+    let use_mpi = args.baseline == Baseline::Mpi;
+    let mut rows: Vec<Row> = Vec::new();
+    for (k, &bytes) in sizes.iter().enumerate() {
+        let seed = 0x5eed_0000 + k as u64;
+        let new = match dtype {
+            DType::F32 => measure::<f32>(&comm, &args, bytes, seed, use_mpi.then(|| mpi_baseline(&world, &args))),
+            DType::F64 => measure::<f64>(&comm, &args, bytes, seed, use_mpi.then(|| mpi_baseline(&world, &args))),
+            // MPI has no 16-bit float type: no baseline for these.
+            DType::F16 => measure::<half::f16>(&comm, &args, bytes, seed, None),
+            DType::Bf16 => measure::<half::bf16>(&comm, &args, bytes, seed, None),
+        };
+        if lead {
+            if let Some(pb) = &bar {
+                pb.suspend(|| new.iter().for_each(report::row));
+                pb.inc(1);
+            } else {
+                new.iter().for_each(report::row);
+            }
+        }
+        rows.extend(new);
+    }
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+    let bad = rows.iter().any(|r| r.wrong.unwrap_or(0) > 0 || r.identical == Some(false));
+    if lead {
+        let n = comm.size();
+        if let Some(p) = &args.json {
+            report::json(p, n, &host, &rows).unwrap_or_else(|e| eprintln!("--json {}: {e}", p.display()));
+        }
+        if let Some(p) = &args.csv {
+            report::csv(p, &rows).unwrap_or_else(|e| eprintln!("--csv {}: {e}", p.display()));
+        }
+        if let Some(p) = &args.plot {
+            let title = format!("ringfuse {} busbw, {n} ranks, {}", args.collective.name(), dtype.name());
+            report::plot(p, &title, &rows).unwrap_or_else(|e| eprintln!("--plot {}: {e}", p.display()));
+        }
+        if bad {
+            eprintln!("ringfuse-perf: some rows have elements outside the codec bound or ranks that differ");
+        }
+    }
+    if bad {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,249 @@
+//! One size: every codec and the MPI baseline, timed interleaved iteration
+//! by iteration (so machine noise hits them alike), then checked.
+
+use std::time::Instant;
+
+use ringfuse::schedule::{Ring, RingKind, Schedule};
+use ringfuse::verify::{expect, through_wire, Expect};
+use ringfuse::{AllreduceOpts, Codec, Communicator, Element, ReduceOp};
+use serde::Serialize;
+
+use crate::cli::{Args, CollectiveArg};
+use crate::inputs::value;
+
+/// One table row; the field names are the JSON and CSV column names.
+#[derive(Serialize, Clone, Debug)]
+pub struct Row {
+    pub collective: &'static str,
+    pub bytes: usize,
+    pub count: usize,
+    pub dtype: &'static str,
+    pub op: &'static str,
+    pub codec: &'static str,
+    pub time_us: f64,
+    #[serde(rename = "algbw_GBps")]
+    pub algbw_gbps: f64,
+    #[serde(rename = "busbw_GBps")]
+    pub busbw_gbps: f64,
+    /// Payload bytes rank 0 sends.
+    pub wire_bytes: usize,
+    /// Largest `|result - exact| / sum_i |x_i|` over all elements and
+    /// ranks: the error relative to the scale the codec bound is stated in
+    /// (plain relative error is meaningless where a sum cancels to ~0).
+    pub max_rel_err: Option<f64>,
+    /// Elements outside the codec's documented bound (all ranks).
+    pub wrong: Option<u64>,
+    /// Every rank holds the same bits.
+    pub identical: Option<bool>,
+    pub mpi_time_us: Option<f64>,
+    pub speedup: Option<f64>,
+}
+
+/// MPI's own collective on `(send, recv)`, where the element type has an
+/// MPI datatype.
+pub type MpiFn<'a, E> = Box<dyn FnMut(&[E], &mut [E]) + 'a>;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Buffer lengths of one call: (input, output).
+fn lens(c: CollectiveArg, count: usize, n: usize) -> (usize, usize) {
+    match c {
+        CollectiveArg::Allreduce | CollectiveArg::Broadcast => (count, count),
+        CollectiveArg::ReduceScatter => (count, count / n),
+        CollectiveArg::Allgather => (count / n, count),
+    }
+}
+
+fn call<E: Element>(
+    comm: &Communicator,
+    c: CollectiveArg,
+    op: ReduceOp,
+    input: &[E],
+    out: &mut [E],
+    opts: &AllreduceOpts,
+) {
+    let r = match c {
+        CollectiveArg::Allreduce => {
+            out.copy_from_slice(input);
+            comm.allreduce_with(out, op, opts)
+        }
+        CollectiveArg::Broadcast => {
+            if comm.rank() == 0 {
+                out.copy_from_slice(input);
+            }
+            comm.broadcast_with(out, 0, opts)
+        }
+        CollectiveArg::ReduceScatter => comm.reduce_scatter_with(input, out, op, opts),
+        CollectiveArg::Allgather => comm.allgather_with(input, out, opts),
+    };
+    if let Err(e) = r {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+}
+
+fn wire_bytes(c: CollectiveArg, n: usize, count: usize, wsize: usize) -> usize {
+    let kind = match c {
+        CollectiveArg::Allreduce => RingKind::Allreduce,
+        CollectiveArg::ReduceScatter => RingKind::ReduceScatter,
+        CollectiveArg::Allgather => RingKind::Allgather,
+        CollectiveArg::Broadcast => return if n > 1 { count * wsize } else { 0 },
+    };
+    let s = Ring { rank: 0, size: n, count, kind };
+    (0..s.len()).map(|i| s.step(i)).filter(|st| st.prim.sends()).map(|st| s.block(st.block).len() * wsize).sum()
+}
+
+/// Measures one size for every codec in `args.codec`.
+pub fn measure<E: Element>(
+    comm: &Communicator,
+    args: &Args,
+    bytes: usize,
+    seed: u64,
+    mut mpi: Option<MpiFn<'_, E>>,
+) -> Vec<Row> {
+    let (rank, n) = (comm.rank(), comm.size());
+    let c = args.collective;
+    let mut count = bytes / E::DTYPE.size();
+    if matches!(c, CollectiveArg::ReduceScatter | CollectiveArg::Allgather) {
+        count = count / n * n;
+    }
+    let (in_len, out_len) = lens(c, count, n);
+    // This rank's input: for allgather its own block, else the whole buffer.
+    let offset = if c == CollectiveArg::Allgather { rank * in_len } else { 0 };
+    let input: Vec<E> = (0..in_len).map(|i| E::from_f64(value(seed, rank, offset + i, args.op))).collect();
+    let mut outs: Vec<Vec<E>> = args.codec.iter().map(|_| vec![E::from_f64(0.0); out_len]).collect();
+    let mut mpi_out = vec![E::from_f64(0.0); out_len];
+    let opts: Vec<AllreduceOpts> = args
+        .codec
+        .iter()
+        .map(|&codec| {
+            let mut o = comm.defaults().clone().codec(codec);
+            if let Some(s) = args.slice_bytes {
+                o.slice_bytes = s as usize;
+            }
+            if let Some(s) = args.slots {
+                o.slots = s;
+            }
+            o
+        })
+        .collect();
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(args.iters); args.codec.len()];
+    let mut mpi_times = Vec::with_capacity(args.iters);
+    let barrier = || comm.barrier().unwrap_or_else(|e| panic!("{e}"));
+    for it in 0..args.warmup + args.iters {
+        for (k, o) in opts.iter().enumerate() {
+            if c == CollectiveArg::Allreduce {
+                outs[k].copy_from_slice(&input); // untimed reset of the in-place buffer
+            }
+            barrier();
+            let t0 = Instant::now();
+            call(comm, c, args.op, &input, &mut outs[k], o);
+            if it >= args.warmup {
+                times[k].push(t0.elapsed().as_secs_f64());
+            }
+        }
+        if let Some(f) = mpi.as_mut() {
+            barrier();
+            let t0 = Instant::now();
+            f(&input, &mut mpi_out);
+            if it >= args.warmup {
+                mpi_times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    // The slowest rank's median is the collective's time.
+    let mut med: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    med.push(if mpi.is_some() { median(&mut mpi_times) } else { 0.0 });
+    comm.allreduce(&mut med, ReduceOp::Max).expect("allreduce of timings");
+
+    let mut rows = Vec::new();
+    for (k, &codec) in args.codec.iter().enumerate() {
+        let t = med[k];
+        let algbw = if t > 0.0 { (count * E::DTYPE.size()) as f64 / t / 1e9 } else { 0.0 };
+        let (err, wrong, identical) =
+            if args.check { check(comm, args, codec, seed, count, &outs[k]) } else { (None, None, None) };
+        let mpi_t = mpi.is_some().then_some(med[args.codec.len()]);
+        rows.push(Row {
+            collective: c.name(),
+            bytes: count * E::DTYPE.size(),
+            count,
+            dtype: E::DTYPE.name(),
+            op: args.op.name(),
+            codec: codec.name(),
+            time_us: t * 1e6,
+            algbw_gbps: algbw,
+            busbw_gbps: algbw * c.bus_factor(n),
+            wire_bytes: wire_bytes(c, n, count, codec.wire_dtype(E::DTYPE).size()),
+            max_rel_err: err,
+            wrong,
+            identical,
+            mpi_time_us: mpi_t.map(|m| m * 1e6),
+            speedup: mpi_t.filter(|_| t > 0.0).map(|m| m / t),
+        });
+    }
+    rows
+}
+
+/// Checks this rank's output against the f64 reference of every rank's
+/// input (regenerated locally), then combines the verdicts of all ranks.
+fn check<E: Element>(
+    comm: &Communicator,
+    args: &Args,
+    codec: Codec,
+    seed: u64,
+    count: usize,
+    out: &[E],
+) -> (Option<f64>, Option<u64>, Option<bool>) {
+    let (rank, n) = (comm.rank(), comm.size());
+    let dt = E::DTYPE;
+    let x = |r: usize, i: usize| E::from_f64(value(seed, r, i, args.op)).to_f64();
+    let mut xs = vec![0f64; n];
+    let (mut wrong, mut worst) = (0u64, 0f64);
+    for (j, g) in out.iter().enumerate() {
+        let want = match args.collective {
+            CollectiveArg::Allreduce | CollectiveArg::ReduceScatter => {
+                let i = if args.collective == CollectiveArg::ReduceScatter { rank * out.len() + j } else { j };
+                for (r, v) in xs.iter_mut().enumerate() {
+                    *v = x(r, i);
+                }
+                expect(codec, dt, args.op, &xs)
+            }
+            CollectiveArg::Allgather if n > 1 => Expect::Exact(through_wire(codec, dt, x(j / (count / n), j))),
+            CollectiveArg::Broadcast if n > 1 => Expect::Exact(through_wire(codec, dt, x(0, j))),
+            _ => Expect::Exact(x(0, j)),
+        };
+        let g = g.to_f64();
+        if !want.accepts(g) {
+            wrong += 1;
+        }
+        let scale = match args.collective {
+            CollectiveArg::Allreduce | CollectiveArg::ReduceScatter if args.op != ReduceOp::Prod => {
+                xs.iter().map(|v| v.abs()).sum::<f64>()
+            }
+            _ => 0.0,
+        };
+        let err = match want {
+            Expect::Exact(v) | Expect::Within { value: v, .. } => (g - v).abs(),
+        };
+        worst = worst.max(if scale > 0.0 { err / scale } else { want.rel_err(g) });
+    }
+    let hash = out.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| (h ^ v.to_bits_u64()).wrapping_mul(0x100_0000_01b3));
+    let mine = [wrong as f64, worst, f64::from_bits(hash)];
+    let mut all = vec![0f64; 3 * n];
+    comm.allgather(&mine, &mut all).expect("allgather of check results");
+    let wrong_all: f64 = all.chunks(3).map(|c| c[0]).sum();
+    let worst_all = all.chunks(3).map(|c| c[1]).fold(0f64, f64::max);
+    // Only allreduce and allgather/broadcast leave the same buffer on every rank.
+    let identical = match args.collective {
+        CollectiveArg::ReduceScatter => None,
+        _ => Some(all.chunks(3).all(|c| c[2].to_bits() == hash)),
+    };
+    (Some(worst_all), Some(wrong_all as u64), identical)
+}

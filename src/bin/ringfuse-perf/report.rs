@@ -1,0 +1,123 @@
+//! Output: the nccl-tests-style table on stdout, and JSON, CSV and an SVG
+//! plot on request.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::measure::Row;
+
+pub fn header(collective: &str, n: usize, dtype: &str, op: &str, host: &str) {
+    println!("# ringfuse-perf: {collective}, {n} ranks, dtype {dtype}, op {op}, host {host}");
+    println!("# time: median over iterations of the slowest rank; busbw as nccl-tests defines it");
+    println!(
+        "# {:>11} {:>11} {:>6} {:>10} {:>8} {:>8} {:>11} {:>11} {:>6} {:>5} {:>10} {:>7}",
+        "bytes",
+        "count",
+        "codec",
+        "time_us",
+        "algbw",
+        "busbw",
+        "wire_bytes",
+        "max_rel_err",
+        "wrong",
+        "ident",
+        "mpi_us",
+        "speedup"
+    );
+    println!(
+        "# {:>11} {:>11} {:>6} {:>10} {:>8} {:>8} {:>11}",
+        "", "(elements)", "", "", "(GB/s)", "(GB/s)", "(rank 0)"
+    );
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+pub fn row(r: &Row) {
+    println!(
+        "  {:>11} {:>11} {:>6} {:>10.1} {:>8.3} {:>8.3} {:>11} {:>11} {:>6} {:>5} {:>10} {:>7}",
+        r.bytes,
+        r.count,
+        r.codec,
+        r.time_us,
+        r.algbw_gbps,
+        r.busbw_gbps,
+        r.wire_bytes,
+        r.max_rel_err.map_or("-".into(), |e| format!("{e:.2e}")),
+        opt(r.wrong),
+        r.identical.map_or("-", |i| if i { "yes" } else { "NO" }),
+        r.mpi_time_us.map_or("-".into(), |t| format!("{t:.1}")),
+        r.speedup.map_or("-".into(), |s| format!("{s:.2}x")),
+    );
+}
+
+pub fn json(path: &Path, ranks: usize, host: &str, rows: &[Row]) -> std::io::Result<()> {
+    let doc = serde_json::json!({ "ranks": ranks, "host": host, "rows": rows });
+    std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+}
+
+pub fn csv(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
+    let mut w = csv::Writer::from_path(path)?;
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Bus bandwidth against size (log scale), one line per codec and one for
+/// MPI's own collective.
+pub fn plot(path: &Path, title: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut push = |name: String, x: f64, y: f64| match series.iter_mut().find(|s| s.0 == name) {
+        Some(s) => s.1.push((x, y)),
+        None => series.push((name, vec![(x, y)])),
+    };
+    let mut mpi_seen = Vec::new();
+    for r in rows.iter().filter(|r| r.bytes > 0) {
+        push(format!("ringfuse {}", r.codec), r.bytes as f64, r.busbw_gbps);
+        if let Some(t) = r.mpi_time_us.filter(|_| !mpi_seen.contains(&r.bytes)) {
+            mpi_seen.push(r.bytes);
+            push("MPI".into(), r.bytes as f64, r.busbw_gbps * r.time_us / t);
+        }
+    }
+    let xmax = rows.iter().map(|r| r.bytes as f64).fold(2.0, f64::max);
+    let xmin = rows.iter().map(|r| r.bytes as f64).filter(|&b| b > 0.0).fold(xmax, f64::min);
+    let ymax = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(0.1, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d((xmin..xmax * 1.01).log_scale(), 0.0..ymax)?;
+    chart
+        .configure_mesh()
+        .x_desc("message size (bytes)")
+        .y_desc("bus bandwidth (GB/s)")
+        .x_label_formatter(&|x| human(*x))
+        .draw()?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn human(b: f64) -> String {
+    match b {
+        b if b >= (1u64 << 30) as f64 => format!("{}G", b / (1u64 << 30) as f64),
+        b if b >= (1 << 20) as f64 => format!("{}M", b / (1 << 20) as f64),
+        b if b >= 1024.0 => format!("{}K", b / 1024.0),
+        b => format!("{b}"),
+    }
+}
