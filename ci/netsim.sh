@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Simulated cluster: N hosts as network namespaces, each linked to one
+# bridge (the "switch") by a veth pair shaped with tc (rate both ways, delay
+# on the host's egress), plus a launcher namespace from which mpirun starts
+# one ringfuse-perf rank per host over Open MPI's TCP transport. An rsh
+# agent enters the target namespace instead of ssh-ing to a machine.
+#
+#   ci/netsim.sh [--hosts N] [--rate 1gbit] [--delay 100us] [-- ringfuse-perf args...]
+#
+# Addresses come from 198.18.0.0/24 (RFC 2544's benchmarking range); no
+# traffic leaves the namespaces this script creates, and it removes them
+# on exit, failure or Ctrl-C. Needs root (ip netns, tc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HOSTS=4 RATE=1gbit DELAY=100us
+while (($#)); do
+    case $1 in
+        --hosts) HOSTS=$2; shift 2 ;;
+        --rate) RATE=$2; shift 2 ;;
+        --delay) DELAY=$2; shift 2 ;;
+        --) shift; break ;;
+        -h | --help) sed -n 2,13p "$0"; exit 0 ;;
+        *) echo "netsim: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+((HOSTS >= 1 && HOSTS <= 64)) || { echo "netsim: --hosts must be 1..64" >&2; exit 2; }
+PERF_ARGS=("$@")
+
+bash ci/setup.sh >/dev/null
+command -v ip >/dev/null && command -v tc >/dev/null || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+}
+cargo build --release --bin ringfuse-perf -q
+PERF=$(pwd)/target/release/ringfuse-perf
+
+P="rfs$$"                 # unique prefix: parallel runs do not collide
+BR="${P}br"
+WORK=$(mktemp -d)
+cleanup() {
+    set +e
+    for ((i = 0; i <= HOSTS; i++)); do ip netns del "${P}h$i" 2>/dev/null; done
+    ip netns del "${P}probe" 2>/dev/null
+    ip link del "$BR" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# netem adds delay; some kernels (this project's CI VMs among them) lack
+# it. Rate is then shaped with tbf and the delay is reported as not applied.
+if ip netns add "${P}probe" && ip netns exec "${P}probe" tc qdisc add dev lo root netem delay 1us 2>/dev/null; then
+    NETEM=1
+else
+    NETEM=0
+    echo "netsim: WARNING: this kernel has no netem qdisc: links are rate-limited (tbf) but --delay $DELAY is NOT applied" >&2
+fi
+ip netns del "${P}probe" 2>/dev/null || true
+
+ip link add "$BR" type bridge
+ip link set "$BR" up
+# Host 0 is the launcher (unshaped); hosts 1..N run one rank each.
+for ((i = 0; i <= HOSTS; i++)); do
+    ns="${P}h$i"
+    ip netns add "$ns"
+    ip link add "${P}v$i" type veth peer name "${P}p$i"
+    ip link set "${P}v$i" netns "$ns"
+    ip -n "$ns" link set "${P}v$i" name eth0
+    ip -n "$ns" addr add "198.18.0.$((i + 1))/24" dev eth0
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+    ip link set "${P}p$i" master "$BR"
+    ip link set "${P}p$i" up
+    if ((i > 0)); then
+        # Host -> switch: rate and delay. Switch -> host: rate.
+        if ((NETEM)); then
+            ip netns exec "$ns" tc qdisc add dev eth0 root netem delay "$DELAY" rate "$RATE" limit 100000
+            tc qdisc add dev "${P}p$i" root netem rate "$RATE" limit 100000
+        else
+            ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$RATE" burst 256kb latency 100ms
+            tc qdisc add dev "${P}p$i" root tbf rate "$RATE" burst 256kb latency 100ms
+        fi
+    fi
+done
+
+# Open MPI calls the agent as `agent HOST COMMAND...`, like ssh.
+cat > "$WORK/agent" <<AGENT
+#!/bin/sh
+host=\$1; shift
+i=\$(( \${host##*.} - 1 ))
+exec ip netns exec "${P}h\$i" sh -c "\$*"
+AGENT
+chmod +x "$WORK/agent"
+
+hosts=""
+for ((i = 1; i <= HOSTS; i++)); do hosts+="${hosts:+,}198.18.0.$((i + 1)):1"; done
+echo "netsim: $HOSTS hosts, $RATE links, delay $( ((NETEM)) && echo "$DELAY" || echo "not applied (no netem)"); ranks on $hosts"
+
+source ci/env.sh
+export OMPI_MCA_btl=tcp,self
+ip netns exec "${P}h0" env HOME="$WORK" \
+    mpirun --allow-run-as-root --oversubscribe -np "$HOSTS" --host "$hosts" \
+    --mca plm_rsh_agent "$WORK/agent" --mca plm_rsh_no_tree_spawn 1 \
+    --mca btl tcp,self --mca btl_tcp_if_include 198.18.0.0/24 --mca oob_tcp_if_include 198.18.0.0/24 \
+    -x RINGFUSE_TIMEOUT_MS \
+    "$PERF" "${PERF_ARGS[@]}"
