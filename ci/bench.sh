@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The main job: set up, build in release, and allreduce a 64 MiB f32
-# gradient buffer over 2 MPI ranks with every wire codec, printing what it
-# did (time, bandwidth, wire bytes, error, bitwise identity).
+# The main job: set up, build in release, and run a ringfuse-perf sweep
+# (8 B to 256 MiB, f32 sum, codecs native/fp16/bf16, MPI_Allreduce side by
+# side) under `mpirun -np 2`. Prints the table; writes the plot and JSON to
+# target/bench/. Extra arguments go to ringfuse-perf (e.g. -e 16M).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh >/dev/null
 source ci/env.sh
-cargo build --release --examples -q
-"${MPIRUN[@]}" -np "${NP:-2}" target/release/examples/allreduce "$@"
+cargo build --release --bin ringfuse-perf -q
+mkdir -p target/bench
+"${MPIRUN[@]}" -np "${NP:-2}" target/release/ringfuse-perf -b 8 -e 256M -f 4 -n 10 -w 3 \
+    --plot target/bench/busbw.svg --json target/bench/allreduce.json "$@"
+echo "plot: target/bench/busbw.svg  rows: target/bench/allreduce.json"

@@ -19,4 +19,29 @@ if grep -qE "FAILED|^error" target/test.log || ! grep -q "^test result: ok" targ
 fi
 echo "== MPI tier"
 bash ci/mpi_examples.sh
+echo "== ringfuse-perf --check sweep under mpirun (correctness only; no timing is asserted)"
+source ci/env.sh
+cargo build --release --bin ringfuse-perf -q
+for np in 2 3; do
+    for coll in allreduce reduce_scatter allgather broadcast; do
+        timeout 300 "${MPIRUN[@]}" -np $np target/release/ringfuse-perf --collective $coll \
+            -b 4 -e 4M -f 16 -n 2 -w 1 --json target/perf-check-$np-$coll.json >/dev/null
+    done
+    timeout 300 "${MPIRUN[@]}" -np $np target/release/ringfuse-perf -d bf16 -o max -b 4 -e 1M -f 64 -n 2 -w 1 >/dev/null
+done
+python3 - <<'PY'
+import json, glob
+rows = [r for f in glob.glob("target/perf-check-*.json") for r in json.load(open(f))["rows"]]
+bad = [r for r in rows if r["wrong"] != 0 or r["identical"] is False]
+assert rows and not bad, bad
+print(f"ringfuse-perf: {len(rows)} rows checked, all within bound and identical")
+PY
+echo "== simulated cluster (3 namespaces, TCP)"
+if ip netns add rfprobe$$ 2>/dev/null; then
+    ip netns del rfprobe$$
+    RINGFUSE_TIMEOUT_MS=60000 timeout 300 bash ci/netsim.sh --hosts 3 -- -b 1K -e 1M -f 32 -n 2 -w 1 >/dev/null
+    echo "netsim: passed"
+else
+    echo "netsim: SKIPPED (cannot create network namespaces here; needs root)"
+fi
 echo "ci/test.sh: all passed"

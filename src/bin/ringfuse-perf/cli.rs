@@ -99,6 +99,7 @@ pub enum CollectiveArg {
     /// Allreduce.
     Allreduce,
     /// Reduce-scatter (equal blocks).
+    #[value(name = "reduce_scatter", alias = "reduce-scatter")]
     ReduceScatter,
     /// Allgather.
     Allgather,
