@@ -18,7 +18,11 @@
 //!
 //! where `e_min` is the absolute error of rounding in the wire's subnormal
 //! range (`2^-25` for FP16, negligible for BF16). `Avg` divides that by `n`
-//! and adds one more `v`. `Min` and `Max` are exact in the codec's
+//! and adds one more `v`. (Recursive doubling, used for small buffers,
+//! rounds each partial once per tree level, at most `n` times, so the same
+//! bound holds.) `Prod` is bounded relative to the exact product by
+//! `(1 + u + v)^(2n - 1) - 1`: recursive doubling rounds every node of its
+//! tree. `Min` and `Max` are exact in the codec's
 //! representable values: the result is the exact extreme rounded once to
 //! the wire. [`Codec::sum_error_bound`] computes the bound; the tests and
 //! `ringfuse-perf` check every element against it.

@@ -12,9 +12,24 @@ use crate::element::{DType, Element, ReduceOp};
 use crate::error::{Error, Result};
 use crate::exec::{self, Ctx, Local, Scratch};
 use crate::op::{Collective, OpDesc};
-use crate::schedule::{Chain, Ring, RingKind, Schedule};
+use crate::schedule::{Chain, RecursiveDoubling, Ring, RingKind, Schedule};
 use crate::transport::Transport;
 use crate::wire::FLAG_OVERFLOW;
+
+/// Which allreduce schedule runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Recursive doubling up to [`AllreduceOpts::small_bytes`] of wire
+    /// data, the ring above. `RINGFUSE_ALGO=ring|doubling` forces one.
+    #[default]
+    Auto,
+    /// The pipelined ring: bandwidth-optimal, `2(n-1)` dependent hops.
+    Ring,
+    /// Recursive doubling: `log2 n` exchanges of the whole buffer. For
+    /// `f32`/`f64` buffers only; 16-bit buffers take the ring (their partial
+    /// sums would be rounded to 16 bits between exchanges).
+    RecursiveDoubling,
+}
 
 /// Per-call options. `AllreduceOpts::default()` is what the plain methods
 /// use; every field can be set with a builder method.
@@ -31,6 +46,11 @@ pub struct AllreduceOpts {
     /// Deadline of every single wait (default 300 s, or
     /// `RINGFUSE_TIMEOUT_MS`).
     pub timeout: Duration,
+    /// Allreduce schedule (default [`Algorithm::Auto`]).
+    pub algorithm: Algorithm,
+    /// Under `Auto`, buffers of at most this many wire bytes use recursive
+    /// doubling (default 32 KiB; see the README for the crossover measured).
+    pub small_bytes: usize,
 }
 
 impl Default for AllreduceOpts {
@@ -40,7 +60,19 @@ impl Default for AllreduceOpts {
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(300));
-        AllreduceOpts { codec: Codec::Native, slice_bytes: 256 << 10, slots: 4, timeout }
+        let algorithm = match std::env::var("RINGFUSE_ALGO").as_deref() {
+            Ok("ring") => Algorithm::Ring,
+            Ok("doubling") | Ok("rd") => Algorithm::RecursiveDoubling,
+            _ => Algorithm::Auto,
+        };
+        AllreduceOpts {
+            codec: Codec::Native,
+            slice_bytes: 256 << 10,
+            slots: 4,
+            timeout,
+            algorithm,
+            small_bytes: 32 << 10,
+        }
     }
 }
 
@@ -58,6 +90,11 @@ impl AllreduceOpts {
     /// Sets the messages in flight each way.
     pub fn slots(mut self, slots: usize) -> Self {
         self.slots = slots;
+        self
+    }
+    /// Sets the allreduce schedule.
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
         self
     }
     /// Sets the deadline of each wait.
@@ -93,6 +130,7 @@ pub struct Communicator {
 enum Sched {
     Ring(Ring),
     Chain(Chain),
+    Doubling(RecursiveDoubling),
 }
 
 impl Communicator {
@@ -157,7 +195,23 @@ impl Communicator {
     pub fn allreduce_with<T: Element>(&self, buf: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
         let count = buf.len();
         self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, |rank, size, _| {
-            let s = Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce });
+            let wire_bytes = count * opts.codec.wire_dtype(T::DTYPE).size();
+            // Recursive doubling keeps partial results in the buffer between
+            // exchanges: exact for f32/f64 (the accumulator's precision), an
+            // extra rounding per step for 16-bit buffers, which the codec
+            // bound does not allow. Those always take the ring.
+            let wide = matches!(T::DTYPE, DType::F32 | DType::F64);
+            let doubling = wide
+                && match opts.algorithm {
+                    Algorithm::Ring => false,
+                    Algorithm::RecursiveDoubling => true,
+                    Algorithm::Auto => wire_bytes <= opts.small_bytes,
+                };
+            let s = if doubling {
+                Sched::Doubling(RecursiveDoubling { rank, size, count })
+            } else {
+                Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce })
+            };
             (s, Local::InPlace(buf))
         })
     }
@@ -350,6 +404,7 @@ impl Communicator {
         let r = match &sched {
             Sched::Ring(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
             Sched::Chain(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
+            Sched::Doubling(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
         };
         match r {
             Ok(flags) if flags & FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {
@@ -410,7 +465,11 @@ mod tests {
     /// the receive and send windows hold; walking in rounds completes.
     #[test]
     fn rounds_prevent_the_rendezvous_deadlock() {
-        let opts = AllreduceOpts::default().slice_bytes(256).slots(2).timeout(Duration::from_millis(300));
+        let opts = AllreduceOpts::default()
+            .slice_bytes(256)
+            .slots(2)
+            .timeout(Duration::from_millis(300))
+            .algorithm(Algorithm::Ring);
         let run = |step_major: bool| {
             crate::local::run(2, |comm| {
                 test_hooks::walk_step_major(step_major);

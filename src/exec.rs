@@ -190,35 +190,10 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
         let st = hop.step;
         let payload_bytes = hop.range.len() * wsize;
         let mut recv_hdr = Header { flags: 0, seq, block: st.block as u32, slice: hop.slice_idx as u32 };
-        let recv_id = if st.prim.receives() {
-            let (id, peer, step_idx, range) = cx.scratch.recvs.pop_front().expect("a receive was posted for this hop");
-            debug_assert!(step_idx == hop.step_idx && range == hop.range);
-            let got = wait(cx, id, peer, "receive from", step_idx, msg)?;
-            msg += 1;
-            let hdr = Header::read(&cx.t.slot_mut(id)[..got.min(HEADER)]);
-            let expect = recv_hdr;
-            match hdr {
-                Some(h) if got == HEADER + payload_bytes && Header { flags: 0, ..h } == expect => {
-                    recv_hdr.flags = h.flags
-                }
-                _ => {
-                    return Err(Error::Protocol {
-                        rank: cx.t.rank(),
-                        op: cx.desc.clone(),
-                        peer,
-                        step: step_idx,
-                        detail: format!(
-                            "expected {} bytes for seq {} block {} slice {}, got {} bytes with header {:?}",
-                            HEADER + payload_bytes,
-                            expect.seq,
-                            expect.block,
-                            expect.slice,
-                            got,
-                            hdr
-                        ),
-                    })
-                }
-            }
+        let exchange = matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal);
+        let recv_id = if st.prim.receives() && !exchange {
+            let (id, flags) = take_recv(cx, &hop, recv_hdr, wsize, &mut msg)?;
+            recv_hdr.flags = flags;
             Some(id)
         } else {
             None
@@ -231,7 +206,10 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
                 let out = acquire(cx)?;
                 let buf = cx.t.slot_mut(out);
                 let over = encode::<E, W>(local.read(range.clone()), &mut buf[HEADER..HEADER + payload_bytes]);
-                let flags = if over { FLAG_OVERFLOW } else { 0 };
+                let mut flags = if over { FLAG_OVERFLOW } else { 0 };
+                if st.prim == Prim::CopySend {
+                    flags |= flags_seen;
+                }
                 out_hdr(flags).write(buf);
                 if st.prim == Prim::CopySend {
                     // The value is final: the sender keeps exactly what the
@@ -267,6 +245,41 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
                     cx.scratch.free.push(out);
                 }
             }
+            Prim::RecvReduce => {
+                let rid = recv_id.expect("receiving primitive");
+                flags_seen |= recv_hdr.flags;
+                let rbuf = &cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes];
+                cpu::reduce_into(op, bytemuck::cast_slice::<u8, W>(rbuf), local.write(range));
+                cx.scratch.free.push(rid);
+            }
+            Prim::Exchange | Prim::ExchangeFinal => {
+                // Send first: the partner does the same, and both receives
+                // are already posted, so neither waits on the other's send.
+                let out = acquire(cx)?;
+                let buf = cx.t.slot_mut(out);
+                let over = encode::<E, W>(local.read(range.clone()), &mut buf[HEADER..HEADER + payload_bytes]);
+                flags_seen |= if over { FLAG_OVERFLOW } else { 0 };
+                out_hdr(flags_seen).write(buf);
+                post_send(cx, out, HEADER + payload_bytes, st, &mut sent)?;
+                let (rid, flags) = take_recv(cx, &hop, recv_hdr, wsize, &mut msg)?;
+                flags_seen |= flags;
+                let mine_first = cx.t.rank() < st.recv_from;
+                if st.prim == Prim::Exchange {
+                    let rbuf = &cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes];
+                    cpu::exchange::<E, W>(op, bytemuck::cast_slice(rbuf), local.write(range), mine_first, None);
+                    cx.scratch.free.push(rid);
+                } else {
+                    let scratch = acquire(cx)?;
+                    let (rbuf, obuf) = cx.t.slot_pair(rid, scratch);
+                    let theirs: &[W] = bytemuck::cast_slice(&rbuf[HEADER..HEADER + payload_bytes]);
+                    let fin: &mut [W] = bytemuck::cast_slice_mut(&mut obuf[HEADER..HEADER + payload_bytes]);
+                    if cpu::exchange(op, theirs, local.write(range), mine_first, Some((avg_ranks, fin))) {
+                        flags_seen |= FLAG_OVERFLOW;
+                    }
+                    cx.scratch.free.push(rid);
+                    cx.scratch.free.push(scratch);
+                }
+            }
             Prim::RecvCopySend | Prim::Recv => {
                 let rid = recv_id.expect("receiving primitive");
                 flags_seen |= recv_hdr.flags;
@@ -292,6 +305,30 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
     debug_assert_eq!(cx.scratch.free.len(), total, "every slot is back in the pool");
     debug_assert!(cx.scratch.recvs.is_empty());
     Ok(flags_seen)
+}
+
+/// Waits for the receive posted for `hop`, checks its header against
+/// `expect` and its length, and returns the slot and the header's flags.
+fn take_recv(cx: &mut Ctx<'_>, hop: &Hop, expect: Header, wsize: usize, msg: &mut usize) -> Result<(SlotId, u16)> {
+    let (id, peer, step_idx, range) = cx.scratch.recvs.pop_front().expect("a receive was posted for this hop");
+    debug_assert!(step_idx == hop.step_idx && range == hop.range);
+    let got = wait(cx, id, peer, "receive from", step_idx, *msg)?;
+    *msg += 1;
+    let want_len = HEADER + hop.range.len() * wsize;
+    let hdr = Header::read(&cx.t.slot_mut(id)[..got.min(HEADER)]);
+    match hdr {
+        Some(h) if got == want_len && Header { flags: 0, ..h } == expect => Ok((id, h.flags)),
+        _ => Err(Error::Protocol {
+            rank: cx.t.rank(),
+            op: cx.desc.clone(),
+            peer,
+            step: step_idx,
+            detail: format!(
+                "expected {want_len} bytes for seq {} block {} slice {}, got {got} bytes with header {hdr:?}",
+                expect.seq, expect.block, expect.slice
+            ),
+        }),
+    }
 }
 
 fn encode<E: Element, W: Element>(src: &[E], out: &mut [u8]) -> bool {

@@ -13,7 +13,7 @@
 //! | start-up | [`mpi`] (feature `mpi`), [`local`] | ranks as MPI processes, or as threads in one process |
 //! | wire formats | [`codec`] | `Native`, `Fp16`, `Bf16`, their rounding and error bounds |
 //! | fused kernels | [`cpu`] | decode-reduce-encode, AVX2/F16C with run-time detection |
-//! | schedules | [`schedule`] | pure code: NCCL's ring primitives, chain broadcast |
+//! | schedules | [`schedule`] | pure code: NCCL's ring primitives, recursive doubling, chain broadcast |
 //! | executor | `exec` (internal) | walks a schedule over a transport, slots in flight |
 //! | carriers | [`transport`] | MPI point-to-point, in-process mailboxes |
 //!
@@ -69,7 +69,7 @@ pub mod verify;
 mod wire;
 
 pub use codec::Codec;
-pub use comm::{AllreduceOpts, Communicator};
+pub use comm::{Algorithm, AllreduceOpts, Communicator};
 pub use element::{DType, Element, ReduceOp};
 pub use error::{Error, Result};
 pub use op::{Collective, OpDesc};

@@ -1,6 +1,6 @@
 //! The in-process tier: every rank is a thread running the real executor,
 //! kernels and schedule over the local transport. Sweeps ranks x counts x
-//! dtypes x ops x codecs, and asserts for every case that all ranks hold
+//! dtypes x ops x codecs x algorithms, and asserts for every case that all ranks hold
 //! the same bits, that a second run gives the same bits, and that every
 //! element is within the codec's documented bound (exact where promised).
 
@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use half::{bf16, f16};
-use ringfuse::{AllreduceOpts, Codec, Element, ReduceOp};
+use ringfuse::{Algorithm, AllreduceOpts, Codec, Element, ReduceOp};
 
 const RANKS: [usize; 6] = [1, 2, 3, 4, 5, 8];
 const COUNTS: [usize; 7] = [0, 1, 4, 100, 1000, 10007, 1 << 20];
@@ -24,9 +24,9 @@ fn opts_for(count: usize, codec: Codec, variant: usize) -> AllreduceOpts {
     }
 }
 
-fn case<E: Element>(n: usize, count: usize, op: ReduceOp, codec: Codec, variant: usize) {
-    let what = format!("{}x{} {:?} {op} {codec}", n, count, E::DTYPE);
-    let opts = opts_for(count, codec, variant);
+fn case<E: Element>(n: usize, count: usize, op: ReduceOp, codec: Codec, variant: usize, algo: Algorithm) {
+    let what = format!("{}x{} {:?} {op} {codec} {algo:?}", n, count, E::DTYPE);
+    let opts = opts_for(count, codec, variant).algorithm(algo);
     let inputs: Vec<Vec<E>> = (0..n).map(|r| input::<E>(r, count, op, codec, 42)).collect();
     let run = || {
         ringfuse::local::run(n, |comm| {
@@ -50,7 +50,11 @@ fn sweep<E: Element>(counts: &[usize]) {
         for &count in counts {
             for op in OPS {
                 for codec in CODECS {
-                    case::<E>(n, count, op, codec, variant);
+                    // Both schedules on every case (Auto would pick only
+                    // one per size), so each is held to the contract.
+                    for algo in [Algorithm::Ring, Algorithm::RecursiveDoubling] {
+                        case::<E>(n, count, op, codec, variant, algo);
+                    }
                     variant += 1;
                 }
             }

@@ -103,5 +103,37 @@ pub fn decode_store<E: Element, W: Element>(recv: &[W], local: &mut [E]) {
     scalar::decode_store(recv, local)
 }
 
+/// Recursive-doubling fold: `local = recv op local` (portable body: this
+/// path serves small buffers, where latency, not the kernel, dominates).
+pub fn reduce_into<E: Element, W: Element>(op: ReduceOp, recv: &[W], local: &mut [E]) {
+    assert_eq!(recv.len(), local.len(), "kernel slices differ in length");
+    scalar::reduce_into(op, recv, local)
+}
+
+/// Recursive-doubling exchange (vector body for `f32` buffers); see
+/// `scalar::exchange`.
+pub fn exchange<E: Element, W: Element>(
+    op: ReduceOp,
+    theirs: &[W],
+    local: &mut [E],
+    mine_first: bool,
+    fin: Option<(Option<usize>, &mut [W])>,
+) -> bool {
+    assert_eq!(theirs.len(), local.len(), "kernel slices differ in length");
+    if let Some((_, out)) = &fin {
+        assert_eq!(out.len(), local.len(), "kernel slices differ in length");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = vector_kind::<E, W>() {
+        let mut fin = fin;
+        let vfin = fin.as_mut().map(|(avg, out)| (*avg, bytemuck::cast_slice_mut::<W, u8>(&mut out[..])));
+        let (n, over) =
+            x86::exchange_vec(k, op, mine_first, vfin, bytemuck::cast_slice(theirs), bytemuck::cast_slice_mut(local));
+        let tail_fin = fin.map(|(avg, out)| (avg, &mut out[n..]));
+        return over | scalar::exchange(op, &theirs[n..], &mut local[n..], mine_first, tail_fin);
+    }
+    scalar::exchange(op, theirs, local, mine_first, fin)
+}
+
 #[cfg(test)]
 mod tests;

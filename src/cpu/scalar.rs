@@ -63,3 +63,43 @@ pub fn decode_store<E: Element, W: Element>(recv: &[W], local: &mut [E]) {
         *l = E::Acc::load(*r).store();
     }
 }
+
+/// Fold of recursive doubling: `local = recv op local`, kept in the
+/// accumulator's precision (stored as `E`), not rounded to the wire.
+pub fn reduce_into<E: Element, W: Element>(op: ReduceOp, recv: &[W], local: &mut [E]) {
+    for (r, l) in recv.iter().zip(local.iter_mut()) {
+        *l = E::Acc::combine(op, E::Acc::load(*r), E::Acc::load(*l)).store();
+    }
+}
+
+/// One side of a recursive-doubling exchange. `mine` is this rank's wire
+/// value, recomputed from `local` exactly as it was encoded for sending
+/// (so the in-flight send slot is never read); both partners combine the
+/// lower rank's wire value first, so they compute the same bits. With
+/// `fin = Some((avg, out))` the result is final: divided for `Avg`, rounded
+/// to the wire into `out`, and the decoded value stored.
+pub fn exchange<E: Element, W: Element>(
+    op: ReduceOp,
+    theirs: &[W],
+    local: &mut [E],
+    mine_first: bool,
+    mut fin: Option<(Option<usize>, &mut [W])>,
+) -> bool {
+    let mut over = false;
+    for (i, (t, l)) in theirs.iter().zip(local.iter_mut()).enumerate() {
+        let m: W = E::Acc::load(*l).store();
+        let (m, t) = (E::Acc::load(m), E::Acc::load(*t));
+        let mut v = if mine_first { E::Acc::combine(op, m, t) } else { E::Acc::combine(op, t, m) };
+        match fin.as_mut() {
+            None => *l = v.store(),
+            Some((avg, out)) => {
+                if let Some(n) = *avg {
+                    v = v.div_ranks(n);
+                }
+                over |= put(v, &mut out[i]);
+                *l = E::Acc::load(out[i]).store();
+            }
+        }
+    }
+    over
+}

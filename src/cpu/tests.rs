@@ -46,6 +46,16 @@ fn check_wire<W: Element + Default>() {
             let fb = scalar::reduce_encode(op, &recv, &local0, &mut b);
             assert_eq!((fa, bits(&a)), (fb, bits(&b)), "reduce_encode {op} n={n}");
             let avg = (op == ReduceOp::Avg).then_some(3);
+            for mine_first in [false, true] {
+                let (mut la, mut lb) = (local0.clone(), local0.clone());
+                exchange::<f32, W>(op, &recv, &mut la, mine_first, None);
+                scalar::exchange::<f32, W>(op, &recv, &mut lb, mine_first, None);
+                assert_eq!(bits(&la), bits(&lb), "exchange {op} n={n}");
+                let (mut la, mut lb) = (local0.clone(), local0.clone());
+                let fa = exchange(op, &recv, &mut la, mine_first, Some((avg, &mut a[..])));
+                let fb = scalar::exchange(op, &recv, &mut lb, mine_first, Some((avg, &mut b[..])));
+                assert_eq!((fa, bits(&a), bits(&la)), (fb, bits(&b), bits(&lb)), "exchange final {op} n={n}");
+            }
             let (mut la, mut lb) = (local0.clone(), local0.clone());
             let fa = reduce_store_encode(op, avg, &recv, &mut la, &mut a);
             let fb = scalar::reduce_store_encode(op, avg, &recv, &mut lb, &mut b);

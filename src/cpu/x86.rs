@@ -86,6 +86,25 @@ unsafe fn store(k: WireKind, p: *mut u8, i: usize, v: __m256) -> __m256 {
     }
 }
 
+/// `v` rounded to the wire and widened back, in registers: the value a
+/// partner decodes from what this rank sends.
+#[inline(always)]
+unsafe fn round_trip(k: WireKind, v: __m256) -> __m256 {
+    match k {
+        WireKind::F32 => v,
+        WireKind::F16 => _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)),
+        WireKind::Bf16 => {
+            let u = _mm256_castps_si256(v);
+            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
+            let rounded =
+                _mm256_srli_epi32::<16>(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb));
+            let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(0x0040));
+            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_blendv_epi8(rounded, quiet, nan)))
+        }
+    }
+}
+
 #[inline(always)]
 unsafe fn combine(op: ReduceOp, a: __m256, b: __m256) -> __m256 {
     match op {
@@ -167,6 +186,43 @@ pub unsafe fn reduce_store_encode(
         }
         over = _mm256_or_ps(over, store(k, out, i, a));
         _mm256_storeu_ps(local.add(i), load(k, out, i));
+        i += 8;
+    }
+    any(over)
+}
+
+/// Recursive-doubling exchange over `n` elements: the wire value of
+/// `local` and `theirs` combined in rank order; stored in `local`, or, when
+/// `out` is non-null (final), divided for Avg, rounded to the wire into
+/// `out` and the decoded value stored.
+#[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn exchange(
+    k: WireKind,
+    op: ReduceOp,
+    mine_first: bool,
+    avg_ranks: Option<usize>,
+    theirs: *const u8,
+    local: *mut f32,
+    out: *mut u8,
+    n: usize,
+) -> bool {
+    let mut over = _mm256_setzero_ps();
+    let div = _mm256_set1_ps(avg_ranks.unwrap_or(1) as f32);
+    let mut i = 0;
+    while i + 8 <= n {
+        let m = round_trip(k, _mm256_loadu_ps(local.add(i)));
+        let t = load(k, theirs, i);
+        let mut v = if mine_first { combine(op, m, t) } else { combine(op, t, m) };
+        if out.is_null() {
+            _mm256_storeu_ps(local.add(i), v);
+        } else {
+            if avg_ranks.is_some() {
+                v = _mm256_div_ps(v, div);
+            }
+            over = _mm256_or_ps(over, store(k, out, i, v));
+            _mm256_storeu_ps(local.add(i), load(k, out, i));
+        }
         i += 8;
     }
     any(over)
@@ -254,4 +310,31 @@ pub fn decode_store_vec(k: WireKind, recv: &[u8], local: &mut [f32]) -> usize {
     // SAFETY: features checked; both slices cover n elements of their type.
     unsafe { decode_store(k, recv.as_ptr(), local.as_mut_ptr(), n) };
     n
+}
+
+/// Whole vectors of `exchange`; `fin` is `Some((avg, out))` for the final
+/// exchange. See [`encode_vec`].
+pub fn exchange_vec(
+    k: WireKind,
+    op: ReduceOp,
+    mine_first: bool,
+    fin: Option<(Option<usize>, &mut [u8])>,
+    theirs: &[u8],
+    local: &mut [f32],
+) -> (usize, bool) {
+    let n = local.len() & !7;
+    if !available() || n == 0 {
+        return (0, false);
+    }
+    assert!(theirs.len() >= n * width(k));
+    let (avg, out) = match fin {
+        Some((avg, out)) => {
+            assert!(out.len() >= n * width(k));
+            (avg, out.as_mut_ptr())
+        }
+        None => (None, std::ptr::null_mut()),
+    };
+    // SAFETY: features checked; theirs, local and (when non-null) out each
+    // cover n elements and are distinct borrows.
+    (n, unsafe { exchange(k, op, mine_first, avg, theirs.as_ptr(), local.as_mut_ptr(), out, n) })
 }

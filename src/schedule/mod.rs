@@ -15,11 +15,20 @@
 //! | `RecvReduceCopy`       | yes      | yes     | yes          |       |
 //! | `RecvCopySend`         | yes      |         | yes          | yes (forwards the bytes it got) |
 //! | `Recv`                 | yes      |         | yes          |       |
+//! | `RecvReduce`           | yes      | yes     |              |       |
+//! | `Exchange`             | yes      | yes     |              | yes (before it receives) |
+//! | `ExchangeFinal`        | yes      | yes     | yes          | yes (before it receives) |
+//!
+//! `Exchange` is recursive doubling's step: both partners send their partial
+//! result and combine the two *wire* values in rank order, so both compute
+//! the same bits.
 
 mod chunk;
+mod doubling;
 mod ring;
 
 pub use chunk::{block_range, slice_count, slice_range};
+pub use doubling::RecursiveDoubling;
 pub use ring::{Chain, Ring, RingKind};
 
 use std::ops::Range;
@@ -42,6 +51,15 @@ pub enum Prim {
     RecvCopySend,
     /// Receive a final value and store it.
     Recv,
+    /// Receive a partial result and reduce it into the local partial (the
+    /// fold of a rank that sits out recursive doubling).
+    RecvReduce,
+    /// Send the local partial, receive the partner's, combine both wire
+    /// values (lower rank's first) into the local partial.
+    Exchange,
+    /// As `Exchange`, and the result is final: divide for `Avg`, round to
+    /// the wire, store the decoded value.
+    ExchangeFinal,
 }
 
 impl Prim {
@@ -53,7 +71,13 @@ impl Prim {
     pub fn sends(self) -> bool {
         matches!(
             self,
-            Prim::Send | Prim::CopySend | Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvCopySend
+            Prim::Send
+                | Prim::CopySend
+                | Prim::RecvReduceSend
+                | Prim::RecvReduceCopySend
+                | Prim::RecvCopySend
+                | Prim::Exchange
+                | Prim::ExchangeFinal
         )
     }
 }

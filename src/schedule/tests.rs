@@ -9,12 +9,14 @@ use super::*;
 enum Kind {
     Ring(RingKind),
     Chain(usize),
+    Doubling,
 }
 
 fn schedule(kind: Kind, rank: usize, size: usize) -> Box<dyn Schedule> {
     match kind {
         Kind::Ring(k) => Box::new(Ring { rank, size, count: 1000, kind: k }),
         Kind::Chain(root) => Box::new(Chain { rank, size, count: 1000, root }),
+        Kind::Doubling => Box::new(RecursiveDoubling { rank, size, count: 1000 }),
     }
 }
 
@@ -23,7 +25,7 @@ fn schedule(kind: Kind, rank: usize, size: usize) -> Box<dyn Schedule> {
 fn simulate(kind: Kind, n: usize) -> Vec<Vec<u64>> {
     let scheds: Vec<_> = (0..n).map(|r| schedule(kind, r, n)).collect();
     let blocks = match kind {
-        Kind::Chain(_) => 1,
+        Kind::Chain(_) | Kind::Doubling => 1,
         _ => n,
     };
     let mut have: Vec<Vec<u64>> = (0..n)
@@ -32,13 +34,15 @@ fn simulate(kind: Kind, n: usize) -> Vec<Vec<u64>> {
                 .map(|b| match kind {
                     Kind::Ring(RingKind::Allgather) => u64::from(b == r) << r,
                     Kind::Chain(root) => u64::from(r == root) << r,
-                    Kind::Ring(_) => 1 << r,
+                    Kind::Ring(_) | Kind::Doubling => 1 << r,
                 })
                 .collect()
         })
         .collect();
     let mut queues: Vec<Vec<VecDeque<(usize, u64)>>> = vec![vec![VecDeque::new(); n]; n];
     let mut pc = vec![0usize; n];
+    // Exchanges send before they receive; remember which already sent.
+    let mut sent_early = vec![false; n];
     loop {
         let mut moved = false;
         for r in 0..n {
@@ -46,6 +50,12 @@ fn simulate(kind: Kind, n: usize) -> Vec<Vec<u64>> {
                 continue;
             }
             let st = scheds[r].step(pc[r]);
+            let exchange = matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal);
+            if exchange && !sent_early[r] {
+                queues[r][st.send_to].push_back((st.block, have[r][st.block]));
+                sent_early[r] = true;
+                moved = true;
+            }
             let got = if st.prim.receives() {
                 match queues[st.recv_from][r].pop_front() {
                     None => continue,
@@ -73,8 +83,14 @@ fn simulate(kind: Kind, n: usize) -> Vec<Vec<u64>> {
                     have[r][st.block] = got;
                     got
                 }
+                Prim::RecvReduce | Prim::Exchange | Prim::ExchangeFinal => {
+                    assert_eq!(got & local, 0, "{kind:?} n={n}: contribution reduced twice");
+                    have[r][st.block] = got | local;
+                    got | local
+                }
             };
-            if st.prim.sends() {
+            sent_early[r] = false;
+            if st.prim.sends() && !exchange {
                 queues[r][st.send_to].push_back((st.block, out));
             }
             pc[r] += 1;
@@ -105,6 +121,19 @@ fn ring_allreduce_gives_every_rank_every_contribution_once() {
             assert_eq!(Ring { rank: 0, size: n, count: 1, kind: RingKind::Allreduce }.len(), 2 * n - 1);
         }
     }
+}
+
+#[test]
+fn recursive_doubling_gives_every_rank_every_contribution_once() {
+    for n in SIZES {
+        let full = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let have = simulate(Kind::Doubling, n);
+        assert!(have.iter().all(|h| h[0] == full), "n={n}");
+    }
+    // log2 steps, against the ring's 2n - 1.
+    assert_eq!(RecursiveDoubling { rank: 0, size: 8, count: 1 }.len(), 3);
+    assert_eq!(RecursiveDoubling { rank: 5, size: 6, count: 1 }.len(), 2);
+    assert_eq!(RecursiveDoubling { rank: 1, size: 6, count: 1 }.len(), 4);
 }
 
 #[test]
