@@ -219,7 +219,7 @@ impl Communicator {
     /// Reduces `input` (`output.len() * size()` elements) across ranks and
     /// leaves block `rank()` of the result in `output`. Values are the
     /// decoded wire values, so `reduce_scatter` then `allgather` gives the
-    /// same bits as `allreduce`.
+    /// same bits as a ring `allreduce` ([`Algorithm::Ring`]).
     pub fn reduce_scatter<T: Element>(&self, input: &[T], output: &mut [T], op: ReduceOp) -> Result<()> {
         self.reduce_scatter_with(input, output, op, &self.defaults.clone())
     }

@@ -124,59 +124,42 @@ impl Element for f64 {
         self.to_bits()
     }
 }
-impl Element for f16 {
-    const DTYPE: DType = DType::F16;
-    type Acc = f32;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self.to_f32()
-    }
-    #[inline(always)]
-    fn from_f32(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-    #[inline(always)]
-    fn is_finite(self) -> bool {
-        self.is_finite()
-    }
-    fn to_f64(self) -> f64 {
-        self.to_f64()
-    }
-    fn from_f64(v: f64) -> Self {
-        f16::from_f64(v)
-    }
-    fn to_bits_u64(self) -> u64 {
-        self.to_bits() as u64
-    }
+// The two 16-bit types differ only in their tag and in how an f64 is
+// rounded to them.
+macro_rules! impl_half {
+    ($t:ty, $tag:ident, $from_f64:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$tag;
+            type Acc = f32;
+            #[inline(always)]
+            fn to_f32(self) -> f32 {
+                <$t>::to_f32(self)
+            }
+            #[inline(always)]
+            fn from_f32(v: f32) -> Self {
+                <$t>::from_f32(v)
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+            fn to_f64(self) -> f64 {
+                <$t>::to_f64(self)
+            }
+            fn from_f64(v: f64) -> Self {
+                $from_f64(v)
+            }
+            fn to_bits_u64(self) -> u64 {
+                self.to_bits() as u64
+            }
+        }
+    };
 }
-impl Element for bf16 {
-    const DTYPE: DType = DType::Bf16;
-    type Acc = f32;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self.to_f32()
-    }
-    #[inline(always)]
-    fn from_f32(v: f32) -> Self {
-        bf16::from_f32(v)
-    }
-    #[inline(always)]
-    fn is_finite(self) -> bool {
-        self.is_finite()
-    }
-    fn to_f64(self) -> f64 {
-        self.to_f64()
-    }
-    fn from_f64(v: f64) -> Self {
-        // half's bf16::from_f64 drops sticky bits and mis-rounds about 1 in
-        // 20,000 values; round to odd in f32 first (23 >= 7 + 2 bits), then
-        // to nearest even in bf16, which is one correct rounding.
-        bf16::from_f32(f64_to_f32_round_odd(v))
-    }
-    fn to_bits_u64(self) -> u64 {
-        self.to_bits() as u64
-    }
-}
+impl_half!(f16, F16, f16::from_f64);
+// half's bf16::from_f64 drops sticky bits and mis-rounds about 1 in 20,000
+// values; round to odd in f32 first (23 >= 7 + 2 bits), then to nearest
+// even in bf16, which is one correct rounding.
+impl_half!(bf16, Bf16, |v| bf16::from_f32(f64_to_f32_round_odd(v)));
 
 /// `v` rounded to `f32` towards zero, with the last bit set if inexact
 /// ("round to odd"): a later rounding to a format at least two bits

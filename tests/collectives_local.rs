@@ -5,14 +5,14 @@ mod common;
 
 use common::*;
 use half::f16;
-use ringfuse::{AllreduceOpts, Codec, ReduceOp};
+use ringfuse::{Algorithm, AllreduceOpts, Codec, ReduceOp};
 
 fn small(codec: Codec) -> AllreduceOpts {
     AllreduceOpts::default().codec(codec).slice_bytes(128).slots(2)
 }
 
 #[test]
-fn reduce_scatter_then_allgather_equals_allreduce_bitwise() {
+fn reduce_scatter_then_allgather_equals_ring_allreduce_bitwise() {
     for n in [1, 2, 3, 5, 8] {
         for per_rank in [0, 1, 7, 333] {
             for codec in CODECS {
@@ -21,7 +21,8 @@ fn reduce_scatter_then_allgather_equals_allreduce_bitwise() {
                 let out = ringfuse::local::run(n, |comm| {
                     let opts = small(codec);
                     let mut full = inputs[comm.rank()].clone();
-                    comm.allreduce_with(&mut full, ReduceOp::Sum, &opts).unwrap();
+                    let ring = opts.clone().algorithm(Algorithm::Ring);
+                    comm.allreduce_with(&mut full, ReduceOp::Sum, &ring).unwrap();
                     let mut mine = vec![0f32; per_rank];
                     comm.reduce_scatter_with(&inputs[comm.rank()], &mut mine, ReduceOp::Sum, &opts).unwrap();
                     let mut gathered = vec![0f32; count];

@@ -44,6 +44,19 @@ unsafe fn load(k: WireKind, p: *const u8, i: usize) -> __m256 {
     }
 }
 
+/// BF16 bits of each lane (in the low 16 of 32), rounded to nearest even
+/// with NaN quieted as `half::bf16::from_f32` does; also the rounded bits
+/// before the NaN fix-up, which the overflow test reads.
+#[inline(always)]
+unsafe fn bf16_bits(v: __m256) -> (__m256i, __m256i) {
+    let u = _mm256_castps_si256(v);
+    let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
+    let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb));
+    let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(0x0040));
+    let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+    (_mm256_blendv_epi8(rounded, quiet, nan), rounded)
+}
+
 /// Stores `v` and returns a mask whose sign bits mark lanes where a finite
 /// value became infinite on the wire.
 #[inline(always)]
@@ -65,13 +78,7 @@ unsafe fn store(k: WireKind, p: *mut u8, i: usize, v: __m256) -> __m256 {
             )
         }
         WireKind::Bf16 => {
-            let u = _mm256_castps_si256(v);
-            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
-            let rounded =
-                _mm256_srli_epi32::<16>(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb));
-            let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(0x0040));
-            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-            let r = _mm256_blendv_epi8(rounded, quiet, nan);
+            let (r, rounded) = bf16_bits(v);
             // packus works per 128-bit half; permute puts the 8 halves in order.
             let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(r, r));
             _mm_storeu_si128((p as *mut u16).add(i) as *mut __m128i, _mm256_castsi256_si128(packed));
@@ -93,15 +100,7 @@ unsafe fn round_trip(k: WireKind, v: __m256) -> __m256 {
     match k {
         WireKind::F32 => v,
         WireKind::F16 => _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)),
-        WireKind::Bf16 => {
-            let u = _mm256_castps_si256(v);
-            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
-            let rounded =
-                _mm256_srli_epi32::<16>(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb));
-            let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(0x0040));
-            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_blendv_epi8(rounded, quiet, nan)))
-        }
+        WireKind::Bf16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(bf16_bits(v).0)),
     }
 }
 

@@ -57,52 +57,47 @@ impl InFlight {
 
     /// `MPI_Isend` of the first `len` bytes of slot `id`.
     pub fn send(&mut self, id: SlotId, len: usize, peer: usize, tag: u32, comm: ffi::MPI_Comm) -> Result<(), String> {
-        assert!(self.posted[id].is_none(), "slot {id} already in flight");
-        let buf = self.pool.get_mut(id);
-        assert!(len <= buf.len());
-        let count = c_int::try_from(len).map_err(|_| format!("message of {len} bytes exceeds MPI's int count"))?;
-        // SAFETY: a constant handle defined by rsmpi's C shim; only read.
-        let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
-        // SAFETY: the buffer is slot `id` of our pool. It is neither freed
-        // nor handed out while `posted[id]` is Some: reserve() refuses then,
-        // and cancel_all() retires the buffer if MPI may still read it.
-        let code = unsafe {
-            ffi::MPI_Isend(
-                buf.as_ptr() as *const _,
-                count,
-                ffi::RSMPI_UINT8_T,
-                peer as c_int,
-                tag as c_int,
-                comm,
-                &mut req,
-            )
-        };
-        check(code, "MPI_Isend")?;
-        self.posted[id] = Some(Posted { req, is_recv: false });
-        Ok(())
+        self.post(id, Some(len), peer, tag, comm)
     }
 
     /// `MPI_Irecv` into slot `id` (its whole length).
     pub fn recv(&mut self, id: SlotId, peer: usize, tag: u32, comm: ffi::MPI_Comm) -> Result<(), String> {
+        self.post(id, None, peer, tag, comm)
+    }
+
+    /// A send of `Some(len)` bytes, or a receive (`None`) into the whole slot.
+    fn post(
+        &mut self,
+        id: SlotId,
+        send_len: Option<usize>,
+        peer: usize,
+        tag: u32,
+        comm: ffi::MPI_Comm,
+    ) -> Result<(), String> {
         assert!(self.posted[id].is_none(), "slot {id} already in flight");
         let buf = self.pool.get_mut(id);
-        let count = c_int::try_from(buf.len()).map_err(|_| "slot exceeds MPI's int count".to_string())?;
+        let len = send_len.unwrap_or(buf.len());
+        assert!(len <= buf.len());
+        let count = c_int::try_from(len).map_err(|_| format!("message of {len} bytes exceeds MPI's int count"))?;
+        let (peer, tag) = (peer as c_int, tag as c_int);
         // SAFETY: a constant handle defined by rsmpi's C shim; only read.
         let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
-        // SAFETY: as for send; MPI writes at most `count` bytes into it.
+        // SAFETY: the buffer is slot `id` of our pool. It is neither freed
+        // nor handed out while `posted[id]` is Some: reserve() refuses then,
+        // and cancel_all() retires the buffer if MPI may still touch it. A
+        // receive writes at most `count` bytes into it.
         let code = unsafe {
-            ffi::MPI_Irecv(
-                buf.as_mut_ptr() as *mut _,
-                count,
-                ffi::RSMPI_UINT8_T,
-                peer as c_int,
-                tag as c_int,
-                comm,
-                &mut req,
-            )
+            match send_len {
+                Some(_) => {
+                    ffi::MPI_Isend(buf.as_ptr() as *const _, count, ffi::RSMPI_UINT8_T, peer, tag, comm, &mut req)
+                }
+                None => {
+                    ffi::MPI_Irecv(buf.as_mut_ptr() as *mut _, count, ffi::RSMPI_UINT8_T, peer, tag, comm, &mut req)
+                }
+            }
         };
-        check(code, "MPI_Irecv")?;
-        self.posted[id] = Some(Posted { req, is_recv: true });
+        check(code, if send_len.is_some() { "MPI_Isend" } else { "MPI_Irecv" })?;
+        self.posted[id] = Some(Posted { req, is_recv: send_len.is_none() });
         Ok(())
     }
 
