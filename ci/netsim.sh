@@ -28,9 +28,6 @@ done
 PERF_ARGS=("$@")
 
 bash ci/setup.sh >/dev/null
-command -v ip >/dev/null && command -v tc >/dev/null || {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
-}
 cargo build --release --bin ringfuse-perf -q
 PERF=$(pwd)/target/release/ringfuse-perf
 

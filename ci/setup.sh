@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine with only the Rust toolchain
-# lacks: Open MPI (runtime and headers, for rsmpi) and libclang (rsmpi's
-# bindgen). Idempotent: does nothing when everything is already there.
+# lacks: Open MPI (runtime and headers, for rsmpi), libclang (rsmpi's
+# bindgen) and iproute2 (ip/tc for ci/netsim.sh). Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
 need=()
@@ -9,6 +9,8 @@ command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
 command -v mpicc >/dev/null 2>&1 || need+=(libopenmpi-dev)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# ip and tc, for ci/netsim.sh's simulated hosts.
+command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need+=(iproute2)
 
 if ((${#need[@]})); then
     echo "ci/setup.sh: installing ${need[*]}"

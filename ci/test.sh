@@ -24,18 +24,14 @@ source ci/env.sh
 cargo build --release --bin ringfuse-perf -q
 for np in 2 3; do
     for coll in allreduce reduce_scatter allgather broadcast; do
+        # --check is on by default: any element outside the bound, or ranks
+        # that differ, make ringfuse-perf (and so this script) fail.
         timeout 300 "${MPIRUN[@]}" -np $np target/release/ringfuse-perf --collective $coll \
-            -b 4 -e 4M -f 16 -n 2 -w 1 --json target/perf-check-$np-$coll.json >/dev/null
+            -b 4 -e 4M -f 16 -n 2 -w 1 >/dev/null
     done
     timeout 300 "${MPIRUN[@]}" -np $np target/release/ringfuse-perf -d bf16 -o max -b 4 -e 1M -f 64 -n 2 -w 1 >/dev/null
 done
-python3 - <<'PY'
-import json, glob
-rows = [r for f in glob.glob("target/perf-check-*.json") for r in json.load(open(f))["rows"]]
-bad = [r for r in rows if r["wrong"] != 0 or r["identical"] is False]
-assert rows and not bad, bad
-print(f"ringfuse-perf: {len(rows)} rows checked, all within bound and identical")
-PY
+echo "ringfuse-perf: every row within the codec bound and identical on all ranks (it exits non-zero otherwise)"
 echo "== simulated cluster (3 namespaces, TCP)"
 if ip netns add rfprobe$$ 2>/dev/null; then
     ip netns del rfprobe$$
