@@ -64,6 +64,31 @@ pub enum Error {
         /// The collective.
         op: OpDesc,
     },
+    /// Ranks called different collectives (or the same one with different
+    /// counts, types, ops, codecs or roots).
+    #[error("rank {rank} called {op}, but rank {peer} called {theirs}")]
+    Mismatch {
+        /// The rank that noticed.
+        rank: usize,
+        /// This rank's call.
+        op: OpDesc,
+        /// The other rank.
+        peer: usize,
+        /// The other rank's call.
+        theirs: OpDesc,
+    },
+    /// A peer failed this collective and said so before giving up.
+    #[error("rank {rank}: {op}: peer {peer} failed this collective and aborted it (its own error names the cause); seen at step {step}")]
+    PeerAborted {
+        /// The rank that was told.
+        rank: usize,
+        /// The collective.
+        op: OpDesc,
+        /// The rank that failed.
+        peer: usize,
+        /// This rank's step when the notice arrived.
+        step: usize,
+    },
     /// A message from a peer did not match what the schedule expects.
     #[error("rank {rank}: {op}: bad message from peer {peer} at step {step}: {detail}")]
     Protocol {

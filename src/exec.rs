@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::op::OpDesc;
 use crate::schedule::{slice_count, slice_range, Prim, Schedule, Step};
 use crate::transport::{SlotId, Transport, WaitError};
-use crate::wire::{Header, FLAG_OVERFLOW, HEADER};
+use crate::wire::{describe, Header, FLAG_ABORT, FLAG_OVERFLOW, HEADER};
 
 /// Per-call settings the executor needs.
 pub(crate) struct Ctx<'a> {
@@ -154,7 +154,43 @@ impl Cursor {
 
 /// Runs `sched` with buffer element `E` and wire element `W`. Returns the
 /// OR of the final flags of every slice this rank saw.
+///
+/// On failure, tells every peer this rank would have sent to (best effort,
+/// header only, never waited on) so their waits end at once instead of at
+/// their deadline; they fail with [`Error::PeerAborted`] and tell theirs.
 pub(crate) fn run<E: Element, W: Element, S: Schedule>(
+    cx: &mut Ctx<'_>,
+    sched: &S,
+    local: &mut Local<'_, E>,
+    op: ReduceOp,
+    avg_ranks: Option<usize>,
+) -> Result<u16> {
+    let r = run_hops::<E, W, S>(cx, sched, local, op, avg_ranks);
+    if r.is_err() {
+        notify_abort(cx, sched);
+    }
+    r
+}
+
+fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S) {
+    let tag = (cx.desc.seq & 0x7fff) as u32;
+    let mut told = Vec::new(); // at most log2(n) peers; only on the error path
+    for i in 0..sched.len() {
+        let st = sched.step(i);
+        if !st.prim.sends() || told.contains(&st.send_to) {
+            continue;
+        }
+        let Some(id) = cx.scratch.free.pop() else { return };
+        let hdr = Header { flags: FLAG_ABORT, ..Header::new(cx.desc, 0, 0) };
+        hdr.write(cx.t.slot_mut(id));
+        // Never waited on: the collective is over for this rank, and
+        // cancel_all() reclaims (or retires) the slot.
+        let _ = cx.t.post_send(id, HEADER, st.send_to, tag);
+        told.push(st.send_to);
+    }
+}
+
+fn run_hops<E: Element, W: Element, S: Schedule>(
     cx: &mut Ctx<'_>,
     sched: &S,
     local: &mut Local<'_, E>,
@@ -169,7 +205,6 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
     sc.free.extend((0..total).rev());
     sc.recvs.clear();
     sc.sends.clear();
-    let seq = cx.desc.seq as u32;
     let tag = (cx.desc.seq & 0x7fff) as u32;
     let native = E::DTYPE == W::DTYPE;
     let mut flags_seen = 0u16;
@@ -189,7 +224,7 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
 
         let st = hop.step;
         let payload_bytes = hop.range.len() * wsize;
-        let mut recv_hdr = Header { flags: 0, seq, block: st.block as u32, slice: hop.slice_idx as u32 };
+        let mut recv_hdr = Header::new(cx.desc, st.block as u32, hop.slice_idx as u32);
         let exchange = matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal);
         let recv_id = if st.prim.receives() && !exchange {
             let (id, flags) = take_recv(cx, &hop, recv_hdr, wsize, &mut msg)?;
@@ -316,6 +351,16 @@ fn take_recv(cx: &mut Ctx<'_>, hop: &Hop, expect: Header, wsize: usize, msg: &mu
     *msg += 1;
     let want_len = HEADER + hop.range.len() * wsize;
     let hdr = Header::read(&cx.t.slot_mut(id)[..got.min(HEADER)]);
+    if let Some(h) = hdr {
+        if h.flags & FLAG_ABORT != 0 {
+            return Err(Error::PeerAborted { rank: cx.t.rank(), op: cx.desc.clone(), peer, step: step_idx });
+        }
+        if h.fp != expect.fp || h.seq != expect.seq {
+            if let Some(theirs) = describe(&h.fp, h.seq) {
+                return Err(Error::Mismatch { rank: cx.t.rank(), op: cx.desc.clone(), peer, theirs });
+            }
+        }
+    }
     match hdr {
         Some(h) if got == want_len && Header { flags: 0, ..h } == expect => Ok((id, h.flags)),
         _ => Err(Error::Protocol {
@@ -386,7 +431,7 @@ pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
     let mut round = 0;
     while dist < n {
         let (to, from) = ((rank + dist) % n, (rank + n - dist) % n);
-        let hdr = Header { flags: 0, seq: cx.desc.seq as u32, block: round, slice: 0 };
+        let hdr = Header::new(cx.desc, round, 0);
         hdr.write(cx.t.slot_mut(0));
         cx.t.post_recv(1, from, tag).map_err(|e| transport_err(cx, from, e))?;
         cx.t.post_send(0, HEADER, to, tag).map_err(|e| transport_err(cx, to, e))?;

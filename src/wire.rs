@@ -1,17 +1,25 @@
-//! The 16-byte header in front of every message's payload.
+//! The 32-byte header in front of every message's payload.
 //!
 //! It carries what a receiver needs to know the message is the one its
-//! schedule expects (collective sequence number, block, slice index), and
-//! the flags that must reach every rank (a partial result overflowed the
-//! wire format). Flags are OR-ed hop by hop, so the allgather delivers each
-//! slice's final flags to every rank and all ranks fail alike.
+//! schedule expects: the collective's sequence number, block and slice, and
+//! a *fingerprint* of the call (kind, element type, count, op, codec,
+//! root), so ranks that called different collectives fail with both calls
+//! named instead of reducing garbage. It also carries flags that must reach
+//! every rank: a partial result overflowed the wire format (OR-ed hop by
+//! hop, so all ranks fail alike), or the sender gave up on this collective.
+
+use crate::codec::Codec;
+use crate::element::{DType, ReduceOp};
+use crate::op::{Collective, OpDesc};
 
 /// Bytes of header before each payload (keeps `f64` payloads aligned).
-pub const HEADER: usize = 16;
+pub const HEADER: usize = 32;
 const MAGIC: u16 = 0x5246; // "RF"
 
 /// A partial or final value of this slice overflowed the wire format.
 pub const FLAG_OVERFLOW: u16 = 1;
+/// Header-only notice: the sender failed this collective and stopped.
+pub const FLAG_ABORT: u16 = 2;
 
 /// A decoded header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,9 +32,16 @@ pub struct Header {
     pub block: u32,
     /// Slice index within the block.
     pub slice: u32,
+    /// The sender's call, see [`fingerprint`].
+    pub fp: [u8; 16],
 }
 
 impl Header {
+    /// A header for `desc`'s messages.
+    pub fn new(desc: &OpDesc, block: u32, slice: u32) -> Header {
+        Header { flags: 0, seq: desc.seq as u32, block, slice, fp: fingerprint(desc) }
+    }
+
     /// Writes the header into the first [`HEADER`] bytes of `buf`.
     pub fn write(&self, buf: &mut [u8]) {
         buf[0..2].copy_from_slice(&MAGIC.to_le_bytes());
@@ -34,6 +49,7 @@ impl Header {
         buf[4..8].copy_from_slice(&self.seq.to_le_bytes());
         buf[8..12].copy_from_slice(&self.block.to_le_bytes());
         buf[12..16].copy_from_slice(&self.slice.to_le_bytes());
+        buf[16..32].copy_from_slice(&self.fp);
     }
 
     /// Reads a header from any bytes; `None` if too short or not ours.
@@ -42,6 +58,87 @@ impl Header {
             return None;
         }
         let u32at = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
-        Some(Header { flags: u16::from_le_bytes([buf[2], buf[3]]), seq: u32at(4), block: u32at(8), slice: u32at(12) })
+        let mut fp = [0u8; 16];
+        fp.copy_from_slice(&buf[16..32]);
+        Some(Header {
+            flags: u16::from_le_bytes([buf[2], buf[3]]),
+            seq: u32at(4),
+            block: u32at(8),
+            slice: u32at(12),
+            fp,
+        })
+    }
+}
+
+const KINDS: [Collective; 5] = [
+    Collective::Allreduce,
+    Collective::ReduceScatter,
+    Collective::Allgather,
+    Collective::Broadcast,
+    Collective::Barrier,
+];
+const DTYPES: [DType; 4] = [DType::F32, DType::F64, DType::F16, DType::Bf16];
+const OPS: [ReduceOp; 5] = [ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Min, ReduceOp::Max, ReduceOp::Prod];
+const CODECS: [Codec; 3] = [Codec::Native, Codec::Fp16, Codec::Bf16];
+
+fn index<T: PartialEq>(all: &[T], v: &T) -> u8 {
+    all.iter().position(|x| x == v).map_or(u8::MAX, |i| i as u8)
+}
+
+/// The call in 16 bytes: kind, dtype, op, codec, root, count.
+pub fn fingerprint(d: &OpDesc) -> [u8; 16] {
+    let mut fp = [0u8; 16];
+    fp[0] = index(&KINDS, &d.kind);
+    fp[1] = index(&DTYPES, &d.dtype);
+    fp[2] = d.op.map_or(u8::MAX, |o| index(&OPS, &o));
+    fp[3] = index(&CODECS, &d.codec);
+    fp[4..8].copy_from_slice(&d.root.map_or(u32::MAX, |r| r as u32).to_le_bytes());
+    fp[8..16].copy_from_slice(&(d.count as u64).to_le_bytes());
+    fp
+}
+
+/// Reads a fingerprint back into a call description (for the error that
+/// names the peer's call). `None` for bytes no ringfuse rank writes.
+pub fn describe(fp: &[u8; 16], seq: u32) -> Option<OpDesc> {
+    let pick = |all: &[_], i: u8| -> Option<usize> { ((i as usize) < all.len()).then_some(i as usize) };
+    let kind = KINDS[pick(&KINDS.map(|_| ()), fp[0])?];
+    let dtype = DTYPES[pick(&DTYPES.map(|_| ()), fp[1])?];
+    let op = if fp[2] == u8::MAX { None } else { Some(OPS[pick(&OPS.map(|_| ()), fp[2])?]) };
+    let codec = CODECS[pick(&CODECS.map(|_| ()), fp[3])?];
+    let root = u32::from_le_bytes([fp[4], fp[5], fp[6], fp[7]]);
+    let count = u64::from_le_bytes(fp[8..16].try_into().ok()?);
+    Some(OpDesc {
+        kind,
+        seq: seq as u64,
+        dtype,
+        count: usize::try_from(count).ok()?,
+        op,
+        codec,
+        root: (root != u32::MAX).then_some(root as usize),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_round_trip_and_reject_garbage() {
+        let d = OpDesc {
+            kind: Collective::Broadcast,
+            seq: 7,
+            dtype: DType::Bf16,
+            count: 123_456_789,
+            op: None,
+            codec: Codec::Fp16,
+            root: Some(3),
+        };
+        assert_eq!(describe(&fingerprint(&d), 7), Some(d));
+        assert_eq!(describe(&[0xee; 16], 0), None);
+        let h = Header { flags: FLAG_OVERFLOW, seq: 9, block: 2, slice: 5, fp: [1; 16] };
+        let mut buf = [0u8; HEADER];
+        h.write(&mut buf);
+        assert_eq!(Header::read(&buf), Some(h));
+        assert_eq!(Header::read(&buf[..HEADER - 1]), None);
     }
 }

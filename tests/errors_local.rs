@@ -50,8 +50,12 @@ fn a_silent_peer_times_out_naming_peer_and_step_then_poisons() {
             return None; // never joins
         }
         let mut v = vec![1f32; 3000];
+        // Rank 1's deadline is long: only rank 0's abort notice can end its
+        // wait quickly.
+        let opts =
+            if comm.rank() == 1 { quick(Codec::Native).timeout(Duration::from_secs(30)) } else { quick(Codec::Native) };
         let t0 = Instant::now();
-        let e = comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(Codec::Native)).unwrap_err();
+        let e = comm.allreduce_with(&mut v, ReduceOp::Sum, &opts).unwrap_err();
         let took = t0.elapsed();
         let again = comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(Codec::Native)).unwrap_err();
         Some((e, took, again))
@@ -66,9 +70,11 @@ fn a_silent_peer_times_out_naming_peer_and_step_then_poisons() {
     // Bounded by the deadline, with margin for a loaded machine.
     assert!(*took0 < Duration::from_secs(5), "took {took0:?}");
     assert!(matches!(again0, Error::Poisoned { .. }), "{again0}");
-    // Rank 1 waits on rank 0, which gave up: it times out too.
-    let (e1, _, _) = out[1].as_ref().unwrap();
-    assert!(matches!(e1, Error::Timeout { rank: 1, .. }), "{e1}");
+    // Rank 1 waits on rank 0, which gave up and told it so: rank 1 fails
+    // with rank 0 named, right after rank 0's deadline, not at its own.
+    let (e1, took1, _) = out[1].as_ref().unwrap();
+    assert!(matches!(e1, Error::PeerAborted { rank: 1, peer: 0, .. }), "{e1}");
+    assert!(*took1 < Duration::from_secs(5), "took {took1:?}");
 }
 
 #[test]
@@ -147,4 +153,55 @@ fn a_panicking_rank_wakes_the_others() {
     });
     assert!(r.is_err());
     assert!(t0.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn mismatched_calls_fail_fast_on_every_rank_naming_both_calls() {
+    for algo in [ringfuse::Algorithm::Ring, ringfuse::Algorithm::RecursiveDoubling] {
+        let t0 = Instant::now();
+        let out = ringfuse::local::run(3, |comm| {
+            let count = if comm.rank() == 2 { 1001 } else { 1000 };
+            let mut v = vec![1f32; count];
+            // A long deadline: only the fingerprint check and the abort
+            // notices can end these calls quickly.
+            let opts = AllreduceOpts::default().codec(Codec::Fp16).timeout(Duration::from_secs(60)).algorithm(algo);
+            comm.allreduce_with(&mut v, ReduceOp::Sum, &opts).unwrap_err()
+        });
+        assert!(t0.elapsed() < Duration::from_secs(10), "{algo:?}: took {:?}", t0.elapsed());
+        let mut named = 0;
+        for (r, e) in out.iter().enumerate() {
+            match e {
+                Error::Mismatch { rank, peer, .. } => {
+                    assert_eq!(*rank, r);
+                    let msg = e.to_string();
+                    let (mine, theirs) = if r == 2 { ("1001", "1000") } else { ("1000", "1001") };
+                    assert!(msg.contains(&format!("rank {r} called allreduce#0(f32, {mine}, sum, fp16)")), "{msg}");
+                    assert!(
+                        msg.contains(&format!("rank {peer} called allreduce#0(f32, {theirs}, sum, fp16)")),
+                        "{msg}"
+                    );
+                    named += 1;
+                }
+                Error::PeerAborted { rank, .. } => assert_eq!(*rank, r),
+                other => panic!("{algo:?} rank {r}: unexpected {other}"),
+            }
+        }
+        assert!(named >= 1, "{algo:?}: some rank must name both calls");
+    }
+}
+
+#[test]
+fn mismatched_codec_is_named() {
+    let out = ringfuse::local::run(2, |comm| {
+        let codec = if comm.rank() == 0 { Codec::Native } else { Codec::Bf16 };
+        let mut v = vec![1f32; 64];
+        comm.allreduce_with(&mut v, ReduceOp::Max, &quick(codec)).unwrap_err().to_string()
+    });
+    assert!(
+        out[0].contains(
+            "rank 0 called allreduce#0(f32, 64, max, native), but rank 1 called allreduce#0(f32, 64, max, bf16)"
+        ),
+        "{}",
+        out[0]
+    );
 }
