@@ -1,7 +1,7 @@
 //! [`Communicator`]: the public face. Every collective validates its
 //! arguments, then runs one schedule through the one executor.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -124,6 +124,9 @@ pub struct Communicator {
     // Next call's sequence number. Advanced only under `state`'s lock; an
     // atomic so describing a call (for an argument error) never locks.
     seq: AtomicU64,
+    // Raised by abort(); outside the lock so any thread can raise it while
+    // a collective holds the lock.
+    aborted: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -141,6 +144,7 @@ impl Communicator {
             size: t.size(),
             defaults: AllreduceOpts::default(),
             seq: AtomicU64::new(0),
+            aborted: AtomicBool::new(false),
             state: Mutex::new(State { transport: t, poisoned: None, scratch: Scratch::default() }),
         }
     }
@@ -151,6 +155,32 @@ impl Communicator {
     #[cfg(feature = "mpi")]
     pub fn from_mpi<C: ::mpi::traits::Communicator>(comm: &C) -> Self {
         Self::from_transport(Box::new(crate::transport::mpi::MpiTransport::new(comm, None)))
+    }
+
+    /// Ends this rank's collective in flight, from any thread: its waits
+    /// return [`Error::Aborted`] within milliseconds, the peers waiting on
+    /// this rank are told (and fail with [`Error::PeerAborted`]), and every
+    /// later call on this communicator fails with `Aborted`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let out = ringfuse::local::run(2, |comm| {
+    ///     if comm.rank() == 1 {
+    ///         return None; // never joins
+    ///     }
+    ///     std::thread::scope(|s| {
+    ///         s.spawn(|| {
+    ///             std::thread::sleep(Duration::from_millis(50));
+    ///             comm.abort();
+    ///         });
+    ///         let mut v = vec![1f32; 8];
+    ///         Some(comm.allreduce(&mut v, ringfuse::ReduceOp::Sum).unwrap_err())
+    ///     })
+    /// });
+    /// assert!(matches!(out[0], Some(ringfuse::Error::Aborted { rank: 0, .. })));
+    /// ```
+    pub fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
     }
 
     /// This rank, `0..size()`.
@@ -313,6 +343,7 @@ impl Communicator {
             slice: 1,
             slots: 1,
             per_round: 1,
+            abort: &self.aborted,
             scratch,
         };
         let r = exec::barrier(&mut cx);
@@ -343,6 +374,9 @@ impl Communicator {
             g.poisoned.get_or_insert_with(|| "a thread panicked inside a collective".into());
             g
         });
+        if self.aborted.load(Ordering::SeqCst) {
+            return Err(Error::Aborted { rank: self.rank, op: desc.clone() });
+        }
         if let Some(cause) = &st.poisoned {
             return Err(Error::Poisoned { rank: self.rank, op: desc.clone(), cause: cause.clone() });
         }
@@ -399,6 +433,7 @@ impl Communicator {
             slice,
             slots: opts.slots,
             per_round,
+            abort: &self.aborted,
             scratch,
         };
         let r = match &sched {

@@ -77,6 +77,14 @@ pub enum Error {
         /// The other rank's call.
         theirs: OpDesc,
     },
+    /// [`crate::Communicator::abort`] was called on this rank.
+    #[error("rank {rank}: {op}: aborted by Communicator::abort()")]
+    Aborted {
+        /// The rank that was aborted.
+        rank: usize,
+        /// The collective in flight (or refused).
+        op: OpDesc,
+    },
     /// A peer failed this collective and said so before giving up.
     #[error("rank {rank}: {op}: peer {peer} failed this collective and aborted it (its own error names the cause); seen at step {step}")]
     PeerAborted {

@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::cpu;
@@ -38,6 +39,8 @@ pub(crate) struct Ctx<'a> {
     /// Slices of one step walked before the next step (see [`Cursor`]);
     /// `slots` except in the test that shows why.
     pub per_round: usize,
+    /// Raised by `Communicator::abort()`; every wait checks it.
+    pub abort: &'a AtomicBool,
     pub scratch: &'a mut Scratch,
 }
 
@@ -408,11 +411,12 @@ fn acquire(cx: &mut Ctx<'_>) -> Result<SlotId> {
 
 fn wait(cx: &mut Ctx<'_>, id: SlotId, peer: usize, dir: &'static str, step: usize, msg: usize) -> Result<usize> {
     let start = Instant::now();
-    cx.t.wait(id, start + cx.timeout).map_err(|e| match e {
+    cx.t.wait(id, start + cx.timeout, cx.abort).map_err(|e| match e {
         WaitError::Timeout => {
             Error::Timeout { rank: cx.t.rank(), op: cx.desc.clone(), peer, dir, step, msg, waited: start.elapsed() }
         }
         WaitError::Failed(detail) => Error::Transport { rank: cx.t.rank(), op: cx.desc.clone(), peer, detail },
+        WaitError::Aborted => Error::Aborted { rank: cx.t.rank(), op: cx.desc.clone() },
     })
 }
 

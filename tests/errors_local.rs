@@ -205,3 +205,32 @@ fn mismatched_codec_is_named() {
         out[0]
     );
 }
+
+#[test]
+fn abort_from_another_thread_ends_the_wait_and_reaches_peers() {
+    let t0 = Instant::now();
+    let out = ringfuse::local::run(3, |comm| {
+        if comm.rank() == 2 {
+            return None; // never joins: without abort, ranks 0 and 1 would wait 30 s
+        }
+        let opts = AllreduceOpts::default().timeout(Duration::from_secs(30));
+        std::thread::scope(|s| {
+            if comm.rank() == 0 {
+                s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    comm.abort();
+                });
+            }
+            let mut v = vec![1f64; 4096];
+            let first = comm.allreduce_with(&mut v, ReduceOp::Sum, &opts).unwrap_err();
+            let later = comm.allreduce_with(&mut v, ReduceOp::Sum, &opts).unwrap_err();
+            Some((first, later, t0.elapsed()))
+        })
+    });
+    let (e0, later0, took0) = out[0].as_ref().unwrap();
+    assert!(matches!(e0, Error::Aborted { rank: 0, .. }), "{e0}");
+    assert!(matches!(later0, Error::Aborted { .. }), "{later0}");
+    let (e1, _, took1) = out[1].as_ref().unwrap();
+    assert!(matches!(e1, Error::PeerAborted { rank: 1, peer: 0, .. }), "{e1}");
+    assert!(*took0 < Duration::from_secs(5) && *took1 < Duration::from_secs(5), "{took0:?} {took1:?}");
+}

@@ -9,7 +9,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Longest sleep between checks of the abort flag.
+const ABORT_POLL: Duration = Duration::from_millis(5);
 
 use super::{SlotId, SlotPool, Transport, WaitError};
 
@@ -91,7 +94,14 @@ impl LocalTransport {
 
 impl LocalTransport {
     /// Rendezvous: a send completes once its receive is posted.
-    fn wait_matched(&self, peer: usize, nth: u64, len: usize, deadline: Instant) -> Result<usize, WaitError> {
+    fn wait_matched(
+        &self,
+        peer: usize,
+        nth: u64,
+        len: usize,
+        deadline: Instant,
+        abort: &AtomicBool,
+    ) -> Result<usize, WaitError> {
         let n = self.world.boxes.len();
         let posted = &self.world.recvs_posted[self.rank * n + peer];
         let mb = &self.world.boxes[self.rank];
@@ -107,7 +117,12 @@ impl LocalTransport {
             if now >= deadline {
                 return Err(WaitError::Timeout);
             }
-            q = mb.ready.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            if abort.load(Ordering::Relaxed) {
+                return Err(WaitError::Aborted);
+            }
+            // Wake now and then: Communicator::abort() raises a flag, it
+            // does not know which condition variable a rank sleeps on.
+            q = mb.ready.wait_timeout(q, (deadline - now).min(ABORT_POLL)).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 }
@@ -159,10 +174,10 @@ impl Transport for LocalTransport {
         Ok(())
     }
 
-    fn wait(&mut self, id: SlotId, deadline: Instant) -> Result<usize, WaitError> {
+    fn wait(&mut self, id: SlotId, deadline: Instant, abort: &AtomicBool) -> Result<usize, WaitError> {
         let (peer, tag) = match std::mem::replace(&mut self.posted[id], Posted::Idle) {
             Posted::Idle => return Err(WaitError::Failed(format!("slot {id} has nothing posted"))),
-            Posted::Sent { peer, nth, len } => return self.wait_matched(peer, nth, len, deadline),
+            Posted::Sent { peer, nth, len } => return self.wait_matched(peer, nth, len, deadline, abort),
             Posted::Recv { peer, tag } => (peer, tag),
         };
         let mb = &self.world.boxes[self.rank];
@@ -197,7 +212,12 @@ impl Transport for LocalTransport {
             if now >= deadline {
                 return Err(WaitError::Timeout);
             }
-            q = mb.ready.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            if abort.load(Ordering::Relaxed) {
+                return Err(WaitError::Aborted);
+            }
+            // Wake now and then: Communicator::abort() raises a flag, it
+            // does not know which condition variable a rank sleeps on.
+            q = mb.ready.wait_timeout(q, (deadline - now).min(ABORT_POLL)).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 

@@ -8,6 +8,7 @@
 //! Messages between one pair of ranks are matched in the order they were
 //! posted (MPI's non-overtaking rule); every schedule relies on this.
 
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 pub mod local;
@@ -26,6 +27,8 @@ pub enum WaitError {
     Timeout,
     /// The carrier failed, or the message was not the one expected.
     Failed(String),
+    /// The abort flag passed to `wait` was raised.
+    Aborted,
 }
 
 /// A carrier of messages between the ranks of one communicator.
@@ -49,7 +52,9 @@ pub trait Transport: Send {
     /// Starts receiving the next message from `peer` into slot `id`.
     fn post_recv(&mut self, id: SlotId, peer: usize, tag: u32) -> Result<(), String>;
     /// Waits for what was posted on slot `id`; returns the bytes moved.
-    fn wait(&mut self, id: SlotId, deadline: Instant) -> Result<usize, WaitError>;
+    /// Gives up with `Aborted` soon (within milliseconds) after `abort` is
+    /// raised, from any thread.
+    fn wait(&mut self, id: SlotId, deadline: Instant, abort: &AtomicBool) -> Result<usize, WaitError>;
     /// After a failure: cancels what can be cancelled; slots whose requests
     /// cannot be are retired (never reused, never freed while the carrier
     /// may still touch them).

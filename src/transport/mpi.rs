@@ -6,6 +6,7 @@
 //! messages never match the application's own.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,7 +72,7 @@ impl Transport for MpiTransport {
         self.inflight.recv(id, peer, tag, comm)
     }
 
-    fn wait(&mut self, id: SlotId, deadline: Instant) -> Result<usize, WaitError> {
+    fn wait(&mut self, id: SlotId, deadline: Instant, abort: &AtomicBool) -> Result<usize, WaitError> {
         let mut polls = 0u32;
         loop {
             if let Some(n) = self.inflight.test(id).map_err(WaitError::Failed)? {
@@ -84,6 +85,9 @@ impl Transport for MpiTransport {
             if polls % 64 == 0 {
                 if Instant::now() >= deadline {
                     return Err(WaitError::Timeout);
+                }
+                if abort.load(Ordering::Relaxed) {
+                    return Err(WaitError::Aborted);
                 }
                 std::thread::yield_now();
             }
