@@ -2,17 +2,19 @@
 //! arguments, then runs one schedule through the one executor.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use half::{bf16, f16};
 
 use crate::codec::Codec;
 use crate::element::{DType, Element, ReduceOp};
-use crate::error::{Error, Result};
+use crate::error::{BufferState, Error, Result};
 use crate::exec::{self, Ctx, Local, Scratch};
+use crate::flight::{FlightDump, FlightRecorder};
 use crate::op::{Collective, OpDesc};
 use crate::schedule::{Chain, RecursiveDoubling, Ring, RingKind, Schedule};
+use crate::transport::fault::{Fault, FaultyTransport};
 use crate::transport::Transport;
 use crate::wire::FLAG_OVERFLOW;
 
@@ -51,6 +53,17 @@ pub struct AllreduceOpts {
     /// Under `Auto`, buffers of at most this many wire bytes use recursive
     /// doubling (default 32 KiB; see the README for the crossover measured).
     pub small_bytes: usize,
+    /// Seal every message with a CRC-32C of its payload, checked on
+    /// receipt: a corrupted message becomes [`Error::Checksum`] naming the
+    /// peer, step and slice. Off by default (`RINGFUSE_CHECKSUM=1` turns it
+    /// on): MPI and TCP already check their frames, and the CRC reads
+    /// every payload byte once more.
+    pub checksum: bool,
+    /// Compare every message's call fingerprint with this rank's call, so
+    /// ranks that called different collectives get [`Error::Mismatch`].
+    /// On by default; `RINGFUSE_VERIFY_CALLS=0` turns it off, which exists
+    /// to measure its cost (see the README) and is not recommended.
+    pub verify_calls: bool,
 }
 
 impl Default for AllreduceOpts {
@@ -65,6 +78,11 @@ impl Default for AllreduceOpts {
             Ok("doubling") | Ok("rd") => Algorithm::RecursiveDoubling,
             _ => Algorithm::Auto,
         };
+        let env_flag = |name: &str, default: bool| match std::env::var(name).as_deref() {
+            Ok("1") | Ok("true") | Ok("on") => true,
+            Ok("0") | Ok("false") | Ok("off") => false,
+            _ => default,
+        };
         AllreduceOpts {
             codec: Codec::Native,
             slice_bytes: 256 << 10,
@@ -72,6 +90,8 @@ impl Default for AllreduceOpts {
             timeout,
             algorithm,
             small_bytes: 32 << 10,
+            checksum: env_flag("RINGFUSE_CHECKSUM", false),
+            verify_calls: env_flag("RINGFUSE_VERIFY_CALLS", true),
         }
     }
 }
@@ -102,6 +122,16 @@ impl AllreduceOpts {
         self.timeout = timeout;
         self
     }
+    /// Turns payload checksums on or off.
+    pub fn checksum(mut self, on: bool) -> Self {
+        self.checksum = on;
+        self
+    }
+    /// Turns the cross-rank call check on or off.
+    pub fn verify_calls(mut self, on: bool) -> Self {
+        self.verify_calls = on;
+        self
+    }
 }
 
 struct State {
@@ -127,6 +157,7 @@ pub struct Communicator {
     // Raised by abort(); outside the lock so any thread can raise it while
     // a collective holds the lock.
     aborted: AtomicBool,
+    flight: Arc<FlightRecorder>,
     state: Mutex<State>,
 }
 
@@ -137,16 +168,50 @@ enum Sched {
 }
 
 impl Communicator {
-    /// A communicator over any transport.
+    /// A communicator over any transport. If `RINGFUSE_FAULT` is set, its
+    /// fault is injected (see [`crate::transport::fault`]).
     pub fn from_transport(t: Box<dyn Transport>) -> Self {
+        let flight = Arc::new(FlightRecorder::new(t.rank(), t.size()));
+        crate::flight::signal::register(&flight);
+        let t = match crate::transport::fault::from_env() {
+            Some(f) => Box::new(FaultyTransport::new(t, f)),
+            None => t,
+        };
         Communicator {
             rank: t.rank(),
             size: t.size(),
             defaults: AllreduceOpts::default(),
             seq: AtomicU64::new(0),
             aborted: AtomicBool::new(false),
+            flight,
             state: Mutex::new(State { transport: t, poisoned: None, scratch: Scratch::default() }),
         }
+    }
+
+    /// This communicator with its traffic suffering `fault` (if
+    /// `fault.rank` is this rank), for testing how failures surface. See
+    /// [`crate::transport::fault`].
+    pub fn inject_fault(self, fault: Fault) -> Self {
+        let mut st = self.state.into_inner().unwrap_or_else(|p| p.into_inner());
+        st.transport = Box::new(FaultyTransport::new(st.transport, fault));
+        Communicator { state: Mutex::new(st), ..self }
+    }
+
+    /// This rank's flight record: the last [`crate::flight::DEPTH`]
+    /// collectives and where each is. Works while a collective is stuck
+    /// (it takes no lock the collective holds).
+    ///
+    /// ```
+    /// let dumps = ringfuse::local::run(2, |comm| {
+    ///     let mut v = vec![1f32; 100];
+    ///     comm.allreduce(&mut v, ringfuse::ReduceOp::Sum).unwrap();
+    ///     comm.flight_record()
+    /// });
+    /// assert_eq!(dumps[1].ops[0].op, "allreduce#0(f32, 100, sum, native)");
+    /// assert_eq!(ringfuse::flight::diagnose(&dumps).culprit, None); // nobody is behind
+    /// ```
+    pub fn flight_record(&self) -> FlightDump {
+        self.flight.snapshot("api")
     }
 
     /// A communicator on a duplicate of an existing rsmpi communicator. The
@@ -345,11 +410,27 @@ impl Communicator {
             per_round: 1,
             abort: &self.aborted,
             scratch,
+            checksum: opts.checksum,
+            verify_calls: opts.verify_calls,
+            flight: &self.flight,
         };
+        self.flight.begin(&desc, (n_rounds(self.size)) as usize);
         let r = exec::barrier(&mut cx);
+        self.finish(&mut st, &desc, r)
+    }
+
+    /// Records how a collective ended; a mid-flight failure poisons the
+    /// communicator and dumps the flight record.
+    fn finish(&self, st: &mut State, desc: &OpDesc, r: Result<()>) -> Result<()> {
+        self.flight.end(desc.seq, r.as_ref().err());
         if let Err(e) = &r {
-            st.transport.cancel_all();
-            st.poisoned = Some(e.to_string());
+            if !matches!(e, Error::Fp16Overflow { .. }) {
+                st.transport.cancel_all();
+                st.poisoned = Some(e.to_string());
+                if std::env::var("RINGFUSE_FLIGHT_ON_ERROR").as_deref() != Ok("0") {
+                    self.flight.snapshot(&format!("error in {desc}")).emit();
+                }
+            }
         }
         r
     }
@@ -375,7 +456,7 @@ impl Communicator {
             g
         });
         if self.aborted.load(Ordering::SeqCst) {
-            return Err(Error::Aborted { rank: self.rank, op: desc.clone() });
+            return Err(Error::Aborted { rank: self.rank, op: desc.clone(), buffer: BufferState::Untouched });
         }
         if let Some(cause) = &st.poisoned {
             return Err(Error::Poisoned { rank: self.rank, op: desc.clone(), cause: cause.clone() });
@@ -411,7 +492,14 @@ impl Communicator {
         let desc = self.desc::<T>(kind, count, op, root, opts);
         self.seq.fetch_add(1, Ordering::Relaxed);
         let (sched, mut local) = build(self.rank, self.size, ());
+        let steps = match &sched {
+            Sched::Ring(s) => s.len(),
+            Sched::Chain(s) => s.len(),
+            Sched::Doubling(s) => s.len(),
+        };
+        self.flight.begin(&desc, steps);
         if self.size == 1 {
+            self.flight.end(desc.seq, None);
             // Nothing travels, so no wire rounding applies; Avg divides by 1.
             return Ok(());
         }
@@ -435,24 +523,29 @@ impl Communicator {
             per_round,
             abort: &self.aborted,
             scratch,
+            checksum: opts.checksum,
+            verify_calls: opts.verify_calls,
+            flight: &self.flight,
         };
         let r = match &sched {
             Sched::Ring(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
             Sched::Chain(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
             Sched::Doubling(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
         };
-        match r {
+        let r = match r {
             Ok(flags) if flags & FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {
-                Err(Error::Fp16Overflow { rank: self.rank, op: desc })
+                Err(Error::Fp16Overflow { rank: self.rank, op: desc.clone() })
             }
             Ok(_) => Ok(()),
-            Err(e) => {
-                st.transport.cancel_all();
-                st.poisoned = Some(e.to_string());
-                Err(e)
-            }
-        }
+            Err(e) => Err(e),
+        };
+        self.finish(&mut st, &desc, r)
     }
+}
+
+/// Rounds of the dissemination barrier: `ceil(log2 n)`.
+fn n_rounds(n: usize) -> u32 {
+    n.next_power_of_two().trailing_zeros()
 }
 
 fn dispatch<E: Element, S: Schedule>(

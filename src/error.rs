@@ -38,7 +38,7 @@ pub enum Error {
     },
     /// A wait passed its deadline.
     #[error(
-        "rank {rank}: {op}: timed out after {waited:?} waiting to {dir} peer {peer} at step {step} (message {msg})"
+        "rank {rank}: {op}: timed out after {waited:?} waiting to {dir} peer {peer} at step {step} (message {msg}); buffer {buffer}"
     )]
     Timeout {
         /// The rank that waited.
@@ -55,6 +55,8 @@ pub enum Error {
         msg: usize,
         /// How long it waited.
         waited: Duration,
+        /// What happened to the caller's buffer.
+        buffer: BufferState,
     },
     /// A value that is finite in the buffer became infinite on an FP16 wire.
     #[error("rank {rank}: {op}: a partial result exceeded FP16's range (|x| > 65504) on the wire; use codec bf16, average before summing, or the native codec")]
@@ -66,7 +68,7 @@ pub enum Error {
     },
     /// Ranks called different collectives (or the same one with different
     /// counts, types, ops, codecs or roots).
-    #[error("rank {rank} called {op}, but rank {peer} called {theirs}")]
+    #[error("rank {rank} called {op}, but rank {peer} called {theirs}; buffer {buffer}")]
     Mismatch {
         /// The rank that noticed.
         rank: usize,
@@ -76,29 +78,37 @@ pub enum Error {
         peer: usize,
         /// The other rank's call.
         theirs: OpDesc,
+        /// What happened to the caller's buffer.
+        buffer: BufferState,
     },
     /// [`crate::Communicator::abort`] was called on this rank.
-    #[error("rank {rank}: {op}: aborted by Communicator::abort()")]
+    #[error("rank {rank}: {op}: aborted by Communicator::abort(); buffer {buffer}")]
     Aborted {
         /// The rank that was aborted.
         rank: usize,
         /// The collective in flight (or refused).
         op: OpDesc,
+        /// What happened to the caller's buffer.
+        buffer: BufferState,
     },
     /// A peer failed this collective and said so before giving up.
-    #[error("rank {rank}: {op}: peer {peer} failed this collective and aborted it (its own error names the cause); seen at step {step}")]
+    #[error("rank {rank}: {op}: peer {peer} aborted this collective because rank {origin} failed it (rank {origin}'s error names the cause); seen at step {step}; buffer {buffer}")]
     PeerAborted {
         /// The rank that was told.
         rank: usize,
         /// The collective.
         op: OpDesc,
-        /// The rank that failed.
+        /// The neighbour whose notice arrived.
         peer: usize,
+        /// The rank that failed first (the notice is relayed unchanged).
+        origin: usize,
         /// This rank's step when the notice arrived.
         step: usize,
+        /// What happened to the caller's buffer.
+        buffer: BufferState,
     },
     /// A message from a peer did not match what the schedule expects.
-    #[error("rank {rank}: {op}: bad message from peer {peer} at step {step}: {detail}")]
+    #[error("rank {rank}: {op}: bad message from peer {peer} at step {step}: {detail}; buffer {buffer}")]
     Protocol {
         /// The rank that received it.
         rank: usize,
@@ -110,9 +120,33 @@ pub enum Error {
         step: usize,
         /// What was wrong.
         detail: String,
+        /// What happened to the caller's buffer.
+        buffer: BufferState,
+    },
+    /// A message's payload does not match its checksum (checksums on).
+    #[error("rank {rank}: {op}: checksum mismatch in the message from peer {peer} at step {step} (block {block}, slice {slice}): sent {sent:#010x}, received {got:#010x}; buffer {buffer}")]
+    Checksum {
+        /// The rank that received it.
+        rank: usize,
+        /// The collective.
+        op: OpDesc,
+        /// The sender.
+        peer: usize,
+        /// Schedule step of the message.
+        step: usize,
+        /// Block of the payload.
+        block: u32,
+        /// Slice within the block.
+        slice: u32,
+        /// CRC-32C the sender computed.
+        sent: u32,
+        /// CRC-32C of what arrived.
+        got: u32,
+        /// What happened to the caller's buffer.
+        buffer: BufferState,
     },
     /// The carrier (MPI, threads) reported a failure.
-    #[error("rank {rank}: {op}: transport failure with peer {peer}: {detail}")]
+    #[error("rank {rank}: {op}: transport failure with peer {peer}: {detail}; buffer {buffer}")]
     Transport {
         /// The rank that saw it.
         rank: usize,
@@ -122,6 +156,8 @@ pub enum Error {
         peer: usize,
         /// The carrier's own words.
         detail: String,
+        /// What happened to the caller's buffer.
+        buffer: BufferState,
     },
     /// A combination of options this build cannot run.
     #[error("rank {rank}: {op}: unsupported: {detail}")]
@@ -147,6 +183,76 @@ pub enum Error {
     /// MPI could not be initialised or was initialised twice.
     #[error("mpi: {0}")]
     MpiInit(String),
+}
+
+/// What a failed collective left in the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferState {
+    /// Nothing was written: the buffer holds what the caller passed in.
+    Untouched,
+    /// Some elements were written before the failure: the contents are
+    /// unspecified and must not be used.
+    Partial,
+}
+
+impl std::fmt::Display for BufferState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BufferState::Untouched => "untouched",
+            BufferState::Partial => "partially written (contents unspecified)",
+        })
+    }
+}
+
+/// Matches the variants of failures that can happen mid-flight (and so
+/// carry a [`BufferState`]), binding the state to `$b`.
+macro_rules! mid_flight_buffer {
+    ($e:expr, $b:ident => $then:expr, $else:expr) => {
+        match $e {
+            Error::Timeout { buffer: $b, .. }
+            | Error::Mismatch { buffer: $b, .. }
+            | Error::Aborted { buffer: $b, .. }
+            | Error::PeerAborted { buffer: $b, .. }
+            | Error::Protocol { buffer: $b, .. }
+            | Error::Checksum { buffer: $b, .. }
+            | Error::Transport { buffer: $b, .. } => $then,
+            _ => $else,
+        }
+    };
+}
+
+impl Error {
+    /// What the failed call left in the output buffer. `Untouched` for
+    /// argument errors and for failures before the first write;
+    /// `Partial` once any element was written. An [`Error::Fp16Overflow`]
+    /// leaves the (identical on every rank) result with infinities in it.
+    pub fn buffer(&self) -> BufferState {
+        match self {
+            Error::Fp16Overflow { .. } => BufferState::Partial,
+            _ => mid_flight_buffer!(self, b => *b, BufferState::Untouched),
+        }
+    }
+
+    /// Marks a mid-flight error as having written the buffer.
+    pub(crate) fn with_buffer(mut self, state: BufferState) -> Self {
+        mid_flight_buffer!(&mut self, b => *b = state, ());
+        self
+    }
+
+    /// The rank this error points at, if any: the peer whose message (or
+    /// silence) failed the call, or for a relayed abort the rank that
+    /// detected the failure first (whose own error names the culprit).
+    pub fn blamed_rank(&self) -> Option<usize> {
+        match self {
+            Error::Timeout { peer, .. }
+            | Error::Mismatch { peer, .. }
+            | Error::Protocol { peer, .. }
+            | Error::Checksum { peer, .. }
+            | Error::Transport { peer, .. } => Some(*peer),
+            Error::PeerAborted { origin, .. } => Some(*origin),
+            _ => None,
+        }
+    }
 }
 
 /// `Result` with ringfuse's [`Error`].

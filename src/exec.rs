@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use crate::cpu;
 use crate::element::{Element, ReduceOp};
-use crate::error::{Error, Result};
+use crate::error::{BufferState, Error, Result};
+use crate::flight::{Dir, FlightRecorder};
 use crate::op::OpDesc;
 use crate::schedule::{slice_count, slice_range, Prim, Schedule, Step};
 use crate::transport::{SlotId, Transport, WaitError};
-use crate::wire::{describe, Header, FLAG_ABORT, FLAG_OVERFLOW, HEADER};
+use crate::wire::{describe, Header, FLAG_ABORT, FLAG_CHECKSUM, FLAG_OVERFLOW, HEADER};
 
 /// Per-call settings the executor needs.
 pub(crate) struct Ctx<'a> {
@@ -42,6 +43,11 @@ pub(crate) struct Ctx<'a> {
     /// Raised by `Communicator::abort()`; every wait checks it.
     pub abort: &'a AtomicBool,
     pub scratch: &'a mut Scratch,
+    /// Put a CRC-32C of the payload in every header.
+    pub checksum: bool,
+    /// Compare each message's call fingerprint with this rank's call.
+    pub verify_calls: bool,
+    pub flight: &'a FlightRecorder,
 }
 
 /// Slot bookkeeping kept across calls so its queues never reallocate.
@@ -168,14 +174,42 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
     op: ReduceOp,
     avg_ranks: Option<usize>,
 ) -> Result<u16> {
-    let r = run_hops::<E, W, S>(cx, sched, local, op, avg_ranks);
-    if r.is_err() {
-        notify_abort(cx, sched);
-    }
-    r
+    // Reduce-scatter's output already holds the own block of the input.
+    let mut touched = matches!(local, Local::Scatter { .. });
+    run_hops::<E, W, S>(cx, sched, local, op, avg_ranks, &mut touched).map_err(|e| {
+        let origin = match &e {
+            Error::PeerAborted { origin, .. } => *origin,
+            _ => cx.t.rank(),
+        };
+        notify_abort(cx, sched, origin);
+        e.with_buffer(if touched { BufferState::Partial } else { BufferState::Untouched })
+    })
 }
 
-fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S) {
+/// The header every message of this call starts from: sequence number and
+/// (unless call checks are off) the call's fingerprint.
+fn base_header(cx: &Ctx<'_>) -> Header {
+    let h = Header::new(cx.desc, 0, 0);
+    if cx.verify_calls {
+        h
+    } else {
+        Header { fp: [0; 16], ..h }
+    }
+}
+
+/// Writes `h` into `buf`, sealing the payload with its CRC when checksums
+/// are on.
+fn seal(checksum: bool, mut h: Header, buf: &mut [u8], payload_bytes: usize) {
+    if checksum {
+        h.flags |= FLAG_CHECKSUM;
+        h.crc = crc32c::crc32c(&buf[HEADER..HEADER + payload_bytes]);
+    }
+    h.write(buf);
+}
+
+/// Tells every peer this rank sends to that the collective is over; the
+/// notice names `origin`, the rank that failed first.
+fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize) {
     let tag = (cx.desc.seq & 0x7fff) as u32;
     let mut told = Vec::new(); // at most log2(n) peers; only on the error path
     for i in 0..sched.len() {
@@ -184,7 +218,7 @@ fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S) {
             continue;
         }
         let Some(id) = cx.scratch.free.pop() else { return };
-        let hdr = Header { flags: FLAG_ABORT, ..Header::new(cx.desc, 0, 0) };
+        let hdr = Header { flags: FLAG_ABORT, block: origin as u32, ..base_header(cx) };
         hdr.write(cx.t.slot_mut(id));
         // Never waited on: the collective is over for this rank, and
         // cancel_all() reclaims (or retires) the slot.
@@ -199,8 +233,10 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
     local: &mut Local<'_, E>,
     op: ReduceOp,
     avg_ranks: Option<usize>,
+    touched: &mut bool,
 ) -> Result<u16> {
     let wsize = std::mem::size_of::<W>();
+    let base = base_header(cx);
     let total = 2 * cx.slots + 2;
     cx.t.reserve(total, HEADER + cx.slice * wsize);
     let sc = &mut *cx.scratch;
@@ -226,8 +262,9 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
         }
 
         let st = hop.step;
+        cx.flight.hop(cx.desc.seq, hop.step_idx, hop.slice_idx);
         let payload_bytes = hop.range.len() * wsize;
-        let mut recv_hdr = Header::new(cx.desc, st.block as u32, hop.slice_idx as u32);
+        let mut recv_hdr = Header { block: st.block as u32, slice: hop.slice_idx as u32, ..base };
         let exchange = matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal);
         let recv_id = if st.prim.receives() && !exchange {
             let (id, flags) = take_recv(cx, &hop, recv_hdr, wsize, &mut msg)?;
@@ -248,16 +285,17 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
                 if st.prim == Prim::CopySend {
                     flags |= flags_seen;
                 }
-                out_hdr(flags).write(buf);
                 if st.prim == Prim::CopySend {
                     // The value is final: the sender keeps exactly what the
                     // others will decode (a no-op only for a native wire on
                     // an in-place buffer).
                     flags_seen |= flags;
                     if !(native && matches!(local, Local::InPlace(_))) {
+                        *touched = true;
                         decode::<E, W>(&buf[HEADER..HEADER + payload_bytes], local.write(range.clone()));
                     }
                 }
+                seal(cx.checksum, out_hdr(flags), cx.t.slot_mut(out), payload_bytes);
                 post_send(cx, out, HEADER + payload_bytes, st, &mut sent)?;
             }
             Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvReduceCopy => {
@@ -269,10 +307,11 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
                 let over = if st.prim == Prim::RecvReduceSend {
                     cpu::reduce_encode(op, recv_p, local.read(range.clone()), out_p)
                 } else {
+                    *touched = true;
                     cpu::reduce_store_encode(op, avg_ranks, recv_p, local.write(range.clone()), out_p)
                 };
                 let flags = recv_hdr.flags | if over { FLAG_OVERFLOW } else { 0 };
-                out_hdr(flags).write(obuf);
+                seal(cx.checksum, out_hdr(flags), cx.t.slot_mut(out), payload_bytes);
                 cx.scratch.free.push(rid);
                 if st.prim != Prim::RecvReduceSend {
                     flags_seen |= flags;
@@ -286,6 +325,7 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
             Prim::RecvReduce => {
                 let rid = recv_id.expect("receiving primitive");
                 flags_seen |= recv_hdr.flags;
+                *touched = true;
                 let rbuf = &cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes];
                 cpu::reduce_into(op, bytemuck::cast_slice::<u8, W>(rbuf), local.write(range));
                 cx.scratch.free.push(rid);
@@ -297,10 +337,11 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
                 let buf = cx.t.slot_mut(out);
                 let over = encode::<E, W>(local.read(range.clone()), &mut buf[HEADER..HEADER + payload_bytes]);
                 flags_seen |= if over { FLAG_OVERFLOW } else { 0 };
-                out_hdr(flags_seen).write(buf);
+                seal(cx.checksum, out_hdr(flags_seen), cx.t.slot_mut(out), payload_bytes);
                 post_send(cx, out, HEADER + payload_bytes, st, &mut sent)?;
                 let (rid, flags) = take_recv(cx, &hop, recv_hdr, wsize, &mut msg)?;
                 flags_seen |= flags;
+                *touched = true;
                 let mine_first = cx.t.rank() < st.recv_from;
                 if st.prim == Prim::Exchange {
                     let rbuf = &cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes];
@@ -321,6 +362,7 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
             Prim::RecvCopySend | Prim::Recv => {
                 let rid = recv_id.expect("receiving primitive");
                 flags_seen |= recv_hdr.flags;
+                *touched = true;
                 decode::<E, W>(&cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes], local.write(range));
                 if st.prim == Prim::RecvCopySend {
                     // Forward the very bytes received, header included.
@@ -356,16 +398,49 @@ fn take_recv(cx: &mut Ctx<'_>, hop: &Hop, expect: Header, wsize: usize, msg: &mu
     let hdr = Header::read(&cx.t.slot_mut(id)[..got.min(HEADER)]);
     if let Some(h) = hdr {
         if h.flags & FLAG_ABORT != 0 {
-            return Err(Error::PeerAborted { rank: cx.t.rank(), op: cx.desc.clone(), peer, step: step_idx });
+            return Err(Error::PeerAborted {
+                rank: cx.t.rank(),
+                op: cx.desc.clone(),
+                peer,
+                origin: h.block as usize,
+                step: step_idx,
+                buffer: BufferState::Untouched,
+            });
         }
-        if h.fp != expect.fp || h.seq != expect.seq {
+        if cx.verify_calls && (h.fp != expect.fp || h.seq != expect.seq) {
             if let Some(theirs) = describe(&h.fp, h.seq) {
-                return Err(Error::Mismatch { rank: cx.t.rank(), op: cx.desc.clone(), peer, theirs });
+                return Err(Error::Mismatch {
+                    rank: cx.t.rank(),
+                    op: cx.desc.clone(),
+                    peer,
+                    theirs,
+                    buffer: BufferState::Untouched,
+                });
             }
         }
     }
     match hdr {
-        Some(h) if got == want_len && Header { flags: 0, ..h } == expect => Ok((id, h.flags)),
+        Some(h) if got == want_len && Header { flags: 0, crc: 0, ..h } == expect => {
+            if h.flags & FLAG_CHECKSUM != 0 {
+                let crc = crc32c::crc32c(&cx.t.slot_mut(id)[HEADER..got]);
+                if crc != h.crc {
+                    return Err(Error::Checksum {
+                        rank: cx.t.rank(),
+                        op: cx.desc.clone(),
+                        peer,
+                        step: step_idx,
+                        block: h.block,
+                        slice: h.slice,
+                        sent: h.crc,
+                        got: crc,
+                        buffer: BufferState::Untouched,
+                    });
+                }
+            }
+            // The checksum belongs to this message only; forwarding keeps
+            // the header whole, re-encoding seals afresh.
+            Ok((id, h.flags & !FLAG_CHECKSUM))
+        }
         _ => Err(Error::Protocol {
             rank: cx.t.rank(),
             op: cx.desc.clone(),
@@ -375,6 +450,7 @@ fn take_recv(cx: &mut Ctx<'_>, hop: &Hop, expect: Header, wsize: usize, msg: &mu
                 "expected {want_len} bytes for seq {} block {} slice {}, got {got} bytes with header {hdr:?}",
                 expect.seq, expect.block, expect.slice
             ),
+            buffer: BufferState::Untouched,
         }),
     }
 }
@@ -411,17 +487,33 @@ fn acquire(cx: &mut Ctx<'_>) -> Result<SlotId> {
 
 fn wait(cx: &mut Ctx<'_>, id: SlotId, peer: usize, dir: &'static str, step: usize, msg: usize) -> Result<usize> {
     let start = Instant::now();
-    cx.t.wait(id, start + cx.timeout, cx.abort).map_err(|e| match e {
-        WaitError::Timeout => {
-            Error::Timeout { rank: cx.t.rank(), op: cx.desc.clone(), peer, dir, step, msg, waited: start.elapsed() }
+    let fdir = if dir == "send to" { Dir::Send } else { Dir::Recv };
+    cx.flight.waiting(cx.desc.seq, fdir, peer, step);
+    let r = cx.t.wait(id, start + cx.timeout, cx.abort).map_err(|e| {
+        let buffer = BufferState::Untouched;
+        match e {
+            WaitError::Timeout => Error::Timeout {
+                rank: cx.t.rank(),
+                op: cx.desc.clone(),
+                peer,
+                dir,
+                step,
+                msg,
+                waited: start.elapsed(),
+                buffer,
+            },
+            WaitError::Failed(detail) => {
+                Error::Transport { rank: cx.t.rank(), op: cx.desc.clone(), peer, detail, buffer }
+            }
+            WaitError::Aborted => Error::Aborted { rank: cx.t.rank(), op: cx.desc.clone(), buffer },
         }
-        WaitError::Failed(detail) => Error::Transport { rank: cx.t.rank(), op: cx.desc.clone(), peer, detail },
-        WaitError::Aborted => Error::Aborted { rank: cx.t.rank(), op: cx.desc.clone() },
-    })
+    })?;
+    cx.flight.moved(cx.desc.seq, fdir);
+    Ok(r)
 }
 
 fn transport_err(cx: &Ctx<'_>, peer: usize, detail: String) -> Error {
-    Error::Transport { rank: cx.t.rank(), op: cx.desc.clone(), peer, detail }
+    Error::Transport { rank: cx.t.rank(), op: cx.desc.clone(), peer, detail, buffer: BufferState::Untouched }
 }
 
 /// A dissemination barrier: in round k every rank sends a header-only
@@ -435,20 +527,31 @@ pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
     let mut round = 0;
     while dist < n {
         let (to, from) = ((rank + dist) % n, (rank + n - dist) % n);
-        let hdr = Header::new(cx.desc, round, 0);
-        hdr.write(cx.t.slot_mut(0));
+        let hdr = Header { block: round, ..base_header(cx) };
+        seal(cx.checksum, hdr, cx.t.slot_mut(0), 0);
         cx.t.post_recv(1, from, tag).map_err(|e| transport_err(cx, from, e))?;
         cx.t.post_send(0, HEADER, to, tag).map_err(|e| transport_err(cx, to, e))?;
         wait(cx, 1, from, "receive from", round as usize, round as usize)?;
         wait(cx, 0, to, "send to", round as usize, round as usize)?;
         let got = Header::read(&cx.t.slot_mut(1)[..HEADER]);
-        if got != Some(hdr) {
+        if let Some(h) = got.filter(|h| h.flags & FLAG_ABORT != 0) {
+            return Err(Error::PeerAborted {
+                rank,
+                op: cx.desc.clone(),
+                peer: from,
+                origin: h.block as usize,
+                step: round as usize,
+                buffer: BufferState::Untouched,
+            });
+        }
+        if got.map(|h| Header { flags: 0, crc: 0, ..h }) != Some(hdr) {
             return Err(Error::Protocol {
                 rank,
                 op: cx.desc.clone(),
                 peer: from,
                 step: round as usize,
                 detail: format!("barrier message {got:?} where {hdr:?} was expected"),
+                buffer: BufferState::Untouched,
             });
         }
         dist *= 2;

@@ -59,6 +59,7 @@ pub mod cpu;
 pub mod element;
 pub mod error;
 mod exec;
+pub mod flight;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -66,10 +67,10 @@ pub mod op;
 pub mod schedule;
 pub mod transport;
 pub mod verify;
-mod wire;
+pub mod wire;
 
 pub use codec::Codec;
 pub use comm::{Algorithm, AllreduceOpts, Communicator};
 pub use element::{DType, Element, ReduceOp};
-pub use error::{Error, Result};
+pub use error::{BufferState, Error, Result};
 pub use op::{Collective, OpDesc};

@@ -1,4 +1,4 @@
-//! The 32-byte header in front of every message's payload.
+//! The 40-byte header in front of every message's payload.
 //!
 //! It carries what a receiver needs to know the message is the one its
 //! schedule expects: the collective's sequence number, block and slice, and
@@ -7,19 +7,25 @@
 //! named instead of reducing garbage. It also carries flags that must reach
 //! every rank: a partial result overflowed the wire format (OR-ed hop by
 //! hop, so all ranks fail alike), or the sender gave up on this collective.
+//! With checksums on (`AllreduceOpts::checksum`), it also carries the
+//! payload's CRC-32C, so a message corrupted in transit is an error instead
+//! of a wrong gradient.
 
 use crate::codec::Codec;
 use crate::element::{DType, ReduceOp};
 use crate::op::{Collective, OpDesc};
 
 /// Bytes of header before each payload (keeps `f64` payloads aligned).
-pub const HEADER: usize = 32;
+pub const HEADER: usize = 40;
 const MAGIC: u16 = 0x5246; // "RF"
 
 /// A partial or final value of this slice overflowed the wire format.
 pub const FLAG_OVERFLOW: u16 = 1;
-/// Header-only notice: the sender failed this collective and stopped.
+/// Header-only notice: the sender failed this collective and stopped. The
+/// `block` field then holds the rank that failed first.
 pub const FLAG_ABORT: u16 = 2;
+/// `crc` holds the CRC-32C of the payload; the receiver checks it.
+pub const FLAG_CHECKSUM: u16 = 4;
 
 /// A decoded header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,12 +40,14 @@ pub struct Header {
     pub slice: u32,
     /// The sender's call, see [`fingerprint`].
     pub fp: [u8; 16],
+    /// CRC-32C of the payload when `flags` has [`FLAG_CHECKSUM`], else 0.
+    pub crc: u32,
 }
 
 impl Header {
     /// A header for `desc`'s messages.
     pub fn new(desc: &OpDesc, block: u32, slice: u32) -> Header {
-        Header { flags: 0, seq: desc.seq as u32, block, slice, fp: fingerprint(desc) }
+        Header { flags: 0, seq: desc.seq as u32, block, slice, fp: fingerprint(desc), crc: 0 }
     }
 
     /// Writes the header into the first [`HEADER`] bytes of `buf`.
@@ -50,11 +58,14 @@ impl Header {
         buf[8..12].copy_from_slice(&self.block.to_le_bytes());
         buf[12..16].copy_from_slice(&self.slice.to_le_bytes());
         buf[16..32].copy_from_slice(&self.fp);
+        buf[32..36].copy_from_slice(&self.crc.to_le_bytes());
+        buf[36..40].fill(0);
     }
 
-    /// Reads a header from any bytes; `None` if too short or not ours.
+    /// Reads a header from any bytes; `None` if too short or not ours
+    /// (wrong magic, or reserved bytes not zero).
     pub fn read(buf: &[u8]) -> Option<Header> {
-        if buf.len() < HEADER || u16::from_le_bytes([buf[0], buf[1]]) != MAGIC {
+        if buf.len() < HEADER || u16::from_le_bytes([buf[0], buf[1]]) != MAGIC || buf[36..40] != [0; 4] {
             return None;
         }
         let u32at = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
@@ -66,6 +77,7 @@ impl Header {
             block: u32at(8),
             slice: u32at(12),
             fp,
+            crc: u32at(32),
         })
     }
 }
@@ -135,10 +147,12 @@ mod tests {
         };
         assert_eq!(describe(&fingerprint(&d), 7), Some(d));
         assert_eq!(describe(&[0xee; 16], 0), None);
-        let h = Header { flags: FLAG_OVERFLOW, seq: 9, block: 2, slice: 5, fp: [1; 16] };
+        let h = Header { flags: FLAG_OVERFLOW, seq: 9, block: 2, slice: 5, fp: [1; 16], crc: 0xdead_beef };
         let mut buf = [0u8; HEADER];
         h.write(&mut buf);
         assert_eq!(Header::read(&buf), Some(h));
         assert_eq!(Header::read(&buf[..HEADER - 1]), None);
+        buf[HEADER - 1] = 1;
+        assert_eq!(Header::read(&buf), None, "reserved bytes must be zero");
     }
 }

@@ -11,6 +11,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+pub mod fault;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
