@@ -19,6 +19,8 @@ if grep -qE "FAILED|^error" target/test.log || ! grep -q "^test result: ok" targ
 fi
 echo "== MPI tier"
 bash ci/mpi_examples.sh
+echo "== fault matrix under mpirun, short form (bash ci/faults.sh for all of it)"
+bash ci/faults.sh --short
 echo "== ringfuse-perf --check sweep under mpirun (correctness only; no timing is asserted)"
 source ci/env.sh
 cargo build --release --bin ringfuse-perf -q

@@ -531,7 +531,7 @@ pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
         seal(cx.checksum, hdr, cx.t.slot_mut(0), 0);
         cx.t.post_recv(1, from, tag).map_err(|e| transport_err(cx, from, e))?;
         cx.t.post_send(0, HEADER, to, tag).map_err(|e| transport_err(cx, to, e))?;
-        wait(cx, 1, from, "receive from", round as usize, round as usize)?;
+        let len = wait(cx, 1, from, "receive from", round as usize, round as usize)?;
         wait(cx, 0, to, "send to", round as usize, round as usize)?;
         let got = Header::read(&cx.t.slot_mut(1)[..HEADER]);
         if let Some(h) = got.filter(|h| h.flags & FLAG_ABORT != 0) {
@@ -544,13 +544,13 @@ pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
                 buffer: BufferState::Untouched,
             });
         }
-        if got.map(|h| Header { flags: 0, crc: 0, ..h }) != Some(hdr) {
+        if len != HEADER || got.map(|h| Header { flags: 0, crc: 0, ..h }) != Some(hdr) {
             return Err(Error::Protocol {
                 rank,
                 op: cx.desc.clone(),
                 peer: from,
                 step: round as usize,
-                detail: format!("barrier message {got:?} where {hdr:?} was expected"),
+                detail: format!("barrier message of {len} bytes, {got:?}, where {HEADER} bytes, {hdr:?} were expected"),
                 buffer: BufferState::Untouched,
             });
         }

@@ -89,6 +89,20 @@ impl FlightDump {
     /// Writes the dump where `RINGFUSE_FLIGHT_DIR` says (JSON, one file per
     /// rank), or to stderr as text. Returns the file written, if any.
     pub fn emit(&self) -> Option<PathBuf> {
+        self.emit_via(|text| eprintln!("{text}"))
+    }
+
+    /// [`Self::emit`], with stderr written directly rather than through
+    /// `eprintln!` (which a test harness captures per test: a dump from the
+    /// signal thread would land in whichever test spawned it).
+    pub(crate) fn emit_direct(&self) -> Option<PathBuf> {
+        use std::io::Write as _;
+        self.emit_via(|text| {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        })
+    }
+
+    fn emit_via(&self, to_stderr: impl Fn(&str)) -> Option<PathBuf> {
         match std::env::var_os("RINGFUSE_FLIGHT_DIR") {
             Some(dir) => {
                 let path = PathBuf::from(dir).join(format!("ringfuse-flight.rank{}.json", self.rank));
@@ -96,13 +110,13 @@ impl FlightDump {
                 match std::fs::write(&path, json) {
                     Ok(()) => Some(path),
                     Err(e) => {
-                        eprintln!("ringfuse: cannot write flight record {}: {e}\n{self}", path.display());
+                        to_stderr(&format!("ringfuse: cannot write flight record {}: {e}\n{self}", path.display()));
                         None
                     }
                 }
             }
             None => {
-                eprintln!("{self}");
+                to_stderr(&self.to_string());
                 None
             }
         }

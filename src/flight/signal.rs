@@ -31,7 +31,7 @@ pub fn dump_all(reason: &str) {
     let live: Vec<Arc<FlightRecorder>> =
         LIVE.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect();
     for rec in live {
-        rec.snapshot(reason).emit();
+        rec.snapshot(reason).emit_direct();
     }
 }
 

@@ -51,3 +51,4 @@ pub fn check_result<E: Element>(inputs: &[Vec<E>], got: &[E], op: ReduceOp, code
 pub fn bits<E: Element>(v: &[E]) -> Vec<u64> {
     v.iter().map(|x| x.to_bits_u64()).collect()
 }
+pub mod faults;
