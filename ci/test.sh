@@ -21,6 +21,8 @@ echo "== MPI tier"
 bash ci/mpi_examples.sh
 echo "== fault matrix under mpirun, short form (bash ci/faults.sh for all of it)"
 bash ci/faults.sh --short
+echo "== flight recorder: SIGUSR1 dumps of a hung job, merged by ringfuse-trace"
+bash ci/trace.sh
 echo "== ringfuse-perf --check sweep under mpirun (correctness only; no timing is asserted)"
 source ci/env.sh
 cargo build --release --bin ringfuse-perf -q
