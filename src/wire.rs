@@ -155,4 +155,57 @@ mod tests {
         buf[HEADER - 1] = 1;
         assert_eq!(Header::read(&buf), None, "reserved bytes must be zero");
     }
+
+    // The fuzz targets, as properties that run in `cargo test`: any bytes
+    // at all go into the decoders, which must neither panic nor read past
+    // what they were given, and what they accept must be what a sender
+    // could have written.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn header_read_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2 * HEADER)) {
+                if let Some(h) = Header::read(&bytes) {
+                    let mut again = [0u8; HEADER];
+                    h.write(&mut again);
+                    prop_assert_eq!(&again[..], &bytes[..HEADER], "accepted bytes re-encode to themselves");
+                }
+            }
+
+            #[test]
+            fn header_read_takes_near_valid_bytes(
+                h in (any::<u16>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<[u8; 16]>(), any::<u32>()),
+                flip in 0usize..HEADER * 8,
+            ) {
+                let h = Header { flags: h.0, seq: h.1, block: h.2, slice: h.3, fp: h.4, crc: h.5 };
+                let mut buf = [0u8; HEADER];
+                h.write(&mut buf);
+                prop_assert_eq!(Header::read(&buf), Some(h));
+                buf[flip / 8] ^= 1 << (flip % 8);
+                // One flipped bit: rejected (magic, reserved) or a different header.
+                prop_assert_ne!(Header::read(&buf), Some(h));
+            }
+
+            #[test]
+            fn describe_takes_any_fingerprint(
+                mut fp in any::<[u8; 16]>(),
+                // Indices near the valid ranges, so that both sides of
+                // every check are reached (uniform bytes almost never are).
+                small in (0u8..7, 0u8..6, prop_oneof![0u8..7, Just(u8::MAX)], 0u8..5),
+                seq in any::<u32>(),
+                near_valid in any::<bool>(),
+            ) {
+                if near_valid {
+                    (fp[0], fp[1], fp[2], fp[3]) = small;
+                }
+                if let Some(d) = describe(&fp, seq) {
+                    prop_assert_eq!(fingerprint(&d), fp, "only canonical fingerprints are accepted");
+                    prop_assert_eq!(d.seq, seq as u64);
+                }
+            }
+        }
+    }
 }

@@ -31,34 +31,43 @@ fn check_wire<W: Element + Default>() {
         let recv_src = values(&mut rng, n);
         let local0 = values(&mut rng, n);
         let recv: Vec<W> = recv_src.iter().map(|&x| W::from_f32(x)).collect();
+        check_kernels(&recv, &local0);
+    }
+}
+
+/// Every kernel, vector body against scalar body, bit for bit, on these
+/// received wire values and local values.
+fn check_kernels<W: Element + Default>(recv: &[W], local0: &[f32]) {
+    let n = recv.len();
+    {
         // encode
         let (mut a, mut b) = (vec![W::default(); n], vec![W::default(); n]);
-        assert_eq!(encode(&local0, &mut a), scalar::encode(&local0, &mut b), "encode overflow flag, n={n}");
+        assert_eq!(encode(local0, &mut a), scalar::encode(local0, &mut b), "encode overflow flag, n={n}");
         assert_eq!(bits(&a), bits(&b), "encode, n={n}");
         // decode_store
         let (mut la, mut lb) = (vec![0f32; n], vec![0f32; n]);
-        decode_store(&recv, &mut la);
-        scalar::decode_store(&recv, &mut lb);
+        decode_store(recv, &mut la);
+        scalar::decode_store(recv, &mut lb);
         assert_eq!(bits(&la), bits(&lb), "decode_store, n={n}");
         for op in OPS {
             let (mut a, mut b) = (vec![W::default(); n], vec![W::default(); n]);
-            let fa = reduce_encode(op, &recv, &local0, &mut a);
-            let fb = scalar::reduce_encode(op, &recv, &local0, &mut b);
+            let fa = reduce_encode(op, recv, local0, &mut a);
+            let fb = scalar::reduce_encode(op, recv, local0, &mut b);
             assert_eq!((fa, bits(&a)), (fb, bits(&b)), "reduce_encode {op} n={n}");
             let avg = (op == ReduceOp::Avg).then_some(3);
             for mine_first in [false, true] {
-                let (mut la, mut lb) = (local0.clone(), local0.clone());
-                exchange::<f32, W>(op, &recv, &mut la, mine_first, None);
-                scalar::exchange::<f32, W>(op, &recv, &mut lb, mine_first, None);
+                let (mut la, mut lb) = (local0.to_vec(), local0.to_vec());
+                exchange::<f32, W>(op, recv, &mut la, mine_first, None);
+                scalar::exchange::<f32, W>(op, recv, &mut lb, mine_first, None);
                 assert_eq!(bits(&la), bits(&lb), "exchange {op} n={n}");
-                let (mut la, mut lb) = (local0.clone(), local0.clone());
-                let fa = exchange(op, &recv, &mut la, mine_first, Some((avg, &mut a[..])));
-                let fb = scalar::exchange(op, &recv, &mut lb, mine_first, Some((avg, &mut b[..])));
+                let (mut la, mut lb) = (local0.to_vec(), local0.to_vec());
+                let fa = exchange(op, recv, &mut la, mine_first, Some((avg, &mut a[..])));
+                let fb = scalar::exchange(op, recv, &mut lb, mine_first, Some((avg, &mut b[..])));
                 assert_eq!((fa, bits(&a), bits(&la)), (fb, bits(&b), bits(&lb)), "exchange final {op} n={n}");
             }
-            let (mut la, mut lb) = (local0.clone(), local0.clone());
-            let fa = reduce_store_encode(op, avg, &recv, &mut la, &mut a);
-            let fb = scalar::reduce_store_encode(op, avg, &recv, &mut lb, &mut b);
+            let (mut la, mut lb) = (local0.to_vec(), local0.to_vec());
+            let fa = reduce_store_encode(op, avg, recv, &mut la, &mut a);
+            let fb = scalar::reduce_store_encode(op, avg, recv, &mut lb, &mut b);
             assert_eq!((fa, bits(&a), bits(&la)), (fb, bits(&b), bits(&lb)), "reduce_store_encode {op} n={n}");
         }
     }
@@ -138,4 +147,28 @@ fn f64_to_bf16_is_one_correct_rounding() {
     // Halfway in bf16 but above it in f64: must round up, not to even.
     let v = 1.0 + 2f64.powi(-8) + 2f64.powi(-40);
     assert_eq!(<bf16 as Element>::from_f64(v).to_bits(), 0x3f81);
+}
+
+// The wire decoders fuzzed: any 16-bit patterns as received values (every
+// NaN payload, subnormal and infinity) and any f32 bits as local values;
+// the vector and scalar bodies must agree bit for bit and not panic.
+mod fuzz {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn fp16_kernels_take_any_wire_bits(wire in vec(any::<u16>(), 0..80), seed in any::<u64>()) {
+            let local: Vec<f32> = (0..wire.len() as u64).map(|i| f32::from_bits((seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u32)).collect();
+            check_kernels(&wire.iter().map(|&b| f16::from_bits(b)).collect::<Vec<_>>(), &local);
+        }
+
+        #[test]
+        fn bf16_kernels_take_any_wire_bits(wire in vec(any::<u16>(), 0..80), local in vec(any::<u32>(), 80)) {
+            let local: Vec<f32> = local[..wire.len()].iter().map(|&b| f32::from_bits(b)).collect();
+            check_kernels(&wire.iter().map(|&b| bf16::from_bits(b)).collect::<Vec<_>>(), &local);
+        }
+    }
 }

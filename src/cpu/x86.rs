@@ -39,7 +39,12 @@ unsafe fn load(k: WireKind, p: *const u8, i: usize) -> __m256 {
         WireKind::F16 => _mm256_cvtph_ps(_mm_loadu_si128((p as *const u16).add(i) as *const __m128i)),
         WireKind::Bf16 => {
             let h = _mm_loadu_si128((p as *const u16).add(i) as *const __m128i);
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+            let v = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
+            // A signalling NaN comes out quiet, as `half::bf16::to_f32`
+            // makes it: a plain shift would keep it signalling, and the
+            // two bodies (so two ranks) would hold different bits.
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+            _mm256_or_ps(v, _mm256_and_ps(nan, _mm256_castsi256_ps(_mm256_set1_epi32(0x0040_0000))))
         }
     }
 }

@@ -222,3 +222,75 @@ fn slices_tile_a_block() {
         assert_eq!(next, block.end);
     }
 }
+
+/// The same invariants for any rank count the masks can hold, any root,
+/// and any count, block count and slice size for the chunk math.
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn full(n: usize) -> u64 {
+        if n == 64 {
+            u64::MAX
+        } else {
+            (1u64 << n) - 1
+        }
+    }
+
+    fn kind() -> impl Strategy<Value = (Kind, usize)> {
+        (1usize..=64).prop_flat_map(|n| {
+            prop_oneof![
+                Just(Kind::Ring(RingKind::Allreduce)),
+                Just(Kind::Ring(RingKind::ReduceScatter)),
+                Just(Kind::Ring(RingKind::Allgather)),
+                Just(Kind::Doubling),
+                (0..n).prop_map(Kind::Chain),
+            ]
+            .prop_map(move |k| (k, n))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn every_schedule_completes_and_delivers_exactly_once((kind, n) in kind()) {
+            // simulate() itself fails on deadlock, stray messages and any
+            // contribution reduced twice.
+            let have = simulate(kind, n);
+            for (r, h) in have.iter().enumerate() {
+                match kind {
+                    Kind::Ring(RingKind::Allreduce) => prop_assert!(h.iter().all(|&m| m == full(n))),
+                    Kind::Doubling => prop_assert_eq!(h[0], full(n)),
+                    Kind::Ring(RingKind::ReduceScatter) => prop_assert_eq!(h[r], full(n)),
+                    Kind::Ring(RingKind::Allgather) => {
+                        prop_assert!(h.iter().enumerate().all(|(b, &m)| m == 1 << b))
+                    }
+                    Kind::Chain(root) => prop_assert_eq!(h[0], 1 << root),
+                }
+            }
+        }
+
+        #[test]
+        fn blocks_and_slices_tile_any_buffer(count in 0usize..10_000_000, n in 1usize..2048, slice in 1usize..1 << 20) {
+            let mut next = 0;
+            for b in 0..n {
+                let block = block_range(count, n, b);
+                prop_assert_eq!(block.start, next);
+                prop_assert!(block.len() == count / n || block.len() == count / n + 1);
+                let k = slice_count(block.len(), slice);
+                // Check the first and last slices of big blocks; all of small ones.
+                for i in (0..k).filter(|&i| i < 4 || i + 4 >= k) {
+                    let s = slice_range(&block, slice, i);
+                    prop_assert!(!s.is_empty() && s.len() <= slice);
+                    prop_assert_eq!(s.start, block.start + i * slice);
+                    prop_assert!(s.end <= block.end);
+                }
+                if k > 0 {
+                    prop_assert_eq!(slice_range(&block, slice, k - 1).end, block.end);
+                }
+                next = block.end;
+            }
+            prop_assert_eq!(next, count);
+        }
+    }
+}
