@@ -26,7 +26,7 @@ use crate::flight::{Dir, FlightRecorder};
 use crate::op::OpDesc;
 use crate::schedule::{slice_count, slice_range, Prim, Schedule, Step};
 use crate::transport::{SlotId, Transport, WaitError};
-use crate::wire::{describe, Header, FLAG_ABORT, FLAG_CHECKSUM, FLAG_OVERFLOW, HEADER};
+use crate::wire::{self, describe, Header, FLAG_ABORT, FLAG_CHECKSUM, FLAG_OVERFLOW, HEADER};
 
 /// Per-call settings the executor needs.
 pub(crate) struct Ctx<'a> {
@@ -197,14 +197,13 @@ fn base_header(cx: &Ctx<'_>) -> Header {
     }
 }
 
-/// Writes `h` into `buf`, sealing the payload with its CRC when checksums
-/// are on.
-fn seal(checksum: bool, mut h: Header, buf: &mut [u8], payload_bytes: usize) {
+/// Writes `h` into `buf`, sealed with its CRC when checksums are on.
+fn seal(checksum: bool, h: Header, buf: &mut [u8], payload_bytes: usize) {
     if checksum {
-        h.flags |= FLAG_CHECKSUM;
-        h.crc = crc32c::crc32c(&buf[HEADER..HEADER + payload_bytes]);
+        wire::write_sealed(h, buf, payload_bytes);
+    } else {
+        h.write(buf);
     }
-    h.write(buf);
 }
 
 /// Tells every peer this rank sends to that the collective is over; the
@@ -219,7 +218,7 @@ fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize) {
         }
         let Some(id) = cx.scratch.free.pop() else { return };
         let hdr = Header { flags: FLAG_ABORT, block: origin as u32, ..base_header(cx) };
-        hdr.write(cx.t.slot_mut(id));
+        seal(cx.checksum, hdr, cx.t.slot_mut(id), 0);
         // Never waited on: the collective is over for this rank, and
         // cancel_all() reclaims (or retires) the slot.
         let _ = cx.t.post_send(id, HEADER, st.send_to, tag);
@@ -387,6 +386,73 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
     Ok(flags_seen)
 }
 
+/// The error for an abort notice from `peer`: [`Error::PeerAborted`]
+/// naming the rank that failed first, unless the notice names no rank of
+/// this communicator.
+fn abort_notice(cx: &mut Ctx<'_>, h: &Header, peer: usize, step: usize) -> Error {
+    let (rank, origin) = (cx.t.rank(), h.block as usize);
+    if origin >= cx.t.size() {
+        return Error::Protocol {
+            rank,
+            op: cx.desc.clone(),
+            peer,
+            step,
+            detail: format!("abort notice names rank {origin}, of {} ranks", cx.t.size()),
+            buffer: BufferState::Untouched,
+        };
+    }
+    Error::PeerAborted { rank, op: cx.desc.clone(), peer, origin, step, buffer: BufferState::Untouched }
+}
+
+/// With checksums on, a message must carry one ([`FLAG_CHECKSUM`]) and it
+/// must match; a message that carries one is checked even when this rank
+/// does not ask for them. Errors name the block and slice this rank
+/// expected (`expect`): the received header is not to be trusted.
+fn check_crc(
+    cx: &mut Ctx<'_>,
+    h: &Header,
+    expect: &Header,
+    id: SlotId,
+    got: usize,
+    peer: usize,
+    step: usize,
+) -> Result<()> {
+    if h.flags & FLAG_CHECKSUM == 0 {
+        if !cx.checksum {
+            return Ok(());
+        }
+        // Either the flag was lost in transit or the peer runs without
+        // checksums: both mean this message is unchecked.
+        return Err(Error::Protocol {
+            rank: cx.t.rank(),
+            op: cx.desc.clone(),
+            peer,
+            step,
+            detail: format!(
+                "block {} slice {} came without a checksum while this rank checks them \
+                 (is RINGFUSE_CHECKSUM / AllreduceOpts::checksum the same on every rank?)",
+                expect.block, expect.slice
+            ),
+            buffer: BufferState::Untouched,
+        });
+    }
+    let crc = wire::message_crc(cx.t.slot_mut(id), got - HEADER);
+    if crc == h.crc {
+        return Ok(());
+    }
+    Err(Error::Checksum {
+        rank: cx.t.rank(),
+        op: cx.desc.clone(),
+        peer,
+        step,
+        block: expect.block,
+        slice: expect.slice,
+        sent: h.crc,
+        got: crc,
+        buffer: BufferState::Untouched,
+    })
+}
+
 /// Waits for the receive posted for `hop`, checks its header against
 /// `expect` and its length, and returns the slot and the header's flags.
 fn take_recv(cx: &mut Ctx<'_>, hop: &Hop, expect: Header, wsize: usize, msg: &mut usize) -> Result<(SlotId, u16)> {
@@ -397,15 +463,11 @@ fn take_recv(cx: &mut Ctx<'_>, hop: &Hop, expect: Header, wsize: usize, msg: &mu
     let want_len = HEADER + hop.range.len() * wsize;
     let hdr = Header::read(&cx.t.slot_mut(id)[..got.min(HEADER)]);
     if let Some(h) = hdr {
+        // Integrity first: with checksums on, nothing in a message (its
+        // flags included) is believed before its CRC is.
+        check_crc(cx, &h, &expect, id, got, peer, step_idx)?;
         if h.flags & FLAG_ABORT != 0 {
-            return Err(Error::PeerAborted {
-                rank: cx.t.rank(),
-                op: cx.desc.clone(),
-                peer,
-                origin: h.block as usize,
-                step: step_idx,
-                buffer: BufferState::Untouched,
-            });
+            return Err(abort_notice(cx, &h, peer, step_idx));
         }
         if cx.verify_calls && (h.fp != expect.fp || h.seq != expect.seq) {
             if let Some(theirs) = describe(&h.fp, h.seq) {
@@ -421,22 +483,6 @@ fn take_recv(cx: &mut Ctx<'_>, hop: &Hop, expect: Header, wsize: usize, msg: &mu
     }
     match hdr {
         Some(h) if got == want_len && Header { flags: 0, crc: 0, ..h } == expect => {
-            if h.flags & FLAG_CHECKSUM != 0 {
-                let crc = crc32c::crc32c(&cx.t.slot_mut(id)[HEADER..got]);
-                if crc != h.crc {
-                    return Err(Error::Checksum {
-                        rank: cx.t.rank(),
-                        op: cx.desc.clone(),
-                        peer,
-                        step: step_idx,
-                        block: h.block,
-                        slice: h.slice,
-                        sent: h.crc,
-                        got: crc,
-                        buffer: BufferState::Untouched,
-                    });
-                }
-            }
             // The checksum belongs to this message only; forwarding keeps
             // the header whole, re-encoding seals afresh.
             Ok((id, h.flags & !FLAG_CHECKSUM))
@@ -533,16 +579,12 @@ pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
         cx.t.post_send(0, HEADER, to, tag).map_err(|e| transport_err(cx, to, e))?;
         let len = wait(cx, 1, from, "receive from", round as usize, round as usize)?;
         wait(cx, 0, to, "send to", round as usize, round as usize)?;
-        let got = Header::read(&cx.t.slot_mut(1)[..HEADER]);
-        if let Some(h) = got.filter(|h| h.flags & FLAG_ABORT != 0) {
-            return Err(Error::PeerAborted {
-                rank,
-                op: cx.desc.clone(),
-                peer: from,
-                origin: h.block as usize,
-                step: round as usize,
-                buffer: BufferState::Untouched,
-            });
+        let got = Header::read(&cx.t.slot_mut(1)[..len.min(HEADER)]);
+        if let Some(h) = got {
+            check_crc(cx, &h, &hdr, 1, len, from, round as usize)?;
+            if h.flags & FLAG_ABORT != 0 {
+                return Err(abort_notice(cx, &h, from, round as usize));
+            }
         }
         if len != HEADER || got.map(|h| Header { flags: 0, crc: 0, ..h }) != Some(hdr) {
             return Err(Error::Protocol {

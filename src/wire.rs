@@ -24,7 +24,8 @@ pub const FLAG_OVERFLOW: u16 = 1;
 /// Header-only notice: the sender failed this collective and stopped. The
 /// `block` field then holds the rank that failed first.
 pub const FLAG_ABORT: u16 = 2;
-/// `crc` holds the CRC-32C of the payload; the receiver checks it.
+/// `crc` holds the CRC-32C of the message ([`message_crc`]); the receiver
+/// checks it.
 pub const FLAG_CHECKSUM: u16 = 4;
 
 /// A decoded header.
@@ -40,7 +41,7 @@ pub struct Header {
     pub slice: u32,
     /// The sender's call, see [`fingerprint`].
     pub fp: [u8; 16],
-    /// CRC-32C of the payload when `flags` has [`FLAG_CHECKSUM`], else 0.
+    /// [`message_crc`] when `flags` has [`FLAG_CHECKSUM`], else 0.
     pub crc: u32,
 }
 
@@ -80,6 +81,23 @@ impl Header {
             crc: u32at(32),
         })
     }
+}
+
+/// The CRC-32C a sealed message carries: over the header's first 32 bytes
+/// (flags, sequence, block, slice and fingerprint: a flipped flag is caught
+/// too) and the payload after the header.
+pub fn message_crc(msg: &[u8], payload_bytes: usize) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&msg[..32]), &msg[HEADER..HEADER + payload_bytes])
+}
+
+/// Writes `h` into `msg` with [`FLAG_CHECKSUM`] set and the CRC of the
+/// header and `payload_bytes` of payload.
+pub fn write_sealed(mut h: Header, msg: &mut [u8], payload_bytes: usize) {
+    h.flags |= FLAG_CHECKSUM;
+    h.crc = 0;
+    h.write(msg);
+    let crc = message_crc(msg, payload_bytes);
+    msg[32..36].copy_from_slice(&crc.to_le_bytes());
 }
 
 const KINDS: [Collective; 5] = [
