@@ -37,5 +37,35 @@ fn allreduce(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, allreduce);
+/// What the cross-rank call check costs where it weighs most: small
+/// messages. Same 4 KiB allreduce with the fingerprint comparison on and
+/// off (`AllreduceOpts::verify_calls`); the 16 fingerprint bytes travel in
+/// the header either way.
+fn call_check(c: &mut Criterion) {
+    let mut g = c.benchmark_group("call_check");
+    g.sample_size(30);
+    let (ranks, n) = (2, 1024);
+    g.throughput(Throughput::Bytes(4 * n as u64));
+    for verify in [true, false] {
+        let name = if verify { "on" } else { "off" };
+        g.bench_function(BenchmarkId::new(name, "2x4KiB"), |b| {
+            b.iter_custom(|iters| {
+                let times = ringfuse::local::run(ranks, |comm| {
+                    let mut v = vec![1.0f32; n];
+                    let opts = AllreduceOpts::default().verify_calls(verify);
+                    comm.barrier().unwrap();
+                    let t0 = Instant::now();
+                    for _ in 0..iters {
+                        comm.allreduce_with(&mut v, ReduceOp::Max, &opts).unwrap();
+                    }
+                    t0.elapsed()
+                });
+                times.into_iter().max().unwrap_or(Duration::ZERO)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, allreduce, call_check);
 criterion_main!(benches);
