@@ -12,7 +12,9 @@ faults=(delay=250ms delay=2500ms drop duplicate truncate corrupt corrupt-header 
 [[ "${1:-}" == "--short" ]] && faults=(delay=250ms drop corrupt kill exit)
 colls=(allreduce/ring allreduce/doubling reduce_scatter allgather broadcast barrier)
 err=$(mktemp)
-trap 'rm -f "$err"' EXIT
+FAULTS_DIR=$(mktemp -d)
+export FAULTS_DIR
+trap 'rm -rf "$err" "$FAULTS_DIR"' EXIT
 echo "| fault | collective | outcome per rank (time to return) |"
 echo "|---|---|---|"
 for f in "${faults[@]}"; do
@@ -22,8 +24,9 @@ for f in "${faults[@]}"; do
     [[ $f == exit ]] && extra=(--mca orte_abort_on_non_zero_status 0)
     for c in "${colls[@]}"; do
         rc=0
+        rm -f "$FAULTS_DIR"/*
         out=$(RINGFUSE_FAULT="$f@1:1" timeout 60 "${MPIRUN[@]}" "${extra[@]}" -x RINGFUSE_FAULT -x RINGFUSE_TIMEOUT_MS \
-            -x RINGFUSE_FLIGHT_ON_ERROR -np 4 target/release/examples/faults "$c" 2>"$err") || rc=$?
+            -x RINGFUSE_FLIGHT_ON_ERROR -x FAULTS_DIR -np 4 target/release/examples/faults "$c" 2>"$err") || rc=$?
         # With `exit`, mpirun's own status sometimes reports the departed
         # rank: there rank 0's verdict, printed as the row, is what counts.
         if ((rc == 124)) || { ((rc != 0)) && [[ $f != exit ]]; } || grep -q BROKEN <<<"$out" || ! grep -q '^|' <<<"$out"; then

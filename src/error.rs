@@ -38,7 +38,7 @@ pub enum Error {
     },
     /// A wait passed its deadline.
     #[error(
-        "rank {rank}: {op}: timed out after {waited:?} waiting to {dir} peer {peer} at step {step} (message {msg}); buffer {buffer}"
+        "rank {rank}: {op}: timed out after {waited:.3?} waiting to {dir} peer {peer} at step {step} (message {msg}); buffer {buffer}"
     )]
     Timeout {
         /// The rank that waited.

@@ -164,9 +164,9 @@ impl Cursor {
 /// Runs `sched` with buffer element `E` and wire element `W`. Returns the
 /// OR of the final flags of every slice this rank saw.
 ///
-/// On failure, tells every peer this rank would have sent to (best effort,
-/// header only, never waited on) so their waits end at once instead of at
-/// their deadline; they fail with [`Error::PeerAborted`] and tell theirs.
+/// On failure, tells its ring (or tree) neighbours (best effort, header
+/// only, never waited on) so their waits end at once instead of at their
+/// deadline; they fail with [`Error::PeerAborted`] and tell theirs.
 pub(crate) fn run<E: Element, W: Element, S: Schedule>(
     cx: &mut Ctx<'_>,
     sched: &S,
@@ -181,7 +181,11 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
             Error::PeerAborted { origin, .. } => *origin,
             _ => cx.t.rank(),
         };
-        notify_abort(cx, sched, origin);
+        let culprit = match &e {
+            Error::Mismatch { peer, .. } | Error::Protocol { peer, .. } | Error::Checksum { peer, .. } => Some(*peer),
+            _ => None,
+        };
+        notify_abort(cx, sched, origin, culprit, matches!(e, Error::Mismatch { .. }));
         e.with_buffer(if touched { BufferState::Partial } else { BufferState::Untouched })
     })
 }
@@ -206,14 +210,28 @@ fn seal(checksum: bool, h: Header, buf: &mut [u8], payload_bytes: usize) {
     }
 }
 
-/// Tells every peer this rank sends to that the collective is over; the
-/// notice names `origin`, the rank that failed first.
-fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize) {
+/// Tells `culprit` (the peer whose message was wrong) and every peer this
+/// rank sends to or receives from that the collective is over; the notice
+/// names `origin`, the rank that failed first.
+///
+/// Peers this rank receives from are told too, and the culprit first,
+/// because when ranks called different collectives their schedules differ
+/// (a count that differs can even pick another algorithm): a rank may be
+/// waiting on a peer that will never send to it, and only a neighbour of
+/// that peer can end its wait. After a mismatch, when this rank cannot know
+/// who waits on whom, every rank is told (as far as free slots allow: all
+/// of them up to `2 * slots + 2` ranks). A notice to a peer that has
+/// finished is never matched (its tag is that of the finished call).
+fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize, culprit: Option<usize>, everyone: bool) {
     let tag = (cx.desc.seq & 0x7fff) as u32;
-    let mut told = Vec::new(); // at most log2(n) peers; only on the error path
-    for i in 0..sched.len() {
-        let st = sched.step(i);
-        if !st.prim.sends() || told.contains(&st.send_to) {
+    let (me, n) = (cx.t.rank(), cx.t.size());
+    let steps = (0..sched.len()).map(|i| sched.step(i));
+    let sends = steps.clone().filter(|st| st.prim.sends()).map(|st| st.send_to);
+    let recvs = steps.filter(|st| st.prim.receives()).map(|st| st.recv_from);
+    let all = (1..n).map(|d| (me + d) % n).filter(|_| everyone);
+    let mut told = Vec::new(); // only on the error path
+    for peer in culprit.into_iter().chain(sends).chain(recvs).chain(all) {
+        if peer == me || told.contains(&peer) {
             continue;
         }
         let Some(id) = cx.scratch.free.pop() else { return };
@@ -221,8 +239,8 @@ fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize) {
         seal(cx.checksum, hdr, cx.t.slot_mut(id), 0);
         // Never waited on: the collective is over for this rank, and
         // cancel_all() reclaims (or retires) the slot.
-        let _ = cx.t.post_send(id, HEADER, st.send_to, tag);
-        told.push(st.send_to);
+        let _ = cx.t.post_send(id, HEADER, peer, tag);
+        told.push(peer);
     }
 }
 

@@ -234,3 +234,42 @@ fn abort_from_another_thread_ends_the_wait_and_reaches_peers() {
     assert!(matches!(e1, Error::PeerAborted { rank: 1, peer: 0, .. }), "{e1}");
     assert!(*took0 < Duration::from_secs(5) && *took1 < Duration::from_secs(5), "{took0:?} {took1:?}");
 }
+
+/// Calls that differ so much that the ranks' schedules differ (another
+/// algorithm, another collective): the ranks do not even wait on the same
+/// peers, yet every rank must fail fast. A 60 s deadline: only the checks
+/// and abort notices can end these calls within the 5 s asserted.
+#[test]
+fn calls_with_different_schedules_fail_fast_on_every_rank() {
+    #[derive(Clone, Copy, Debug)]
+    enum Odd {
+        /// 1001 elements where the others pass 100000: `Auto` picks
+        /// recursive doubling for it and the ring for them.
+        SmallCount,
+        Broadcast,
+        Barrier,
+    }
+    for odd in [Odd::SmallCount, Odd::Broadcast, Odd::Barrier] {
+        let t0 = Instant::now();
+        let out = ringfuse::local::run(3, |mut comm| {
+            let opts = AllreduceOpts::default().timeout(Duration::from_secs(60));
+            comm.set_defaults(opts.clone());
+            let mut v = vec![1f32; 100_000];
+            let r = match (comm.rank(), odd) {
+                (2, Odd::SmallCount) => comm.allreduce_with(&mut v[..1001], ReduceOp::Sum, &opts),
+                (2, Odd::Broadcast) => comm.broadcast_with(&mut v, 0, &opts),
+                (2, Odd::Barrier) => comm.barrier(),
+                _ => comm.allreduce_with(&mut v, ReduceOp::Sum, &opts),
+            };
+            (r, t0.elapsed())
+        });
+        let mut named_both = false;
+        for (r, (res, took)) in out.iter().enumerate() {
+            let e = res.as_ref().expect_err("every rank fails");
+            assert!(*took < Duration::from_secs(5), "{odd:?}: rank {r} took {took:?}: {e}");
+            assert!(e.to_string().contains(&format!("rank {r}")), "{odd:?}: {e}");
+            named_both |= matches!(e, Error::Mismatch { .. });
+        }
+        assert!(named_both, "{odd:?}: some rank must name both calls: {out:?}");
+    }
+}
