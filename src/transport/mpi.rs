@@ -34,6 +34,7 @@ impl MpiTransport {
     /// so MPI is not finalised while this carrier lives.
     pub fn new<C: ::mpi::traits::Communicator>(comm: &C, keep: Option<Arc<dyn Any + Send + Sync>>) -> Self {
         let comm = comm.duplicate();
+        super::mpi_ffi::errors_return(comm.as_raw());
         let (rank, size) = (comm.rank() as usize, comm.size() as usize);
         MpiTransport { inflight: InFlight::default(), comm: Some(SendComm(comm)), rank, size, _keep_mpi: keep }
     }

@@ -40,6 +40,17 @@ fn check(code: c_int, what: &str) -> Result<(), String> {
     }
 }
 
+/// Makes MPI errors on `comm` come back as return codes instead of
+/// aborting the job (`MPI_ERRORS_ARE_FATAL` is the default): a message
+/// longer than the receive slot (ranks that called with different element
+/// types or slice sizes) must become ringfuse's error, naming the peer.
+pub fn errors_return(comm: ffi::MPI_Comm) {
+    // SAFETY: `comm` is a live communicator handle (the transport's own
+    // duplicate); RSMPI_ERRORS_RETURN is a constant handle from rsmpi's shim.
+    let code = unsafe { ffi::MPI_Comm_set_errhandler(comm, ffi::RSMPI_ERRORS_RETURN) };
+    debug_assert_eq!(code, ffi::MPI_SUCCESS as c_int, "MPI_Comm_set_errhandler");
+}
+
 impl InFlight {
     pub fn pool(&mut self) -> &mut SlotPool {
         &mut self.pool
@@ -113,7 +124,20 @@ impl InFlight {
         let mut status = std::mem::MaybeUninit::<ffi::MPI_Status>::zeroed();
         // SAFETY: p.req is a live request from send/recv; MPI writes status.
         let code = unsafe { ffi::MPI_Test(&mut p.req, &mut flag, status.as_mut_ptr()) };
-        check(code, "MPI_Test")?;
+        if code != ffi::MPI_SUCCESS as c_int {
+            // A failed request (a truncated receive, say) is over, but its
+            // buffer is not trusted again: retire it, as cancel_all does.
+            self.posted[id] = None;
+            let old = self.pool.retire(id);
+            self.retired.push(old);
+            let mut text = vec![0u8; ffi::MPI_MAX_ERROR_STRING as usize];
+            let mut len: c_int = 0;
+            // SAFETY: MPI writes at most MPI_MAX_ERROR_STRING bytes and the
+            // length it wrote.
+            unsafe { ffi::MPI_Error_string(code, text.as_mut_ptr() as *mut _, &mut len) };
+            text.truncate(len.clamp(0, ffi::MPI_MAX_ERROR_STRING as c_int) as usize);
+            return Err(format!("MPI_Test failed: {}", String::from_utf8_lossy(&text)));
+        }
         if flag == 0 {
             return Ok(None);
         }
