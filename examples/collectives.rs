@@ -44,11 +44,7 @@ fn run(comm: &Communicator) -> Result<usize, String> {
                             let s: f32 = inputs(i).sum();
                             let v = s / n as f32;
                             // Avg rounds once to the wire after dividing.
-                            match codec {
-                                Codec::Native => v,
-                                Codec::Fp16 => half::f16::from_f32(v).to_f32(),
-                                Codec::Bf16 => half::bf16::from_f32(v).to_f32(),
-                            }
+                            ringfuse::verify::through_wire(codec, ringfuse::DType::F32, v as f64) as f32
                         }
                         ReduceOp::Min => inputs(i).fold(f32::INFINITY, f32::min),
                         ReduceOp::Max => inputs(i).fold(f32::NEG_INFINITY, f32::max),

@@ -27,6 +27,40 @@
 //! the wire. [`Codec::sum_error_bound`] computes the bound; the tests and
 //! `ringfuse-perf` check every element against it.
 //!
+//! # Block-scaled formats
+//!
+//! [`Codec::Fp16Scaled`] and [`Codec::Int8`] cut each slice into blocks of
+//! [`crate::AllreduceOpts::scale_block`] elements (default
+//! [`DEFAULT_SCALE_BLOCK`]) and send one `f32` scale per block ahead of the
+//! block's codes: the payload of `n` elements is `4 * ceil(n / block)`
+//! bytes of scales, then the codes. The scale is chosen from the block's
+//! largest finite magnitude `m`, at every hop, for the value being sent:
+//!
+//! - `Fp16Scaled`: the scale is the power of two `2^(e - 15)` where
+//!   `2^(e-1) <= m < 2^e` (at least `2^-126`), so `x / scale` is exact and
+//!   lies below `2^15`: FP16 codes never overflow, and values down to
+//!   `m * 2^-29` keep FP16's full relative precision. Decoding is
+//!   `f32(code) * scale`. Infinities and NaN travel as such.
+//! - `Int8`: `scale = m / 127`, `code = clamp(round_half_even(x / scale),
+//!   -127, 127)`, decoding is `code * scale`: about a quarter of f32's
+//!   bytes (`1 + 4 / block` bytes per element). The error of one rounding
+//!   is at most `scale / 2`, relative to the block's largest value, not to
+//!   the element. An infinite or NaN value cannot be carried and is
+//!   reported as [`crate::Error::Fp16Overflow`] (naming the codec) instead
+//!   of being sent as a wrong finite number.
+//!
+//! Both reduce in `f32` for every buffer type. With `P` the sum over ranks
+//! of each rank's largest `|x|` in the buffer (a bound on every partial
+//! result's block maximum) and `r` the roundings on the way to a result
+//! (`n` on the ring, at most `2n` for recursive doubling):
+//!
+//! - `Int8`: `|result - exact| <= r * P / 254 + f32 accumulation error`;
+//! - `Fp16Scaled`: the FP16 bound above with `e_min` replaced by
+//!   `P * 2^-39`, plus the same for `Min`/`Max` (whose results are rounded
+//!   once per hop with each hop's own scale).
+//!
+//! [`crate::verify::expect_scaled`] computes these bounds.
+//!
 //! FP16 holds magnitudes up to 65504. A partial result that is finite but
 //! rounds to infinity on an FP16 or BF16 wire is reported as
 //! [`crate::Error::Fp16Overflow`] on every rank, never returned as `inf`.
@@ -44,7 +78,24 @@ pub enum Codec {
     Fp16,
     /// bfloat16 on the wire: half the bytes of f32, f32's range.
     Bf16,
+    /// FP16 codes with one power-of-two `f32` scale per block: FP16's
+    /// precision without its overflow or its underflow of small gradients.
+    Fp16Scaled,
+    /// 8-bit integer codes with one `f32` scale (block absmax / 127) per
+    /// block: about a quarter of f32's bytes.
+    Int8,
 }
+
+/// Elements per scale of the block-scaled codecs unless
+/// [`crate::AllreduceOpts::scale_block`] says otherwise. Measured with
+/// `cargo bench --bench kernels -- scale_block` (see the README): 1024
+/// costs 0.4% more bytes than 4096 on an `Int8` wire and keeps a large
+/// outlier from flattening more than 1024 neighbours.
+pub const DEFAULT_SCALE_BLOCK: usize = 1024;
+
+/// Largest block of the block-scaled codecs (the kernels' stack buffers
+/// hold one block).
+pub const MAX_SCALE_BLOCK: usize = 4096;
 
 impl Codec {
     /// Lowercase name, as the CLI spells it.
@@ -53,6 +104,28 @@ impl Codec {
             Codec::Native => "native",
             Codec::Fp16 => "fp16",
             Codec::Bf16 => "bf16",
+            Codec::Fp16Scaled => "fp16scaled",
+            Codec::Int8 => "int8",
+        }
+    }
+
+    /// Every codec, in the order the CLI and the fingerprint list them.
+    pub const ALL: [Codec; 5] = [Codec::Native, Codec::Fp16, Codec::Bf16, Codec::Fp16Scaled, Codec::Int8];
+
+    /// Whether this codec sends per-block scales (so its rounding depends
+    /// on a block's largest value, not on the element alone).
+    pub fn is_block_scaled(self) -> bool {
+        matches!(self, Codec::Fp16Scaled | Codec::Int8)
+    }
+
+    /// Payload bytes of `count` elements of a `dtype` buffer on this wire,
+    /// in one message (block-scaled codecs: with their scales, blocks of
+    /// `block` elements).
+    pub fn wire_bytes(self, dtype: DType, count: usize, block: usize) -> usize {
+        match self {
+            Codec::Native | Codec::Fp16 | Codec::Bf16 => count * self.wire_dtype(dtype).size(),
+            Codec::Fp16Scaled => 4 * count.div_ceil(block.max(1)) + 2 * count,
+            Codec::Int8 => 4 * count.div_ceil(block.max(1)) + count,
         }
     }
 
@@ -62,20 +135,28 @@ impl Codec {
             "native" => Some(Codec::Native),
             "fp16" | "f16" => Some(Codec::Fp16),
             "bf16" => Some(Codec::Bf16),
+            "fp16scaled" | "fp16-scaled" | "fp16_scaled" => Some(Codec::Fp16Scaled),
+            "int8" | "i8" => Some(Codec::Int8),
             _ => None,
         }
     }
 
-    /// The element type that travels for a buffer of `dtype`.
+    /// The element type that travels for a buffer of `dtype`: the codes'
+    /// type for `Fp16Scaled` (`F16`); for `Int8`, whose codes are
+    /// integers, the type its scales and arithmetic use (`F32`). See
+    /// [`Self::wire_bytes`] for the bytes.
     pub fn wire_dtype(self, dtype: DType) -> DType {
         match self {
             Codec::Native => dtype,
-            Codec::Fp16 => DType::F16,
+            Codec::Fp16 | Codec::Fp16Scaled => DType::F16,
             Codec::Bf16 => DType::Bf16,
+            Codec::Int8 => DType::F32,
         }
     }
 
-    /// Unit roundoff of one rounding to the wire, for a buffer of `dtype`.
+    /// Unit roundoff of one rounding to the wire, for a buffer of `dtype`
+    /// (element-wise codecs; a block-scaled codec's error is relative to
+    /// its block's largest value: see the module docs).
     pub fn unit_roundoff(self, dtype: DType) -> f64 {
         unit_roundoff(self.wire_dtype(dtype))
     }

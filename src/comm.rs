@@ -8,6 +8,8 @@ use std::time::Duration;
 use half::{bf16, f16};
 
 use crate::codec::Codec;
+use crate::cpu::blocked::{Int8, ScaledF16};
+use crate::cpu::hop::{BlockScaled, Elementwise};
 use crate::element::{DType, Element, ReduceOp};
 use crate::error::{BufferState, Error, Result};
 use crate::exec::{self, Ctx, Local, Scratch};
@@ -64,6 +66,11 @@ pub struct AllreduceOpts {
     /// On by default; `RINGFUSE_VERIFY_CALLS=0` turns it off, which exists
     /// to measure its cost (see the README) and is not recommended.
     pub verify_calls: bool,
+    /// Elements per scale of the block-scaled codecs
+    /// ([`Codec::Fp16Scaled`], [`Codec::Int8`]); 1 to
+    /// [`crate::codec::MAX_SCALE_BLOCK`], the same on every rank. Default
+    /// [`crate::codec::DEFAULT_SCALE_BLOCK`].
+    pub scale_block: usize,
 }
 
 impl Default for AllreduceOpts {
@@ -92,6 +99,7 @@ impl Default for AllreduceOpts {
             small_bytes: 32 << 10,
             checksum: env_flag("RINGFUSE_CHECKSUM", false),
             verify_calls: env_flag("RINGFUSE_VERIFY_CALLS", true),
+            scale_block: crate::codec::DEFAULT_SCALE_BLOCK,
         }
     }
 }
@@ -130,6 +138,11 @@ impl AllreduceOpts {
     /// Turns the cross-rank call check on or off.
     pub fn verify_calls(mut self, on: bool) -> Self {
         self.verify_calls = on;
+        self
+    }
+    /// Sets the elements per scale of the block-scaled codecs.
+    pub fn scale_block(mut self, elements: usize) -> Self {
+        self.scale_block = elements;
         self
     }
 }
@@ -289,8 +302,8 @@ impl Communicator {
     /// ```
     pub fn allreduce_with<T: Element>(&self, buf: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
         let count = buf.len();
-        self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, |rank, size, _| {
-            let wire_bytes = count * opts.codec.wire_dtype(T::DTYPE).size();
+        self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, size, _| {
+            let wire_bytes = opts.codec.wire_bytes(T::DTYPE, count, opts.scale_block);
             // Recursive doubling keeps partial results in the buffer between
             // exchanges: exact for f32/f64 (the accumulator's precision), an
             // extra rounding per step for 16-bit buffers, which the codec
@@ -307,6 +320,45 @@ impl Communicator {
             } else {
                 Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce })
             };
+            (s, Local::InPlace(buf))
+        })
+    }
+
+    /// Ring allreduce (`Sum`) of `buf` with *error feedback*, as used by
+    /// [`crate::GradSync`] with lossy codecs: first `buf += residual`, then
+    /// the allreduce, during which `residual` takes, for every element this
+    /// rank encodes (once per element: its own input or the partial sum it
+    /// forwards, at positions fixed by the ring), the value before the
+    /// encode minus the value the wire carries. Feeding `residual` into the
+    /// next call puts back what this call's rounding lost, so the sum of
+    /// results over many calls tracks the exact sum instead of drifting.
+    /// Always the ring ([`Algorithm`] is ignored).
+    ///
+    /// ```
+    /// use ringfuse::{AllreduceOpts, Codec};
+    /// let out = ringfuse::local::run(2, |comm| {
+    ///     let opts = AllreduceOpts::default().codec(Codec::Int8);
+    ///     let mut residual = vec![0f32; 3];
+    ///     let mut total = 0f64;
+    ///     for _ in 0..100 {
+    ///         let mut g = vec![1.0f32, 0.01, 0.003];
+    ///         comm.allreduce_with_feedback(&mut g, &mut residual, &opts).unwrap();
+    ///         total += g[2] as f64;
+    ///     }
+    ///     total
+    /// });
+    /// // 100 steps of 2 x 0.003: off by at most one step's rounding.
+    /// assert!((out[0] - 0.6).abs() < 0.01, "{}", out[0]);
+    /// ```
+    pub fn allreduce_with_feedback(&self, buf: &mut [f32], residual: &mut [f32], opts: &AllreduceOpts) -> Result<()> {
+        let count = buf.len();
+        if residual.len() != count {
+            let op = self.desc::<f32>(Collective::Allreduce, count, Some(ReduceOp::Sum), None, opts);
+            return Err(Error::Length { rank: self.rank, op, what: "residual", expected: count, got: residual.len() });
+        }
+        let op = Some(ReduceOp::Sum);
+        self.call::<f32>(Collective::Allreduce, count, op, None, opts, Some(residual), |rank, size, _| {
+            let s = Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce });
             (s, Local::InPlace(buf))
         })
     }
@@ -338,7 +390,7 @@ impl Communicator {
                 got: count,
             });
         }
-        self.call::<T>(Collective::ReduceScatter, count, Some(op), None, opts, |rank, size, _| {
+        self.call::<T>(Collective::ReduceScatter, count, Some(op), None, opts, None, |rank, size, _| {
             let own = crate::schedule::block_range(count, size, rank);
             output.copy_from_slice(&input[own.clone()]);
             let s = Sched::Ring(Ring { rank, size, count, kind: RingKind::ReduceScatter });
@@ -366,7 +418,7 @@ impl Communicator {
                 got: count,
             });
         }
-        self.call::<T>(Collective::Allgather, count, None, None, opts, |rank, size, _| {
+        self.call::<T>(Collective::Allgather, count, None, None, opts, None, |rank, size, _| {
             let own = crate::schedule::block_range(count, size, rank);
             if size == 1 {
                 output.copy_from_slice(input);
@@ -388,7 +440,7 @@ impl Communicator {
             let op = self.desc::<T>(Collective::Broadcast, count, None, Some(root), opts);
             return Err(Error::Root { rank: self.rank, op, root, size: self.size });
         }
-        self.call::<T>(Collective::Broadcast, count, None, Some(root), opts, |rank, size, _| {
+        self.call::<T>(Collective::Broadcast, count, None, Some(root), opts, None, |rank, size, _| {
             (Sched::Chain(Chain { rank, size, count, root }), Local::InPlace(buf))
         })
     }
@@ -413,6 +465,7 @@ impl Communicator {
             checksum: opts.checksum,
             verify_calls: opts.verify_calls,
             flight: &self.flight,
+            residual: None,
         };
         self.flight.begin(&desc, (n_rounds(self.size)) as usize);
         let r = exec::barrier(&mut cx);
@@ -465,6 +518,7 @@ impl Communicator {
     }
 
     /// The common path of every data-moving collective.
+    #[allow(clippy::too_many_arguments)] // the call's description, spelled out once for every collective
     fn call<'b, T: Element>(
         &self,
         kind: Collective,
@@ -472,9 +526,21 @@ impl Communicator {
         op: Option<ReduceOp>,
         root: Option<usize>,
         opts: &AllreduceOpts,
+        residual: Option<&mut [f32]>,
         build: impl FnOnce(usize, usize, ()) -> (Sched, Local<'b, T>),
     ) -> Result<()> {
         let desc0 = self.desc::<T>(kind, count, op, root, opts);
+        if opts.codec.is_block_scaled() && !(1..=crate::codec::MAX_SCALE_BLOCK).contains(&opts.scale_block) {
+            return Err(Error::Unsupported {
+                rank: self.rank,
+                op: desc0,
+                detail: format!(
+                    "scale_block must be 1 to {} elements (got {})",
+                    crate::codec::MAX_SCALE_BLOCK,
+                    opts.scale_block
+                ),
+            });
+        }
         if opts.slots == 0 || opts.slice_bytes < 64 {
             return Err(Error::Unsupported {
                 rank: self.rank,
@@ -492,6 +558,15 @@ impl Communicator {
         let desc = self.desc::<T>(kind, count, op, root, opts);
         self.seq.fetch_add(1, Ordering::Relaxed);
         let (sched, mut local) = build(self.rank, self.size, ());
+        let mut residual = residual;
+        if let (Some(res), Local::InPlace(buf)) = (residual.as_deref_mut(), &mut local) {
+            // Error feedback: last call's encode errors join this call's
+            // input (f32 buffers only; checked by the caller).
+            for (b, r) in bytemuck::cast_slice_mut::<T, f32>(buf).iter_mut().zip(res.iter_mut()) {
+                *b += *r;
+                *r = 0.0; // stays 0 where nothing is encoded (one rank)
+            }
+        }
         let steps = match &sched {
             Sched::Ring(s) => s.len(),
             Sched::Chain(s) => s.len(),
@@ -503,10 +578,17 @@ impl Communicator {
             // Nothing travels, so no wire rounding applies; Avg divides by 1.
             return Ok(());
         }
-        let wire = opts.codec.wire_dtype(T::DTYPE);
+        let code_bytes = match opts.codec {
+            Codec::Int8 => 1,
+            c => c.wire_dtype(T::DTYPE).size(),
+        };
         // Whole multiples of 32 elements keep the vector kernels on full
-        // vectors except at a block's end.
-        let slice = ((opts.slice_bytes / wire.size()) & !31).max(32);
+        // vectors except at a block's end; whole scale blocks keep every
+        // scale but a slice's last one covering a full block.
+        let mut slice = ((opts.slice_bytes / code_bytes) & !31).max(32);
+        if opts.codec.is_block_scaled() && slice >= opts.scale_block {
+            slice -= slice % opts.scale_block;
+        }
         let reduce = op.unwrap_or(ReduceOp::Sum);
         let avg = (reduce == ReduceOp::Avg).then_some(self.size);
         let State { transport, scratch, .. } = &mut *st;
@@ -526,11 +608,13 @@ impl Communicator {
             checksum: opts.checksum,
             verify_calls: opts.verify_calls,
             flight: &self.flight,
+            residual,
         };
+        let (codec, block) = (opts.codec, opts.scale_block);
         let r = match &sched {
-            Sched::Ring(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
-            Sched::Chain(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
-            Sched::Doubling(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, opts.codec),
+            Sched::Ring(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
+            Sched::Chain(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
+            Sched::Doubling(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
         };
         let r = match r {
             Ok(flags) if flags & FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {
@@ -555,11 +639,14 @@ fn dispatch<E: Element, S: Schedule>(
     op: ReduceOp,
     avg: Option<usize>,
     codec: Codec,
+    block: usize,
 ) -> Result<u16> {
-    match codec.wire_dtype(E::DTYPE) {
-        DType::F16 => exec::run::<E, f16, S>(cx, s, local, op, avg),
-        DType::Bf16 => exec::run::<E, bf16, S>(cx, s, local, op, avg),
-        _ => exec::run::<E, E, S>(cx, s, local, op, avg),
+    match codec {
+        Codec::Fp16Scaled => exec::run(cx, &BlockScaled::<ScaledF16>::new(block), s, local, op, avg),
+        Codec::Int8 => exec::run(cx, &BlockScaled::<Int8>::new(block), s, local, op, avg),
+        Codec::Fp16 => exec::run(cx, &Elementwise::<f16>::new(), s, local, op, avg),
+        Codec::Bf16 => exec::run(cx, &Elementwise::<bf16>::new(), s, local, op, avg),
+        Codec::Native => exec::run(cx, &Elementwise::<E>::new(), s, local, op, avg),
     }
 }
 

@@ -58,8 +58,9 @@ pub enum Error {
         /// What happened to the caller's buffer.
         buffer: BufferState,
     },
-    /// A value that is finite in the buffer became infinite on an FP16 wire.
-    #[error("rank {rank}: {op}: a partial result exceeded FP16's range (|x| > 65504) on the wire; use codec bf16, average before summing, or the native codec")]
+    /// A value the wire cannot carry: a finite value that would become
+    /// infinite on an FP16 wire, or an infinity or NaN on an `Int8` wire.
+    #[error("rank {rank}: {op}: a value could not be carried by the wire: beyond FP16's range (|x| > 65504) on fp16, or inf/NaN on int8; use codec fp16scaled or bf16, average before summing, or the native codec")]
     Fp16Overflow {
         /// The rank reporting it (every rank reports the same).
         rank: usize,

@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::cpu;
+use crate::cpu::hop::HopKernels;
 use crate::element::{Element, ReduceOp};
 use crate::error::{BufferState, Error, Result};
 use crate::flight::{Dir, FlightRecorder};
@@ -48,6 +48,10 @@ pub(crate) struct Ctx<'a> {
     /// Compare each message's call fingerprint with this rank's call.
     pub verify_calls: bool,
     pub flight: &'a FlightRecorder,
+    /// Error feedback (ring allreduce of an in-place `Sum` only): for
+    /// every element this rank encodes, `residual[i]` becomes the value
+    /// before the encode minus the value the wire carries.
+    pub residual: Option<&'a mut [f32]>,
 }
 
 /// Slot bookkeeping kept across calls so its queues never reallocate.
@@ -161,14 +165,15 @@ impl Cursor {
     }
 }
 
-/// Runs `sched` with buffer element `E` and wire element `W`. Returns the
+/// Runs `sched` with buffer element `E` and the wire format's kernels `k`. Returns the
 /// OR of the final flags of every slice this rank saw.
 ///
 /// On failure, tells its ring (or tree) neighbours (best effort, header
 /// only, never waited on) so their waits end at once instead of at their
 /// deadline; they fail with [`Error::PeerAborted`] and tell theirs.
-pub(crate) fn run<E: Element, W: Element, S: Schedule>(
+pub(crate) fn run<E: Element, K: HopKernels<E>, S: Schedule>(
     cx: &mut Ctx<'_>,
+    k: &K,
     sched: &S,
     local: &mut Local<'_, E>,
     op: ReduceOp,
@@ -176,7 +181,7 @@ pub(crate) fn run<E: Element, W: Element, S: Schedule>(
 ) -> Result<u16> {
     // Reduce-scatter's output already holds the own block of the input.
     let mut touched = matches!(local, Local::Scatter { .. });
-    run_hops::<E, W, S>(cx, sched, local, op, avg_ranks, &mut touched).map_err(|e| {
+    run_hops::<E, K, S>(cx, k, sched, local, op, avg_ranks, &mut touched).map_err(|e| {
         let origin = match &e {
             Error::PeerAborted { origin, .. } => *origin,
             _ => cx.t.rank(),
@@ -244,25 +249,25 @@ fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize, culprit
     }
 }
 
-fn run_hops<E: Element, W: Element, S: Schedule>(
+fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
     cx: &mut Ctx<'_>,
+    k: &K,
     sched: &S,
     local: &mut Local<'_, E>,
     op: ReduceOp,
     avg_ranks: Option<usize>,
     touched: &mut bool,
 ) -> Result<u16> {
-    let wsize = std::mem::size_of::<W>();
     let base = base_header(cx);
     let total = 2 * cx.slots + 2;
-    cx.t.reserve(total, HEADER + cx.slice * wsize);
+    cx.t.reserve(total, HEADER + k.bytes(cx.slice));
     let sc = &mut *cx.scratch;
     sc.free.clear();
     sc.free.extend((0..total).rev());
     sc.recvs.clear();
     sc.sends.clear();
     let tag = (cx.desc.seq & 0x7fff) as u32;
-    let native = E::DTYPE == W::DTYPE;
+    let native = k.is_identity();
     let mut flags_seen = 0u16;
     let mut hops = Cursor::new(sched, cx.slice, cx.per_round, false);
     let mut ahead = Cursor::new(sched, cx.slice, cx.per_round, true);
@@ -280,11 +285,11 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
 
         let st = hop.step;
         cx.flight.hop(cx.desc.seq, hop.step_idx, hop.slice_idx);
-        let payload_bytes = hop.range.len() * wsize;
+        let payload_bytes = k.bytes(hop.range.len());
         let mut recv_hdr = Header { block: st.block as u32, slice: hop.slice_idx as u32, ..base };
         let exchange = matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal);
         let recv_id = if st.prim.receives() && !exchange {
-            let (id, flags) = take_recv(cx, &hop, recv_hdr, wsize, &mut msg)?;
+            let (id, flags) = take_recv(cx, &hop, recv_hdr, payload_bytes, &mut msg)?;
             recv_hdr.flags = flags;
             Some(id)
         } else {
@@ -297,8 +302,17 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
             Prim::Send | Prim::CopySend => {
                 let out = acquire(cx)?;
                 let buf = cx.t.slot_mut(out);
-                let over = encode::<E, W>(local.read(range.clone()), &mut buf[HEADER..HEADER + payload_bytes]);
+                let over = k.encode(local.read(range.clone()), &mut buf[HEADER..HEADER + payload_bytes]);
                 let mut flags = if over { FLAG_OVERFLOW } else { 0 };
+                if st.prim == Prim::Send {
+                    if let Some(res) = cx.residual.as_deref_mut() {
+                        let res = &mut res[range.clone()];
+                        for (r, l) in res.iter_mut().zip(local.read(range.clone())) {
+                            *r = l.to_f32();
+                        }
+                        k.sub_decoded(&buf[HEADER..HEADER + payload_bytes], res);
+                    }
+                }
                 if st.prim == Prim::CopySend {
                     flags |= flags_seen;
                 }
@@ -309,7 +323,7 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
                     flags_seen |= flags;
                     if !(native && matches!(local, Local::InPlace(_))) {
                         *touched = true;
-                        decode::<E, W>(&buf[HEADER..HEADER + payload_bytes], local.write(range.clone()));
+                        k.decode_store(&buf[HEADER..HEADER + payload_bytes], local.write(range.clone()));
                     }
                 }
                 seal(cx.checksum, out_hdr(flags), cx.t.slot_mut(out), payload_bytes);
@@ -319,14 +333,26 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
                 let rid = recv_id.expect("receiving primitive");
                 let out = acquire(cx)?;
                 let (rbuf, obuf) = cx.t.slot_pair(rid, out);
-                let recv_p: &[W] = bytemuck::cast_slice(&rbuf[HEADER..HEADER + payload_bytes]);
-                let out_p: &mut [W] = bytemuck::cast_slice_mut(&mut obuf[HEADER..HEADER + payload_bytes]);
+                let recv_p = &rbuf[HEADER..HEADER + payload_bytes];
+                let out_p = &mut obuf[HEADER..HEADER + payload_bytes];
+                // Error feedback: the value about to be encoded, formed as
+                // the kernel forms it (received + local, in f32).
+                let mut res = cx.residual.as_deref_mut().map(|r| &mut r[range.clone()]);
+                if let Some(res) = res.as_deref_mut() {
+                    for (r, l) in res.iter_mut().zip(local.read(range.clone())) {
+                        *r = l.to_f32();
+                    }
+                    k.add_decoded(recv_p, res);
+                }
                 let over = if st.prim == Prim::RecvReduceSend {
-                    cpu::reduce_encode(op, recv_p, local.read(range.clone()), out_p)
+                    k.reduce_encode(op, recv_p, local.read(range.clone()), out_p)
                 } else {
                     *touched = true;
-                    cpu::reduce_store_encode(op, avg_ranks, recv_p, local.write(range.clone()), out_p)
+                    k.reduce_store_encode(op, avg_ranks, recv_p, local.write(range.clone()), out_p)
                 };
+                if let Some(res) = res {
+                    k.sub_decoded(out_p, res);
+                }
                 let flags = recv_hdr.flags | if over { FLAG_OVERFLOW } else { 0 };
                 seal(cx.checksum, out_hdr(flags), cx.t.slot_mut(out), payload_bytes);
                 cx.scratch.free.push(rid);
@@ -344,7 +370,7 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
                 flags_seen |= recv_hdr.flags;
                 *touched = true;
                 let rbuf = &cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes];
-                cpu::reduce_into(op, bytemuck::cast_slice::<u8, W>(rbuf), local.write(range));
+                k.reduce_into(op, rbuf, local.write(range));
                 cx.scratch.free.push(rid);
             }
             Prim::Exchange | Prim::ExchangeFinal => {
@@ -352,24 +378,24 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
                 // are already posted, so neither waits on the other's send.
                 let out = acquire(cx)?;
                 let buf = cx.t.slot_mut(out);
-                let over = encode::<E, W>(local.read(range.clone()), &mut buf[HEADER..HEADER + payload_bytes]);
+                let over = k.encode(local.read(range.clone()), &mut buf[HEADER..HEADER + payload_bytes]);
                 flags_seen |= if over { FLAG_OVERFLOW } else { 0 };
                 seal(cx.checksum, out_hdr(flags_seen), cx.t.slot_mut(out), payload_bytes);
                 post_send(cx, out, HEADER + payload_bytes, st, &mut sent)?;
-                let (rid, flags) = take_recv(cx, &hop, recv_hdr, wsize, &mut msg)?;
+                let (rid, flags) = take_recv(cx, &hop, recv_hdr, payload_bytes, &mut msg)?;
                 flags_seen |= flags;
                 *touched = true;
                 let mine_first = cx.t.rank() < st.recv_from;
                 if st.prim == Prim::Exchange {
                     let rbuf = &cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes];
-                    cpu::exchange::<E, W>(op, bytemuck::cast_slice(rbuf), local.write(range), mine_first, None);
+                    k.exchange(op, rbuf, local.write(range), mine_first, None);
                     cx.scratch.free.push(rid);
                 } else {
                     let scratch = acquire(cx)?;
                     let (rbuf, obuf) = cx.t.slot_pair(rid, scratch);
-                    let theirs: &[W] = bytemuck::cast_slice(&rbuf[HEADER..HEADER + payload_bytes]);
-                    let fin: &mut [W] = bytemuck::cast_slice_mut(&mut obuf[HEADER..HEADER + payload_bytes]);
-                    if cpu::exchange(op, theirs, local.write(range), mine_first, Some((avg_ranks, fin))) {
+                    let theirs = &rbuf[HEADER..HEADER + payload_bytes];
+                    let fin = &mut obuf[HEADER..HEADER + payload_bytes];
+                    if k.exchange(op, theirs, local.write(range), mine_first, Some((avg_ranks, fin))) {
                         flags_seen |= FLAG_OVERFLOW;
                     }
                     cx.scratch.free.push(rid);
@@ -380,7 +406,7 @@ fn run_hops<E: Element, W: Element, S: Schedule>(
                 let rid = recv_id.expect("receiving primitive");
                 flags_seen |= recv_hdr.flags;
                 *touched = true;
-                decode::<E, W>(&cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes], local.write(range));
+                k.decode_store(&cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes], local.write(range));
                 if st.prim == Prim::RecvCopySend {
                     // Forward the very bytes received, header included.
                     post_send(cx, rid, HEADER + payload_bytes, st, &mut sent)?;
@@ -473,12 +499,18 @@ fn check_crc(
 
 /// Waits for the receive posted for `hop`, checks its header against
 /// `expect` and its length, and returns the slot and the header's flags.
-fn take_recv(cx: &mut Ctx<'_>, hop: &Hop, expect: Header, wsize: usize, msg: &mut usize) -> Result<(SlotId, u16)> {
+fn take_recv(
+    cx: &mut Ctx<'_>,
+    hop: &Hop,
+    expect: Header,
+    payload_bytes: usize,
+    msg: &mut usize,
+) -> Result<(SlotId, u16)> {
     let (id, peer, step_idx, range) = cx.scratch.recvs.pop_front().expect("a receive was posted for this hop");
     debug_assert!(step_idx == hop.step_idx && range == hop.range);
     let got = wait(cx, id, peer, "receive from", step_idx, *msg)?;
     *msg += 1;
-    let want_len = HEADER + hop.range.len() * wsize;
+    let want_len = HEADER + payload_bytes;
     let hdr = Header::read(&cx.t.slot_mut(id)[..got.min(HEADER)]);
     if let Some(h) = hdr {
         // Integrity first: with checksums on, nothing in a message (its
@@ -517,14 +549,6 @@ fn take_recv(cx: &mut Ctx<'_>, hop: &Hop, expect: Header, wsize: usize, msg: &mu
             buffer: BufferState::Untouched,
         }),
     }
-}
-
-fn encode<E: Element, W: Element>(src: &[E], out: &mut [u8]) -> bool {
-    cpu::encode(src, bytemuck::cast_slice_mut::<u8, W>(out))
-}
-
-fn decode<E: Element, W: Element>(src: &[u8], out: &mut [E]) {
-    cpu::decode_store(bytemuck::cast_slice::<u8, W>(src), out)
 }
 
 fn post_send(cx: &mut Ctx<'_>, id: SlotId, len: usize, st: Step, sent: &mut usize) -> Result<()> {

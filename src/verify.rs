@@ -64,10 +64,18 @@ pub fn through_wire(codec: Codec, dtype: DType, x: f64) -> f64 {
 /// What an allreduce (or reduce-scatter) of `op` over the ranks' inputs
 /// `xs` (one element, every rank, as `f64`) must produce for a buffer of
 /// `dtype` with wire `codec`. One rank returns its input unchanged.
-pub fn expect(codec: Codec, dtype: DType, op: ReduceOp, xs: &[f64]) -> Expect {
+///
+/// `peaks[r]` is rank `r`'s largest finite `|x|` over the whole buffer: a
+/// block-scaled codec's rounding is relative to its block's largest
+/// value, which these bound (see [`crate::codec`]). Element-wise codecs
+/// ignore it.
+pub fn expect(codec: Codec, dtype: DType, op: ReduceOp, xs: &[f64], peaks: &[f64]) -> Expect {
     let n = xs.len();
     if n == 1 {
         return Expect::Exact(xs[0]);
+    }
+    if codec.is_block_scaled() {
+        return expect_block_scaled(codec, dtype, op, xs, peaks);
     }
     let wire = codec.wire_dtype(dtype);
     // Storing the final wire value into a narrower element rounds again.
@@ -104,16 +112,75 @@ pub fn expect(codec: Codec, dtype: DType, op: ReduceOp, xs: &[f64]) -> Expect {
     }
 }
 
+/// [`expect`] for [`Codec::Fp16Scaled`] and [`Codec::Int8`]: `r = 2n`
+/// roundings (the ring does `n`; recursive doubling at most `2n`), each
+/// relative to a block maximum of at most `sum(peaks)` (for `Prod`, the
+/// product of the peaks, amplified by later factors of at most
+/// `max(peak, 1)` each).
+fn expect_block_scaled(codec: Codec, dtype: DType, op: ReduceOp, xs: &[f64], peaks: &[f64]) -> Expect {
+    let n = xs.len();
+    let r = 2 * n as i32;
+    let acc = 2f64.powi(-24);
+    let u_elem = if dtype.size() == 2 { unit_roundoff(dtype) } else { 0.0 };
+    let (peak, grow) = if op == ReduceOp::Prod {
+        (peaks.iter().product::<f64>(), peaks.iter().map(|p| p.max(1.0)).product::<f64>())
+    } else {
+        (peaks.iter().sum::<f64>(), 1.0)
+    };
+    // One rounding's absolute error relative to the block maximum, and
+    // relative to the value itself.
+    let (per_peak, rel) = match codec {
+        Codec::Int8 => (0.5 / 127.0 * 1.0001, 0.0),
+        _ => (2f64.powi(-39), unit_roundoff(DType::F16)),
+    };
+    let floor = r as f64 * peak * grow * per_peak;
+    let grown = |mag: f64, k: i32| ((1.0 + rel + acc).powi(k) - 1.0) * mag * 1.0001;
+    let (value, bound) = match op {
+        ReduceOp::Sum | ReduceOp::Avg => {
+            let exact: f64 = xs.iter().sum();
+            let abs: f64 = xs.iter().map(|x| x.abs()).sum();
+            let b = grown(abs, r) + floor;
+            if op == ReduceOp::Avg {
+                let v = exact / n as f64;
+                (v, b / n as f64 + 2.0 * acc * v.abs())
+            } else {
+                (exact, b)
+            }
+        }
+        ReduceOp::Min | ReduceOp::Max => {
+            let e = if op == ReduceOp::Min {
+                xs.iter().copied().fold(f64::INFINITY, f64::min)
+            } else {
+                xs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            };
+            let big = xs.iter().fold(0f64, |m, x| m.max(x.abs()));
+            (e, grown(big, r) + floor)
+        }
+        ReduceOp::Prod => {
+            let v: f64 = xs.iter().product();
+            (v, grown(v.abs(), 2 * r) + floor)
+        }
+    };
+    Expect::Within { value, bound: bound + u_elem * (value.abs() + bound) * 1.0001 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bounds_accept_the_true_error_and_reject_more() {
-        let e = expect(Codec::Fp16, DType::F32, ReduceOp::Sum, &[1.0, 1.0 / 3.0]);
+        let e = expect(Codec::Fp16, DType::F32, ReduceOp::Sum, &[1.0, 1.0 / 3.0], &[1.0, 1.0]);
         let Expect::Within { value, bound } = e else { panic!() };
         assert!(e.accepts(value + 0.99 * bound) && !e.accepts(value + 2.0 * bound));
         assert!(!e.accepts(f64::NAN));
-        assert_eq!(expect(Codec::Bf16, DType::F32, ReduceOp::Max, &[1.0 + 2f64.powi(-9), 0.5]), Expect::Exact(1.0));
+        assert_eq!(
+            expect(Codec::Bf16, DType::F32, ReduceOp::Max, &[1.0 + 2f64.powi(-9), 0.5], &[2.0, 2.0]),
+            Expect::Exact(1.0)
+        );
+        // Int8: relative to the peaks, so a small element may be far off
+        // in relative terms but not in absolute ones.
+        let e = expect(Codec::Int8, DType::F32, ReduceOp::Sum, &[0.001, 0.002], &[1.0, 1.0]);
+        assert!(e.accepts(0.003 + 0.03) && !e.accepts(0.003 + 0.04));
     }
 }

@@ -109,7 +109,7 @@ const KINDS: [Collective; 5] = [
 ];
 const DTYPES: [DType; 4] = [DType::F32, DType::F64, DType::F16, DType::Bf16];
 const OPS: [ReduceOp; 5] = [ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Min, ReduceOp::Max, ReduceOp::Prod];
-const CODECS: [Codec; 3] = [Codec::Native, Codec::Fp16, Codec::Bf16];
+const CODECS: [Codec; 5] = Codec::ALL;
 
 fn index<T: PartialEq>(all: &[T], v: &T) -> u8 {
     all.iter().position(|x| x == v).map_or(u8::MAX, |i| i as u8)

@@ -8,6 +8,8 @@
 //! the unit tests below compare them on random and special values. Set
 //! `RINGFUSE_NO_SIMD=1` to force the portable bodies.
 
+pub(crate) mod blocked;
+pub(crate) mod hop;
 pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;

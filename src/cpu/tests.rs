@@ -172,3 +172,94 @@ mod fuzz {
         }
     }
 }
+
+mod block_scaled {
+    use super::super::blocked::{self, Int8, Quant, ScaledF16};
+    use super::*;
+
+    fn round_trip<Q: Quant>(vals: &[f32], block: usize) -> (Vec<f32>, bool) {
+        let mut wire = vec![0u8; blocked::bytes::<Q>(vals.len(), block)];
+        let over = blocked::encode::<f32, Q>(block, vals, &mut wire);
+        let mut back = vec![0f32; vals.len()];
+        blocked::decode_store::<f32, Q>(block, &wire, &mut back);
+        (back, over)
+    }
+
+    /// Int8: every element within half a step (block absmax / 254) of its
+    /// value, the block's largest value exact, zeros stay zero.
+    #[test]
+    fn int8_rounds_within_half_a_step_of_the_block_max() {
+        let mut rng = SmallRng::seed_from_u64(11);
+        for block in [1usize, 32, 100, 1024, 4096] {
+            let vals: Vec<f32> =
+                (0..5000).map(|_| rng.random_range(-3f32..3.0) * 10f32.powi(rng.random_range(-3..3))).collect();
+            let (back, over) = round_trip::<Int8>(&vals, block);
+            assert!(!over);
+            for (b, chunk) in vals.chunks(block).enumerate() {
+                let m = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (i, v) in chunk.iter().enumerate() {
+                    let got = back[b * block + i];
+                    assert!((got - v).abs() <= m / 254.0 * 1.0001, "block {block}: {v} came back as {got}");
+                    if v.abs() == m {
+                        assert!((got - v).abs() <= m * 1e-6, "the block max {v} came back as {got}");
+                    }
+                }
+            }
+        }
+        let (z, _) = round_trip::<Int8>(&[0.0; 40], 32);
+        assert!(z.iter().all(|v| *v == 0.0));
+    }
+
+    /// Int8 cannot carry infinities or NaN: the encode says so.
+    #[test]
+    fn int8_flags_values_it_cannot_carry() {
+        for bad in [f32::NAN, f32::INFINITY, -f32::INFINITY] {
+            let (_, over) = round_trip::<Int8>(&[1.0, bad, 2.0], 32);
+            assert!(over, "{bad} must be flagged");
+        }
+    }
+
+    /// Scaled FP16: FP16's relative precision at any magnitude f32 holds
+    /// (no overflow at 1e30, no underflow at 1e-30), and infinities and
+    /// NaN pass through without flattening their block's other values.
+    #[test]
+    fn scaled_fp16_keeps_relative_precision_at_any_magnitude() {
+        let mut rng = SmallRng::seed_from_u64(12);
+        for mag in [1e-30f32, 1e-8, 1.0, 6e4, 1e30, 3e38] {
+            let vals: Vec<f32> = (0..3000).map(|_| rng.random_range(0.5f32..1.0) * mag).collect();
+            let (back, over) = round_trip::<ScaledF16>(&vals, 256);
+            assert!(!over);
+            for (v, b) in vals.iter().zip(&back) {
+                assert!(((b - v) / v).abs() <= 2f32.powi(-11), "{v} came back as {b}");
+            }
+        }
+        let (back, _) = round_trip::<ScaledF16>(&[1.5, f32::INFINITY, f32::NAN, -0.25], 32);
+        assert_eq!((back[0], back[1], back[3]), (1.5, f32::INFINITY, -0.25));
+        assert!(back[2].is_nan());
+    }
+
+    /// The block-scaled exchange, with `fin`, gives what a ring's last hop
+    /// would: both partners, combining in either order of arrival, hold
+    /// the same bits.
+    #[test]
+    fn exchange_gives_both_partners_the_same_bits() {
+        let mut rng = SmallRng::seed_from_u64(13);
+        let a: Vec<f32> = (0..777).map(|_| rng.random_range(-2f32..2.0)).collect();
+        let b: Vec<f32> = (0..777).map(|_| rng.random_range(-2f32..2.0)).collect();
+        for op in OPS {
+            let block = 64;
+            let wire = |v: &[f32]| {
+                let mut w = vec![0u8; blocked::bytes::<Int8>(v.len(), block)];
+                blocked::encode::<f32, Int8>(block, v, &mut w);
+                w
+            };
+            let (wa, wb) = (wire(&a), wire(&b));
+            let (mut la, mut lb) = (a.clone(), b.clone());
+            let (mut fa, mut fb) = (wa.clone(), wb.clone());
+            blocked::exchange::<f32, Int8>(block, op, &wb, &mut la, true, Some((None, &mut fa)));
+            blocked::exchange::<f32, Int8>(block, op, &wa, &mut lb, false, Some((None, &mut fb)));
+            assert_eq!(bits(&la), bits(&lb), "{op}");
+            assert_eq!(fa, fb, "{op}: final wire bytes");
+        }
+    }
+}

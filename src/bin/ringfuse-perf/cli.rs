@@ -143,7 +143,7 @@ fn parse_op(s: &str) -> Result<ReduceOp, String> {
 }
 
 fn parse_codec(s: &str) -> Result<Codec, String> {
-    Codec::parse(s).ok_or_else(|| format!("unknown codec '{s}' (native, fp16, bf16)"))
+    Codec::parse(s).ok_or_else(|| format!("unknown codec '{s}' (native, fp16, bf16, fp16scaled, int8)"))
 }
 
 #[cfg(test)]

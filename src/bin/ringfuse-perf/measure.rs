@@ -9,7 +9,7 @@ use ringfuse::{AllreduceOpts, Codec, Communicator, Element, ReduceOp};
 use serde::Serialize;
 
 use crate::cli::{Args, CollectiveArg};
-use crate::inputs::value;
+use crate::inputs::{peak, value};
 
 /// One table row; the field names are the JSON and CSV column names.
 #[derive(Serialize, Clone, Debug)]
@@ -89,15 +89,15 @@ fn call<E: Element>(
     }
 }
 
-fn wire_bytes(c: CollectiveArg, n: usize, count: usize, wsize: usize) -> usize {
+fn wire_bytes(c: CollectiveArg, n: usize, count: usize, bytes: impl Fn(usize) -> usize) -> usize {
     let kind = match c {
         CollectiveArg::Allreduce => RingKind::Allreduce,
         CollectiveArg::ReduceScatter => RingKind::ReduceScatter,
         CollectiveArg::Allgather => RingKind::Allgather,
-        CollectiveArg::Broadcast => return if n > 1 { count * wsize } else { 0 },
+        CollectiveArg::Broadcast => return if n > 1 { bytes(count) } else { 0 },
     };
     let s = Ring { rank: 0, size: n, count, kind };
-    (0..s.len()).map(|i| s.step(i)).filter(|st| st.prim.sends()).map(|st| s.block(st.block).len() * wsize).sum()
+    (0..s.len()).map(|i| s.step(i)).filter(|st| st.prim.sends()).map(|st| bytes(s.block(st.block).len())).sum()
 }
 
 /// Measures one size for every codec in `args.codec`.
@@ -180,7 +180,7 @@ pub fn measure<E: Element>(
             time_us: t * 1e6,
             algbw_gbps: algbw,
             busbw_gbps: algbw * c.bus_factor(n),
-            wire_bytes: wire_bytes(c, n, count, codec.wire_dtype(E::DTYPE).size()),
+            wire_bytes: wire_bytes(c, n, count, |m| codec.wire_bytes(E::DTYPE, m, opts[k].scale_block)),
             max_rel_err: err,
             wrong,
             identical,
@@ -205,6 +205,7 @@ fn check<E: Element>(
     let dt = E::DTYPE;
     let x = |r: usize, i: usize| E::from_f64(value(seed, r, i, args.op)).to_f64();
     let mut xs = vec![0f64; n];
+    let peaks = vec![peak(args.op); n];
     let (mut wrong, mut worst) = (0u64, 0f64);
     for (j, g) in out.iter().enumerate() {
         let want = match args.collective {
@@ -213,7 +214,7 @@ fn check<E: Element>(
                 for (r, v) in xs.iter_mut().enumerate() {
                     *v = x(r, i);
                 }
-                expect(codec, dt, args.op, &xs)
+                expect(codec, dt, args.op, &xs, &peaks)
             }
             CollectiveArg::Allgather if n > 1 => Expect::Exact(through_wire(codec, dt, x(j / (count / n), j))),
             CollectiveArg::Broadcast if n > 1 => Expect::Exact(through_wire(codec, dt, x(0, j))),

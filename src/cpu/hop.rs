@@ -1,0 +1,176 @@
+//! One interface over every wire format's hop kernels, on raw message
+//! bytes, so the executor has one body for element-wise codecs (a wire
+//! element per buffer element) and block-scaled ones (scales, then codes).
+
+use std::marker::PhantomData;
+
+use super::blocked::{self, Quant};
+use crate::element::{Element, ReduceOp};
+
+/// The fused kernels of one (buffer element, wire format) pair. Each
+/// returns `true` where an encode could not carry a value (see
+/// [`crate::Error::Fp16Overflow`]).
+pub(crate) trait HopKernels<E: Element> {
+    /// Payload bytes of `n` elements.
+    fn bytes(&self, n: usize) -> usize;
+    /// The wire holds the buffer's own bits (decoding changes nothing).
+    fn is_identity(&self) -> bool;
+    fn encode(&self, src: &[E], out: &mut [u8]) -> bool;
+    fn reduce_encode(&self, op: ReduceOp, recv: &[u8], local: &[E], out: &mut [u8]) -> bool;
+    fn reduce_store_encode(
+        &self,
+        op: ReduceOp,
+        avg: Option<usize>,
+        recv: &[u8],
+        local: &mut [E],
+        out: &mut [u8],
+    ) -> bool;
+    fn decode_store(&self, recv: &[u8], local: &mut [E]);
+    fn reduce_into(&self, op: ReduceOp, recv: &[u8], local: &mut [E]);
+    fn exchange(
+        &self,
+        op: ReduceOp,
+        theirs: &[u8],
+        local: &mut [E],
+        mine_first: bool,
+        fin: Option<(Option<usize>, &mut [u8])>,
+    ) -> bool;
+    /// `acc += decode(wire)`, as a `Sum` hop adds (error feedback; IEEE
+    /// addition commutes, so this is the kernel's `recv + local` bit for bit).
+    fn add_decoded(&self, wire: &[u8], acc: &mut [f32]);
+    /// `acc -= decode(wire)` (error feedback).
+    fn sub_decoded(&self, wire: &[u8], acc: &mut [f32]);
+}
+
+/// Element-wise wire: one `W` per element.
+pub(crate) struct Elementwise<W>(PhantomData<W>);
+
+impl<W> Elementwise<W> {
+    pub(crate) fn new() -> Self {
+        Elementwise(PhantomData)
+    }
+}
+
+impl<E: Element, W: Element> HopKernels<E> for Elementwise<W> {
+    fn bytes(&self, n: usize) -> usize {
+        n * std::mem::size_of::<W>()
+    }
+    fn is_identity(&self) -> bool {
+        E::DTYPE == W::DTYPE
+    }
+    fn encode(&self, src: &[E], out: &mut [u8]) -> bool {
+        super::encode(src, w_mut::<W>(out, src.len()))
+    }
+    fn reduce_encode(&self, op: ReduceOp, recv: &[u8], local: &[E], out: &mut [u8]) -> bool {
+        let n = local.len();
+        super::reduce_encode(op, w::<W>(recv, n), local, w_mut::<W>(out, n))
+    }
+    fn reduce_store_encode(
+        &self,
+        op: ReduceOp,
+        avg: Option<usize>,
+        recv: &[u8],
+        local: &mut [E],
+        out: &mut [u8],
+    ) -> bool {
+        let n = local.len();
+        super::reduce_store_encode(op, avg, w::<W>(recv, n), local, w_mut::<W>(out, n))
+    }
+    fn decode_store(&self, recv: &[u8], local: &mut [E]) {
+        super::decode_store(w::<W>(recv, local.len()), local)
+    }
+    fn reduce_into(&self, op: ReduceOp, recv: &[u8], local: &mut [E]) {
+        super::reduce_into(op, w::<W>(recv, local.len()), local)
+    }
+    fn exchange(
+        &self,
+        op: ReduceOp,
+        theirs: &[u8],
+        local: &mut [E],
+        mine_first: bool,
+        fin: Option<(Option<usize>, &mut [u8])>,
+    ) -> bool {
+        let n = local.len();
+        let fin = fin.map(|(avg, out)| (avg, w_mut::<W>(out, n)));
+        super::exchange(op, w::<W>(theirs, n), local, mine_first, fin)
+    }
+    fn add_decoded(&self, wire: &[u8], acc: &mut [f32]) {
+        let n = acc.len();
+        for (a, x) in acc.iter_mut().zip(w::<W>(wire, n)) {
+            *a += x.to_f32();
+        }
+    }
+    fn sub_decoded(&self, wire: &[u8], acc: &mut [f32]) {
+        let n = acc.len();
+        for (a, x) in acc.iter_mut().zip(w::<W>(wire, n)) {
+            *a -= x.to_f32();
+        }
+    }
+}
+
+fn w<W: Element>(b: &[u8], n: usize) -> &[W] {
+    bytemuck::cast_slice(&b[..n * std::mem::size_of::<W>()])
+}
+
+fn w_mut<W: Element>(b: &mut [u8], n: usize) -> &mut [W] {
+    bytemuck::cast_slice_mut(&mut b[..n * std::mem::size_of::<W>()])
+}
+
+/// Block-scaled wire: `f32` scales, then `Q`'s codes.
+pub(crate) struct BlockScaled<Q> {
+    pub block: usize,
+    q: PhantomData<Q>,
+}
+
+impl<Q> BlockScaled<Q> {
+    pub(crate) fn new(block: usize) -> Self {
+        BlockScaled { block, q: PhantomData }
+    }
+}
+
+impl<E: Element, Q: Quant> HopKernels<E> for BlockScaled<Q> {
+    fn bytes(&self, n: usize) -> usize {
+        blocked::bytes::<Q>(n, self.block)
+    }
+    fn is_identity(&self) -> bool {
+        false
+    }
+    fn encode(&self, src: &[E], out: &mut [u8]) -> bool {
+        blocked::encode::<E, Q>(self.block, src, out)
+    }
+    fn reduce_encode(&self, op: ReduceOp, recv: &[u8], local: &[E], out: &mut [u8]) -> bool {
+        blocked::reduce_encode::<E, Q>(self.block, op, recv, local, out)
+    }
+    fn reduce_store_encode(
+        &self,
+        op: ReduceOp,
+        avg: Option<usize>,
+        recv: &[u8],
+        local: &mut [E],
+        out: &mut [u8],
+    ) -> bool {
+        blocked::reduce_store_encode::<E, Q>(self.block, op, avg, recv, local, out)
+    }
+    fn decode_store(&self, recv: &[u8], local: &mut [E]) {
+        blocked::decode_store::<E, Q>(self.block, recv, local)
+    }
+    fn reduce_into(&self, op: ReduceOp, recv: &[u8], local: &mut [E]) {
+        blocked::reduce_into::<E, Q>(self.block, op, recv, local)
+    }
+    fn exchange(
+        &self,
+        op: ReduceOp,
+        theirs: &[u8],
+        local: &mut [E],
+        mine_first: bool,
+        fin: Option<(Option<usize>, &mut [u8])>,
+    ) -> bool {
+        blocked::exchange::<E, Q>(self.block, op, theirs, local, mine_first, fin)
+    }
+    fn add_decoded(&self, wire: &[u8], acc: &mut [f32]) {
+        blocked::add_decoded::<Q>(self.block, wire, acc)
+    }
+    fn sub_decoded(&self, wire: &[u8], acc: &mut [f32]) {
+        blocked::sub_decoded::<Q>(self.block, wire, acc)
+    }
+}
