@@ -160,6 +160,17 @@ pub enum Error {
         /// What happened to the caller's buffer.
         buffer: BufferState,
     },
+    /// [`crate::GradSync`] was used out of order or with gradients that do
+    /// not match the ones it was built for.
+    #[error("rank {rank}: GradSync step {step}: {detail}")]
+    GradSync {
+        /// The rank that checked.
+        rank: usize,
+        /// The step (0-based count of completed `wait`s).
+        step: u64,
+        /// What was wrong, naming the parameter or bucket.
+        detail: String,
+    },
     /// A combination of options this build cannot run.
     #[error("rank {rank}: {op}: unsupported: {detail}")]
     Unsupported {

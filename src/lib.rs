@@ -60,6 +60,7 @@ pub mod element;
 pub mod error;
 mod exec;
 pub mod flight;
+pub mod gradsync;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -73,4 +74,5 @@ pub use codec::Codec;
 pub use comm::{Algorithm, AllreduceOpts, Communicator};
 pub use element::{DType, Element, ReduceOp};
 pub use error::{BufferState, Error, Result};
+pub use gradsync::{GradSync, GradSyncOpts, StepReport};
 pub use op::{Collective, OpDesc};

@@ -82,13 +82,16 @@ pub struct LocalTransport {
     posted: Vec<Posted>,
     // Messages sent so far to each peer.
     sent_to: Vec<u64>,
+    // Message buffers (count, bytes) this rank has put in the world's
+    // spare pool.
+    lent: (usize, usize),
 }
 
 impl LocalTransport {
     /// Rank `rank` of `world`.
     pub fn new(world: Arc<LocalWorld>, rank: usize) -> Self {
         let n = world.boxes.len();
-        LocalTransport { world, rank, pool: SlotPool::default(), posted: Vec::new(), sent_to: vec![0; n] }
+        LocalTransport { world, rank, pool: SlotPool::default(), posted: Vec::new(), sent_to: vec![0; n], lent: (0, 0) }
     }
 }
 
@@ -137,6 +140,21 @@ impl Transport for LocalTransport {
     fn reserve(&mut self, count: usize, bytes: usize) {
         self.pool.reserve(count, bytes);
         self.posted.resize(count.max(self.posted.len()), Posted::Idle);
+        // A rank has at most `count` messages in flight: with as many
+        // buffers of `bytes` in the spare pool per rank, and room for all
+        // of them in its mailbox, sending allocates nothing in steady
+        // state (as the MPI transport, whose slots are the messages).
+        if count > self.lent.0 || bytes > self.lent.1 {
+            let n = self.world.boxes.len();
+            let mut spare = self.world.spare.lock().unwrap_or_else(|e| e.into_inner());
+            spare.extend((0..count).map(|_| Vec::with_capacity(bytes)));
+            drop(spare);
+            let mut q = self.world.boxes[self.rank].queue.lock().unwrap_or_else(|e| e.into_inner());
+            let room = n * count;
+            let queued = q.len();
+            q.reserve(room.saturating_sub(queued));
+            self.lent = (count.max(self.lent.0), bytes.max(self.lent.1));
+        }
     }
     fn slot_bytes(&self) -> usize {
         self.pool.bytes()

@@ -1,0 +1,420 @@
+//! [`GradSync`]: the gradient synchroniser a training loop calls once per
+//! step.
+//!
+//! It packs a model's gradients into buckets (25 MiB by default, filled
+//! in reverse registration order, as backward produces them), and runs
+//! one allreduce per bucket on a background progress thread as soon as
+//! the bucket's last gradient is marked ready, so communication overlaps
+//! the rest of the backward pass. Buckets are `f32` whatever the
+//! gradients' type (f16 and bf16 gradients are widened on the way in);
+//! they are allocated once, so a step allocates nothing.
+//!
+//! ```
+//! use ringfuse::{Codec, GradSync, GradSyncOpts};
+//!
+//! let out = ringfuse::local::run(2, |comm| {
+//!     // Two parameters: a weight matrix and a bias.
+//!     let (mut w, mut b) = (vec![comm.rank() as f32; 600], vec![1.0f32; 30]);
+//!     let mut sync = GradSync::new(comm, &[w.len(), b.len()], GradSyncOpts::default().codec(Codec::Fp16)).unwrap();
+//!     // ... backward computes the gradients into w and b, then:
+//!     sync.synchronize(&mut [&mut w, &mut b]).unwrap(); // the one line
+//!     (w[0], b[0])
+//! });
+//! assert_eq!(out, vec![(0.5, 1.0); 2]); // averaged over the 2 ranks
+//! ```
+//!
+//! To overlap, mark each gradient ready as backward produces it, then
+//! wait at the end of the step:
+//!
+//! ```
+//! # use ringfuse::{GradSync, GradSyncOpts};
+//! # ringfuse::local::run(2, |comm| {
+//! # let (mut w, mut b) = (vec![1f32; 600], vec![1f32; 30]);
+//! # let mut sync = GradSync::new(comm, &[600, 30], GradSyncOpts::default()).unwrap();
+//! sync.mark_ready(1, &b).unwrap(); // the last layer's gradient comes first
+//! // ... backward goes on computing w's gradient while b's bucket travels ...
+//! sync.mark_ready(0, &w).unwrap();
+//! sync.wait(&mut [&mut w, &mut b]).unwrap();
+//! # });
+//! ```
+//!
+//! # Threads and MPI
+//!
+//! The progress thread is the only thread that calls MPI while a step is
+//! in flight (from the first `mark_ready` to `wait`), which is what
+//! `MPI_THREAD_SERIALIZED` (what [`crate::mpi::init`] asks for) permits:
+//! the application must not make its own MPI calls in that window.
+//! Between steps, [`GradSync::comm`] may be used freely.
+//!
+//! # Deadlines
+//!
+//! `wait` returns when the progress thread has finished every bucket;
+//! each bucket's allreduce fails by its own deadline
+//! ([`crate::AllreduceOpts::timeout`] per wait) rather than hang, and a
+//! progress thread that dies is reported, not waited for.
+
+mod handoff;
+mod layout;
+mod worker;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::codec::Codec;
+use crate::comm::{AllreduceOpts, Communicator};
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::schedule::{Ring, RingKind, Schedule};
+use handoff::Handoff;
+use layout::Layout;
+use worker::{Bucket, Done};
+
+/// How a [`GradSync`] synchronises.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradSyncOpts {
+    /// Bytes of `f32` gradients per bucket (default 25 MiB, PyTorch DDP's
+    /// default). Smaller buckets start communicating earlier; larger ones
+    /// make fewer calls.
+    pub bucket_bytes: usize,
+    /// The allreduce options of every bucket (codec, slicing, deadline).
+    pub allreduce: AllreduceOpts,
+    /// Divide each gradient by the number of ranks *before* encoding, so
+    /// the wire carries the mean's parts (a sum of many ranks' gradients
+    /// could overflow FP16). Default on.
+    pub average: bool,
+    /// Error feedback: carry each step's encode errors into the next step
+    /// (see [`Communicator::allreduce_with_feedback`]). `None` (the
+    /// default) means on for [`Codec::Int8`], off otherwise.
+    pub error_feedback: Option<bool>,
+    /// Compute, each step, every bucket's error against an exact `f64`
+    /// shadow allreduce (one more allreduce of twice the bytes per bucket:
+    /// for debugging, off by default, and free when off).
+    pub report: bool,
+}
+
+impl Default for GradSyncOpts {
+    fn default() -> Self {
+        GradSyncOpts {
+            bucket_bytes: 25 << 20,
+            allreduce: AllreduceOpts::default(),
+            average: true,
+            error_feedback: None,
+            report: false,
+        }
+    }
+}
+
+impl GradSyncOpts {
+    /// Sets the wire format of every bucket.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.allreduce.codec = codec;
+        self
+    }
+    /// Sets the bucket size in bytes.
+    pub fn bucket_bytes(mut self, bytes: usize) -> Self {
+        self.bucket_bytes = bytes;
+        self
+    }
+    /// Turns error feedback on or off (default: on for `Int8` only).
+    pub fn error_feedback(mut self, on: bool) -> Self {
+        self.error_feedback = Some(on);
+        self
+    }
+    /// Turns the per-step error report on or off.
+    pub fn report(mut self, on: bool) -> Self {
+        self.report = on;
+        self
+    }
+    /// Turns averaging on or off.
+    pub fn average(mut self, on: bool) -> Self {
+        self.average = on;
+        self
+    }
+    /// Whether error feedback is on for these options.
+    pub fn feedback_on(&self) -> bool {
+        self.error_feedback.unwrap_or(self.allreduce.codec == Codec::Int8)
+    }
+}
+
+/// One bucket's figures for one step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BucketReport {
+    /// Bucket index (0 is the first to be reduced: the last parameters).
+    pub bucket: usize,
+    /// Gradient elements in the bucket.
+    pub elements: usize,
+    /// Payload bytes this rank sent for the bucket.
+    pub wire_bytes: usize,
+    /// Largest `|synchronised - exact|` (exact: the `f64` sum, or mean,
+    /// of this step's gradients), when reporting.
+    pub max_abs_err: Option<f64>,
+    /// `max_abs_err` over the bucket's largest `|exact|` (a norm-wise
+    /// relative error: element-wise ratios explode near zero).
+    pub max_rel_err: Option<f64>,
+}
+
+/// What the last step moved and, when reporting, how far it was from
+/// exact.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepReport {
+    /// Steps completed before this one.
+    pub step: u64,
+    /// Per bucket, in bucket order.
+    pub buckets: Vec<BucketReport>,
+}
+
+impl StepReport {
+    /// Payload bytes this rank sent in the step.
+    pub fn wire_bytes(&self) -> usize {
+        self.buckets.iter().map(|b| b.wire_bytes).sum()
+    }
+    /// The largest relative error of any bucket (when reporting).
+    pub fn max_rel_err(&self) -> Option<f64> {
+        self.buckets.iter().filter_map(|b| b.max_rel_err).reduce(f64::max)
+    }
+}
+
+/// The gradient synchroniser; see the [module docs](self).
+pub struct GradSync {
+    comm: Arc<Communicator>,
+    opts: GradSyncOpts,
+    layout: Layout,
+    /// Buckets on this thread (`None` while at the worker).
+    home: Vec<Option<Bucket>>,
+    /// Per bucket: parameters still to be marked this step.
+    missing: Vec<usize>,
+    /// Per parameter: marked this step.
+    marked: Vec<bool>,
+    in_flight: usize,
+    jobs: Arc<Handoff<Bucket>>,
+    done: Arc<Handoff<Done>>,
+    worker: Option<JoinHandle<()>>,
+    report: StepReport,
+}
+
+impl GradSync {
+    /// A synchroniser for parameters of `lens` elements (registration
+    /// order: the order of the model's layers, first to last). Takes the
+    /// communicator; [`Self::comm`] lends it back.
+    pub fn new(comm: Communicator, lens: &[usize], opts: GradSyncOpts) -> Result<GradSync> {
+        let rank = comm.rank();
+        if opts.bucket_bytes < 4 {
+            return Err(Error::GradSync { rank, step: 0, detail: "bucket_bytes must be at least 4".into() });
+        }
+        let layout = Layout::new(lens, opts.bucket_bytes / 4);
+        let feedback = opts.feedback_on();
+        let home = (layout.buckets.iter().enumerate())
+            .map(|(index, &(len, _))| {
+                Some(Bucket {
+                    index,
+                    data: vec![0.0; len],
+                    residual: if feedback { vec![0.0; len] } else { Vec::new() },
+                    shadow: if opts.report { vec![0.0; len] } else { Vec::new() },
+                })
+            })
+            .collect();
+        let n = comm.size();
+        let report = StepReport {
+            step: 0,
+            buckets: (layout.buckets.iter().enumerate())
+                .map(|(bucket, &(elements, _))| BucketReport {
+                    bucket,
+                    elements,
+                    wire_bytes: ring_wire_bytes(&opts.allreduce, n, elements),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let comm = Arc::new(comm);
+        let slots = layout.buckets.len().max(1);
+        let (jobs, done) = (Arc::new(Handoff::new(slots)), Arc::new(Handoff::new(slots)));
+        let (c, o, j, d) = (comm.clone(), opts.allreduce.clone(), jobs.clone(), done.clone());
+        let worker = std::thread::Builder::new()
+            .name(format!("ringfuse-gradsync-{rank}"))
+            .spawn(move || worker::run(c, o, j, d))
+            .map_err(|e| Error::GradSync { rank, step: 0, detail: format!("cannot start the progress thread: {e}") })?;
+        Ok(GradSync {
+            comm,
+            missing: layout.buckets.iter().map(|b| b.1).collect(),
+            marked: vec![false; lens.len()],
+            layout,
+            home,
+            opts,
+            in_flight: 0,
+            jobs,
+            done,
+            worker: Some(worker),
+            report,
+        })
+    }
+
+    /// The communicator (for calls between steps).
+    pub fn comm(&self) -> &Communicator {
+        &self.comm
+    }
+
+    /// The options.
+    pub fn opts(&self) -> &GradSyncOpts {
+        &self.opts
+    }
+
+    /// Buckets and their elements, in the order they are reduced.
+    pub fn buckets(&self) -> Vec<usize> {
+        self.layout.buckets.iter().map(|b| b.0).collect()
+    }
+
+    /// Copies `params` from rank 0 to every rank, so all start from the
+    /// same weights (native wire: exact). Not during a step.
+    pub fn broadcast_parameters<T: Element>(&self, params: &mut [&mut [T]]) -> Result<()> {
+        self.idle("broadcast_parameters")?;
+        let opts = AllreduceOpts { codec: Codec::Native, ..self.opts.allreduce.clone() };
+        params.iter_mut().try_for_each(|p| self.comm.broadcast_with(p, 0, &opts))
+    }
+
+    /// Hands parameter `param`'s gradient over; when it completes its
+    /// bucket, the bucket's allreduce starts on the progress thread.
+    pub fn mark_ready<T: Element>(&mut self, param: usize, grad: &[T]) -> Result<()> {
+        let Some(&(b, off, len)) = self.layout.place.get(param) else {
+            return Err(self.err(format!("parameter {param} does not exist ({} registered)", self.marked.len())));
+        };
+        if grad.len() != len {
+            return Err(self.err(format!("parameter {param} has {} elements, registered with {len}", grad.len())));
+        }
+        if self.marked[param] {
+            return Err(self.err(format!("parameter {param} was marked ready twice in one step")));
+        }
+        let Some(bucket) = self.home[b].as_mut() else {
+            return Err(self.err(format!("bucket {b} of parameter {param} is already being reduced")));
+        };
+        let dst = &mut bucket.data[off..off + len];
+        let scale = if self.opts.average { 1.0 / self.comm.size() as f64 } else { 1.0 };
+        if scale == 1.0 {
+            dst.iter_mut().zip(grad).for_each(|(d, g)| *d = g.to_f32());
+        } else {
+            let n = self.comm.size() as f32;
+            dst.iter_mut().zip(grad).for_each(|(d, g)| *d = g.to_f32() / n);
+        }
+        if !bucket.shadow.is_empty() {
+            let sh = &mut bucket.shadow[off..off + len];
+            sh.iter_mut().zip(grad).for_each(|(s, g)| *s = g.to_f64() * scale);
+        }
+        self.marked[param] = true;
+        self.missing[b] -= 1;
+        if self.missing[b] == 0 {
+            let bucket = self.home[b].take().expect("bucket is home");
+            if self.jobs.push(bucket).is_err() {
+                return Err(self.err("the progress thread has stopped".into()));
+            }
+            self.in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// Waits for every bucket of this step and writes the synchronised
+    /// gradients into `grads` (every parameter, registration order). Every
+    /// parameter must have been marked ready.
+    pub fn wait<T: Element>(&mut self, grads: &mut [&mut [T]]) -> Result<&StepReport> {
+        if let Some(p) = self.marked.iter().position(|m| !m) {
+            let missing = self.marked.iter().filter(|m| !**m).count();
+            return Err(self.err(format!(
+                "wait() before every gradient was marked ready: parameter {p} (and {} more) missing",
+                missing - 1
+            )));
+        }
+        if grads.len() != self.marked.len() {
+            return Err(self.err(format!("{} gradients given, {} registered", grads.len(), self.marked.len())));
+        }
+        let mut first_err = None;
+        while self.in_flight > 0 {
+            let Some(Done { bucket, result }) = self.done.pop() else {
+                return Err(self.err("the progress thread stopped with buckets in flight".into()));
+            };
+            self.in_flight -= 1;
+            if let Err(e) = result {
+                tracing::error!(bucket = bucket.index, "GradSync bucket failed: {e}");
+                first_err.get_or_insert(e);
+            }
+            let b = bucket.index;
+            self.home[b] = Some(bucket);
+        }
+        self.marked.iter_mut().for_each(|m| *m = false);
+        self.missing.iter_mut().zip(&self.layout.buckets).for_each(|(m, b)| *m = b.1);
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        for (p, g) in grads.iter_mut().enumerate() {
+            let (b, off, len) = self.layout.place[p];
+            if g.len() != len {
+                return Err(self.err(format!("gradient {p} has {} elements, registered with {len}", g.len())));
+            }
+            let src = &self.home[b].as_ref().expect("every bucket is home after wait").data[off..off + len];
+            g.iter_mut().zip(src).for_each(|(d, s)| *d = T::from_f32(*s));
+        }
+        if self.opts.report {
+            for (r, b) in self.report.buckets.iter_mut().zip(&self.home) {
+                let b = b.as_ref().expect("home");
+                let (mut abs, mut big) = (0f64, 0f64);
+                for (g, x) in b.data.iter().zip(&b.shadow) {
+                    abs = abs.max((*g as f64 - x).abs());
+                    big = big.max(x.abs());
+                }
+                r.max_abs_err = Some(abs);
+                r.max_rel_err = Some(if big > 0.0 { abs / big } else { abs });
+            }
+        }
+        self.report.step += 1;
+        Ok(&self.report)
+    }
+
+    /// Marks every gradient ready (last parameter first) and waits: the
+    /// blocking form of one step.
+    pub fn synchronize<T: Element>(&mut self, grads: &mut [&mut [T]]) -> Result<&StepReport> {
+        if grads.len() != self.marked.len() {
+            return Err(self.err(format!("{} gradients given, {} registered", grads.len(), self.marked.len())));
+        }
+        for p in (0..grads.len()).rev() {
+            self.mark_ready(p, grads[p])?;
+        }
+        self.wait(grads)
+    }
+
+    /// The last step's report (wire bytes always; errors when
+    /// [`GradSyncOpts::report`] is on).
+    pub fn last_report(&self) -> &StepReport {
+        &self.report
+    }
+
+    fn idle(&self, what: &str) -> Result<()> {
+        if self.in_flight > 0 || self.marked.iter().any(|m| *m) {
+            return Err(self.err(format!("{what} during a step (between mark_ready and wait)")));
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        self.jobs.close(); // the worker's pop returns None and it ends
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+
+    fn err(&self, detail: String) -> Error {
+        Error::GradSync { rank: self.comm.rank(), step: self.report.step, detail }
+    }
+}
+
+impl Drop for GradSync {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Payload bytes one rank sends in a ring allreduce of `count` f32s.
+fn ring_wire_bytes(opts: &AllreduceOpts, n: usize, count: usize) -> usize {
+    let s = Ring { rank: 0, size: n, count, kind: RingKind::Allreduce };
+    (0..s.len())
+        .map(|i| s.step(i))
+        .filter(|st| st.prim.sends())
+        .map(|st| opts.codec.wire_bytes(crate::DType::F32, s.block(st.block).len(), opts.scale_block))
+        .sum()
+}
