@@ -14,4 +14,12 @@ for np in 1 2 3 4; do
     echo "== mpirun -np $np examples/allreduce (4M elements)"
     timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np "$np" target/release/examples/allreduce $((4 << 20))
 done
+for np in 2 4; do
+    # Short training (5 epochs): asserts its codec targets and identical
+    # weights on every rank; no timing.
+    echo "== mpirun -np $np examples/train_mlp --epochs 5"
+    timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np "$np" target/release/examples/train_mlp --epochs 5
+done
+echo "== mpirun -np 2 examples/overlap (results checked; its timings are not asserted)"
+timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 2 target/release/examples/overlap --layers 4 --layer-mib 1 --steps 3
 echo "mpi examples: all runs passed"

@@ -194,9 +194,11 @@ pub struct GradSync {
 
 impl GradSync {
     /// A synchroniser for parameters of `lens` elements (registration
-    /// order: the order of the model's layers, first to last). Takes the
-    /// communicator; [`Self::comm`] lends it back.
-    pub fn new(comm: Communicator, lens: &[usize], opts: GradSyncOpts) -> Result<GradSync> {
+    /// order: the order of the model's layers, first to last), over
+    /// `comm` (a `Communicator`, or an `Arc` of one to share it between
+    /// synchronisers, one at a time).
+    pub fn new(comm: impl Into<Arc<Communicator>>, lens: &[usize], opts: GradSyncOpts) -> Result<GradSync> {
+        let comm: Arc<Communicator> = comm.into();
         let rank = comm.rank();
         if opts.bucket_bytes < 4 {
             return Err(Error::GradSync { rank, step: 0, detail: "bucket_bytes must be at least 4".into() });
@@ -225,7 +227,6 @@ impl GradSync {
                 })
                 .collect(),
         };
-        let comm = Arc::new(comm);
         let slots = layout.buckets.len().max(1);
         let (jobs, done) = (Arc::new(Handoff::new(slots)), Arc::new(Handoff::new(slots)));
         let (c, o, j, d) = (comm.clone(), opts.allreduce.clone(), jobs.clone(), done.clone());
