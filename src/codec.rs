@@ -59,7 +59,7 @@
 //!   `P * 2^-39`, plus the same for `Min`/`Max` (whose results are rounded
 //!   once per hop with each hop's own scale).
 //!
-//! [`crate::verify::expect_scaled`] computes these bounds.
+//! [`crate::verify::expect`] computes these bounds from each rank's peak.
 //!
 //! FP16 holds magnitudes up to 65504. A partial result that is finite but
 //! rounds to infinity on an FP16 or BF16 wire is reported as
@@ -87,10 +87,11 @@ pub enum Codec {
 }
 
 /// Elements per scale of the block-scaled codecs unless
-/// [`crate::AllreduceOpts::scale_block`] says otherwise. Measured with
-/// `cargo bench --bench kernels -- scale_block` (see the README): 1024
-/// costs 0.4% more bytes than 4096 on an `Int8` wire and keeps a large
-/// outlier from flattening more than 1024 neighbours.
+/// [`crate::AllreduceOpts::scale_block`] says otherwise. 1024: its scales
+/// add 0.4% to an `Int8` wire (1.6% at 256), and one large outlier
+/// coarsens at most 1023 neighbours (4095 at 4096). The kernels' speed
+/// was not compared across block sizes (a block of up to 4096 `f32`s is
+/// walked twice in L1 at any size).
 pub const DEFAULT_SCALE_BLOCK: usize = 1024;
 
 /// Largest block of the block-scaled codecs (the kernels' stack buffers
