@@ -82,6 +82,41 @@ fn marking_in_any_order_matches_synchronize() {
     }
 }
 
+/// Gradients written into the buckets (no copy in or out) give the same
+/// bits as copied ones, step after step, and the buffers hold the result.
+#[test]
+fn in_place_gradients_match_copied_ones() {
+    for codec in [Codec::Fp16, Codec::Int8] {
+        let out = ringfuse::local::run(3, |comm| {
+            let rank = comm.rank();
+            let opts = GradSyncOpts::default().codec(codec).bucket_bytes(16_000);
+            let comm = std::sync::Arc::new(comm); // shared, used one at a time
+            let (mut copied, mut in_place) =
+                (GradSync::new(comm.clone(), &LENS, opts.clone()).unwrap(), GradSync::new(comm, &LENS, opts).unwrap());
+            let mut results = Vec::new();
+            for step in 0..3 {
+                let mut a = grads(rank, step);
+                copied.synchronize(&mut views(&mut a)).unwrap();
+                let b = grads(rank, step);
+                for p in [1, 4, 0, 3, 2] {
+                    in_place.grad_buffer(p).unwrap().copy_from_slice(&b[p]);
+                    in_place.mark_written(p).unwrap();
+                }
+                in_place.wait_in_place().unwrap();
+                let b: Vec<Vec<f32>> = (0..LENS.len()).map(|p| in_place.grad(p).unwrap().to_vec()).collect();
+                results.push((a, b));
+            }
+            results
+        });
+        for rank in &out {
+            for (step, (a, b)) in rank.iter().enumerate() {
+                assert_eq!(a, b, "{codec} step {step}: in place differs from copied");
+                assert_eq!(b, &out[0][step].1, "{codec} step {step}: ranks differ");
+            }
+        }
+    }
+}
+
 #[test]
 fn sixteen_bit_gradients_are_widened_and_narrowed() {
     let out = ringfuse::local::run(2, |comm| {
@@ -120,6 +155,9 @@ fn misuse_is_an_error_naming_the_parameter() {
         let (mut a, mut b) = (vec![0f32; 10], vec![0f32; 20]);
         errs.push(msg(sync.wait(&mut [&mut a, &mut b]).unwrap_err()));
         errs.push(msg(sync.broadcast_parameters(&mut [&mut a]).unwrap_err()));
+        errs.push(msg(sync.grad_buffer(0).unwrap_err()));
+        errs.push(msg(sync.mark_written(0).unwrap_err()));
+        errs.push(msg(sync.grad(7).unwrap_err()));
         // The step can still complete.
         sync.mark_ready(1, &[1f32; 20]).unwrap();
         sync.wait(&mut [&mut a, &mut b]).unwrap();
@@ -128,9 +166,12 @@ fn misuse_is_an_error_naming_the_parameter() {
     let (errs, a, b) = &out[0];
     assert!(errs[0].contains("parameter 5 does not exist"), "{}", errs[0]);
     assert!(errs[1].contains("parameter 0 has 11 elements"), "{}", errs[1]);
-    assert!(errs[2].contains("parameter 0 was marked ready twice"), "{}", errs[2]);
+    assert!(errs[2].contains("parameter 0 was already marked ready"), "{}", errs[2]);
     assert!(errs[3].contains("parameter 1") && errs[3].contains("missing"), "{}", errs[3]);
     assert!(errs[4].contains("during a step"), "{}", errs[4]);
+    assert!(errs[5].contains("parameter 0 was already marked ready"), "{}", errs[5]);
+    assert!(errs[6].contains("parameter 0 was already marked ready"), "{}", errs[6]);
+    assert!(errs[7].contains("parameter 7 does not exist"), "{}", errs[7]);
     assert!(errs.iter().all(|e| e.contains("rank 0")));
     assert_eq!((*a, *b), (1.0, 1.0));
 }

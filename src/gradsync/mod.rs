@@ -229,7 +229,7 @@ impl GradSync {
         };
         let slots = layout.buckets.len().max(1);
         let (jobs, done) = (Arc::new(Handoff::new(slots)), Arc::new(Handoff::new(slots)));
-        let (c, o, j, d) = (comm.clone(), opts.allreduce.clone(), jobs.clone(), done.clone());
+        let (c, o, j, d) = (comm.clone(), opts.clone(), jobs.clone(), done.clone());
         let worker = std::thread::Builder::new()
             .name(format!("ringfuse-gradsync-{rank}"))
             .spawn(move || worker::run(c, o, j, d))
@@ -272,37 +272,48 @@ impl GradSync {
         params.iter_mut().try_for_each(|p| self.comm.broadcast_with(p, 0, &opts))
     }
 
-    /// Hands parameter `param`'s gradient over; when it completes its
-    /// bucket, the bucket's allreduce starts on the progress thread.
+    /// Hands parameter `param`'s gradient over (copied, widened to `f32`);
+    /// when it completes its bucket, the bucket's allreduce starts on the
+    /// progress thread.
     pub fn mark_ready<T: Element>(&mut self, param: usize, grad: &[T]) -> Result<()> {
-        let Some(&(b, off, len)) = self.layout.place.get(param) else {
-            return Err(self.err(format!("parameter {param} does not exist ({} registered)", self.marked.len())));
-        };
-        if grad.len() != len {
+        let dst = self.grad_buffer(param)?;
+        if grad.len() != dst.len() {
+            let len = dst.len();
             return Err(self.err(format!("parameter {param} has {} elements, registered with {len}", grad.len())));
         }
+        dst.iter_mut().zip(grad).for_each(|(d, g)| *d = g.to_f32());
+        self.mark_written(param)
+    }
+
+    /// The bucket memory of parameter `param`'s gradient, for a backward
+    /// pass that writes its `f32` gradient there directly (PyTorch DDP's
+    /// `gradient_as_bucket_view`): no copy in, and with
+    /// [`wait_in_place`](Self::wait_in_place) no copy out. It holds the
+    /// last step's result until overwritten; overwrite all of it, then call
+    /// [`mark_written`](Self::mark_written).
+    pub fn grad_buffer(&mut self, param: usize) -> Result<&mut [f32]> {
+        let (b, off, len) = self.place(param)?;
         if self.marked[param] {
-            return Err(self.err(format!("parameter {param} was marked ready twice in one step")));
+            return Err(self.err(format!("parameter {param} was already marked ready this step")));
         }
-        let Some(bucket) = self.home[b].as_mut() else {
-            return Err(self.err(format!("bucket {b} of parameter {param} is already being reduced")));
-        };
-        let dst = &mut bucket.data[off..off + len];
-        let scale = if self.opts.average { 1.0 / self.comm.size() as f64 } else { 1.0 };
-        if scale == 1.0 {
-            dst.iter_mut().zip(grad).for_each(|(d, g)| *d = g.to_f32());
-        } else {
-            let n = self.comm.size() as f32;
-            dst.iter_mut().zip(grad).for_each(|(d, g)| *d = g.to_f32() / n);
+        if self.home[b].is_none() {
+            return Err(self.err(format!("bucket {b} of parameter {param} is being reduced")));
         }
-        if !bucket.shadow.is_empty() {
-            let sh = &mut bucket.shadow[off..off + len];
-            sh.iter_mut().zip(grad).for_each(|(s, g)| *s = g.to_f64() * scale);
+        Ok(&mut self.home[b].as_mut().expect("checked above").data[off..off + len])
+    }
+
+    /// Says that parameter `param`'s gradient is in its
+    /// [`grad_buffer`](Self::grad_buffer); when it completes its bucket,
+    /// the bucket's allreduce starts on the progress thread.
+    pub fn mark_written(&mut self, param: usize) -> Result<()> {
+        let (b, _, _) = self.place(param)?;
+        if self.marked[param] {
+            return Err(self.err(format!("parameter {param} was already marked ready this step")));
         }
         self.marked[param] = true;
         self.missing[b] -= 1;
         if self.missing[b] == 0 {
-            let bucket = self.home[b].take().expect("bucket is home");
+            let bucket = self.home[b].take().expect("a bucket with unmarked parameters is home");
             if self.jobs.push(bucket).is_err() {
                 return Err(self.err("the progress thread has stopped".into()));
             }
@@ -312,9 +323,47 @@ impl GradSync {
     }
 
     /// Waits for every bucket of this step and writes the synchronised
-    /// gradients into `grads` (every parameter, registration order). Every
-    /// parameter must have been marked ready.
+    /// gradients into `grads` (every parameter, registration order), each
+    /// bucket's as soon as it arrives. Every parameter must have been
+    /// marked ready. After an error the contents of `grads` are
+    /// unspecified.
     pub fn wait<T: Element>(&mut self, grads: &mut [&mut [T]]) -> Result<&StepReport> {
+        if grads.len() != self.marked.len() {
+            return Err(self.err(format!("{} gradients given, {} registered", grads.len(), self.marked.len())));
+        }
+        if let Some((p, g)) = grads.iter().enumerate().find(|(p, g)| g.len() != self.layout.place[*p].2) {
+            let len = self.layout.place[p].2;
+            return Err(self.err(format!("gradient {p} has {} elements, registered with {len}", g.len())));
+        }
+        self.drain(|layout, bucket| {
+            for (p, &(b, off, len)) in layout.place.iter().enumerate() {
+                if b == bucket.index {
+                    let src = &bucket.data[off..off + len];
+                    grads[p].iter_mut().zip(src).for_each(|(d, s)| *d = T::from_f32(*s));
+                }
+            }
+        })
+    }
+
+    /// Waits for every bucket of this step, leaving the synchronised
+    /// gradients in the buckets: read them with [`grad`](Self::grad).
+    pub fn wait_in_place(&mut self) -> Result<&StepReport> {
+        self.drain(|_, _| {})
+    }
+
+    /// Parameter `param`'s gradient in its bucket: after
+    /// [`wait_in_place`](Self::wait_in_place), the synchronised one.
+    pub fn grad(&self, param: usize) -> Result<&[f32]> {
+        let (b, off, len) = self.place(param)?;
+        match self.home[b].as_ref() {
+            Some(bucket) => Ok(&bucket.data[off..off + len]),
+            None => Err(self.err(format!("bucket {b} of parameter {param} is being reduced"))),
+        }
+    }
+
+    /// Collects every bucket in flight, calling `arrived` on each that
+    /// succeeded (until one fails), and closes the step.
+    fn drain(&mut self, mut arrived: impl FnMut(&Layout, &Bucket)) -> Result<&StepReport> {
         if let Some(p) = self.marked.iter().position(|m| !m) {
             let missing = self.marked.iter().filter(|m| !**m).count();
             return Err(self.err(format!(
@@ -322,18 +371,19 @@ impl GradSync {
                 missing - 1
             )));
         }
-        if grads.len() != self.marked.len() {
-            return Err(self.err(format!("{} gradients given, {} registered", grads.len(), self.marked.len())));
-        }
         let mut first_err = None;
         while self.in_flight > 0 {
             let Some(Done { bucket, result }) = self.done.pop() else {
                 return Err(self.err("the progress thread stopped with buckets in flight".into()));
             };
             self.in_flight -= 1;
-            if let Err(e) = result {
-                tracing::error!(bucket = bucket.index, "GradSync bucket failed: {e}");
-                first_err.get_or_insert(e);
+            match result {
+                Err(e) => {
+                    tracing::error!(bucket = bucket.index, "GradSync bucket failed: {e}");
+                    first_err.get_or_insert(e);
+                }
+                Ok(()) if first_err.is_none() => arrived(&self.layout, &bucket),
+                Ok(()) => {}
             }
             let b = bucket.index;
             self.home[b] = Some(bucket);
@@ -342,14 +392,6 @@ impl GradSync {
         self.missing.iter_mut().zip(&self.layout.buckets).for_each(|(m, b)| *m = b.1);
         if let Some(e) = first_err {
             return Err(e);
-        }
-        for (p, g) in grads.iter_mut().enumerate() {
-            let (b, off, len) = self.layout.place[p];
-            if g.len() != len {
-                return Err(self.err(format!("gradient {p} has {} elements, registered with {len}", g.len())));
-            }
-            let src = &self.home[b].as_ref().expect("every bucket is home after wait").data[off..off + len];
-            g.iter_mut().zip(src).for_each(|(d, s)| *d = T::from_f32(*s));
         }
         if self.opts.report {
             for (r, b) in self.report.buckets.iter_mut().zip(&self.home) {
@@ -396,6 +438,14 @@ impl GradSync {
         self.jobs.close(); // the worker's pop returns None and it ends
         if let Some(w) = self.worker.take() {
             let _ = w.join();
+        }
+    }
+
+    /// (bucket, offset, length) of a registered parameter.
+    fn place(&self, param: usize) -> Result<(usize, usize, usize)> {
+        match self.layout.place.get(param) {
+            Some(&p) => Ok(p),
+            None => Err(self.err(format!("parameter {param} does not exist ({} registered)", self.marked.len()))),
         }
     }
 

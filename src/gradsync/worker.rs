@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::handoff::Handoff;
 
+use super::GradSyncOpts;
 use crate::comm::{AllreduceOpts, Communicator};
 use crate::element::ReduceOp;
 use crate::error::Result;
@@ -29,7 +30,7 @@ pub(crate) struct Done {
 
 /// Runs until `jobs` is closed. If the thread panics (a bug), `done` is
 /// closed so the caller's `wait` reports it instead of waiting forever.
-pub(crate) fn run(comm: Arc<Communicator>, opts: AllreduceOpts, jobs: Arc<Handoff<Bucket>>, done: Arc<Handoff<Done>>) {
+pub(crate) fn run(comm: Arc<Communicator>, opts: GradSyncOpts, jobs: Arc<Handoff<Bucket>>, done: Arc<Handoff<Done>>) {
     let d = done.clone();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&comm, &opts, &jobs, &d)));
     done.close();
@@ -38,16 +39,27 @@ pub(crate) fn run(comm: Arc<Communicator>, opts: AllreduceOpts, jobs: Arc<Handof
     }
 }
 
-fn serve(comm: &Communicator, opts: &AllreduceOpts, jobs: &Handoff<Bucket>, done: &Handoff<Done>) {
+fn serve(comm: &Communicator, opts: &GradSyncOpts, jobs: &Handoff<Bucket>, done: &Handoff<Done>) {
+    let n = comm.size();
     while let Some(mut b) = jobs.pop() {
+        // The shadow is the exact mean (or sum) of what was handed over.
+        let scale = if opts.average { 1.0 / n as f64 } else { 1.0 };
+        b.shadow.iter_mut().zip(&b.data).for_each(|(s, g)| *s = *g as f64 * scale);
+        // Averaging here rather than in `mark_ready` keeps the caller's
+        // thread (the backward pass) free of it, and treats copied and
+        // in-place gradients alike.
+        if opts.average && n > 1 {
+            b.data.iter_mut().for_each(|g| *g /= n as f32);
+        }
+        let ar = &opts.allreduce;
         let mut result = if b.residual.is_empty() {
-            comm.allreduce_with(&mut b.data, ReduceOp::Sum, opts)
+            comm.allreduce_with(&mut b.data, ReduceOp::Sum, ar)
         } else {
-            comm.allreduce_with_feedback(&mut b.data, &mut b.residual, opts)
+            comm.allreduce_with_feedback(&mut b.data, &mut b.residual, ar)
         };
         if result.is_ok() && !b.shadow.is_empty() {
             // f64 on a native wire: the reference the report compares with.
-            let exact = AllreduceOpts { codec: crate::Codec::Native, ..opts.clone() };
+            let exact = AllreduceOpts { codec: crate::Codec::Native, ..ar.clone() };
             result = comm.allreduce_with(&mut b.shadow, ReduceOp::Sum, &exact);
         }
         if done.push(Done { bucket: b, result }).is_err() {
