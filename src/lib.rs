@@ -16,6 +16,7 @@
 //! | schedules | [`schedule`] | pure code: NCCL's ring primitives, recursive doubling, chain broadcast |
 //! | executor | `exec` (internal) | walks a schedule over a transport, slots in flight |
 //! | carriers | [`transport`] | MPI point-to-point, in-process mailboxes |
+//! | training | [`GradSync`], `candle` (feature `candle`) | buckets, overlap with backward, error feedback; candle's `GradStore` |
 //!
 //! ## Quick start
 //!
@@ -53,6 +54,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod codec;
 mod comm;
 pub mod cpu;
