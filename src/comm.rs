@@ -15,7 +15,7 @@ use crate::error::{BufferState, Error, Result};
 use crate::exec::{self, Ctx, Local, Scratch};
 use crate::flight::{FlightDump, FlightRecorder};
 use crate::op::{Collective, OpDesc};
-use crate::schedule::{Chain, RecursiveDoubling, Ring, RingKind, Schedule};
+use crate::schedule::{Chain, DoubleTree, HalvingDoubling, RecursiveDoubling, Ring, RingKind, Schedule};
 use crate::transport::fault::{Fault, FaultyTransport};
 use crate::transport::Transport;
 use crate::wire::FLAG_OVERFLOW;
@@ -29,10 +29,63 @@ pub enum Algorithm {
     Auto,
     /// The pipelined ring: bandwidth-optimal, `2(n-1)` dependent hops.
     Ring,
-    /// Recursive doubling: `log2 n` exchanges of the whole buffer. For
-    /// `f32`/`f64` buffers only; 16-bit buffers take the ring (their partial
-    /// sums would be rounded to 16 bits between exchanges).
+    /// Recursive doubling: `log2 n` exchanges of the whole buffer.
     RecursiveDoubling,
+    /// NCCL's double binary tree: `2 log2 n` hops, each of two trees
+    /// carrying half the buffer.
+    Tree,
+    /// Recursive halving-doubling (Rabenseifner): the ring's bytes in
+    /// `2 log2 n` rounds.
+    HalvingDoubling,
+}
+
+impl Algorithm {
+    /// Every algorithm a caller can force (not `Auto`).
+    pub const FIXED: [Algorithm; 4] =
+        [Algorithm::Ring, Algorithm::RecursiveDoubling, Algorithm::Tree, Algorithm::HalvingDoubling];
+
+    /// Parses `ring`, `doubling` (or `rd`), `tree`, `hd` (or `halving`)
+    /// and `auto`, as `RINGFUSE_ALGO` and `ringfuse-perf --algo` take them.
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        Some(match s {
+            "auto" => Algorithm::Auto,
+            "ring" => Algorithm::Ring,
+            "doubling" | "rd" => Algorithm::RecursiveDoubling,
+            "tree" => Algorithm::Tree,
+            "hd" | "halving" => Algorithm::HalvingDoubling,
+            _ => return None,
+        })
+    }
+
+    /// The short name [`Algorithm::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Auto => "auto",
+            Algorithm::Ring => "ring",
+            Algorithm::RecursiveDoubling => "doubling",
+            Algorithm::Tree => "tree",
+            Algorithm::HalvingDoubling => "hd",
+        }
+    }
+
+    /// Whether this algorithm can carry `dtype` buffers on `codec`'s wire
+    /// with the codec's bound and bitwise-identical results; where it
+    /// cannot, the ring runs instead.
+    ///
+    /// All but the ring keep partial results in the buffer between steps:
+    /// exact for `f32`/`f64` (the accumulator's precision), an extra
+    /// rounding per step for 16-bit buffers, which the bound does not
+    /// allow. The tree and halving-doubling also re-encode a final value
+    /// they decoded, which gives back the same bytes only for element-wise
+    /// formats (a block's scale can change).
+    pub fn supports(self, dtype: DType, codec: Codec) -> bool {
+        let wide = matches!(dtype, DType::F32 | DType::F64);
+        match self {
+            Algorithm::Auto | Algorithm::Ring => true,
+            Algorithm::RecursiveDoubling => wide,
+            Algorithm::Tree | Algorithm::HalvingDoubling => wide && !codec.is_block_scaled(),
+        }
+    }
 }
 
 /// Per-call options. `AllreduceOpts::default()` is what the plain methods
@@ -80,11 +133,8 @@ impl Default for AllreduceOpts {
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(300));
-        let algorithm = match std::env::var("RINGFUSE_ALGO").as_deref() {
-            Ok("ring") => Algorithm::Ring,
-            Ok("doubling") | Ok("rd") => Algorithm::RecursiveDoubling,
-            _ => Algorithm::Auto,
-        };
+        let algorithm =
+            (std::env::var("RINGFUSE_ALGO").ok()).and_then(|a| Algorithm::parse(&a)).unwrap_or(Algorithm::Auto);
         let env_flag = |name: &str, default: bool| match std::env::var(name).as_deref() {
             Ok("1") | Ok("true") | Ok("on") => true,
             Ok("0") | Ok("false") | Ok("off") => false,
@@ -105,6 +155,23 @@ impl Default for AllreduceOpts {
 }
 
 impl AllreduceOpts {
+    /// The algorithm an allreduce of `count` elements of `dtype` runs with
+    /// these options: `Auto`'s choice, or the forced one where it
+    /// [supports](Algorithm::supports) the buffer and codec, else the ring.
+    pub fn resolve(&self, dtype: DType, count: usize) -> Algorithm {
+        let wire_bytes = self.codec.wire_bytes(dtype, count, self.scale_block);
+        let algo = match self.algorithm {
+            Algorithm::Auto if wire_bytes <= self.small_bytes => Algorithm::RecursiveDoubling,
+            Algorithm::Auto => Algorithm::Ring,
+            a => a,
+        };
+        if algo.supports(dtype, self.codec) {
+            algo
+        } else {
+            Algorithm::Ring
+        }
+    }
+
     /// Sets the wire format.
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
@@ -178,6 +245,8 @@ enum Sched {
     Ring(Ring),
     Chain(Chain),
     Doubling(RecursiveDoubling),
+    Tree(DoubleTree),
+    Halving(HalvingDoubling),
 }
 
 impl Communicator {
@@ -303,22 +372,12 @@ impl Communicator {
     pub fn allreduce_with<T: Element>(&self, buf: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
         let count = buf.len();
         self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, size, _| {
-            let wire_bytes = opts.codec.wire_bytes(T::DTYPE, count, opts.scale_block);
-            // Recursive doubling keeps partial results in the buffer between
-            // exchanges: exact for f32/f64 (the accumulator's precision), an
-            // extra rounding per step for 16-bit buffers, which the codec
-            // bound does not allow. Those always take the ring.
-            let wide = matches!(T::DTYPE, DType::F32 | DType::F64);
-            let doubling = wide
-                && match opts.algorithm {
-                    Algorithm::Ring => false,
-                    Algorithm::RecursiveDoubling => true,
-                    Algorithm::Auto => wire_bytes <= opts.small_bytes,
-                };
-            let s = if doubling {
-                Sched::Doubling(RecursiveDoubling { rank, size, count })
-            } else {
-                Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce })
+            let algo = opts.resolve(T::DTYPE, count);
+            let s = match algo {
+                Algorithm::RecursiveDoubling => Sched::Doubling(RecursiveDoubling { rank, size, count }),
+                Algorithm::Tree => Sched::Tree(DoubleTree { rank, size, count }),
+                Algorithm::HalvingDoubling => Sched::Halving(HalvingDoubling { rank, size, count }),
+                Algorithm::Auto | Algorithm::Ring => Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce }),
             };
             (s, Local::InPlace(buf))
         })
@@ -571,6 +630,8 @@ impl Communicator {
             Sched::Ring(s) => s.len(),
             Sched::Chain(s) => s.len(),
             Sched::Doubling(s) => s.len(),
+            Sched::Tree(s) => s.len(),
+            Sched::Halving(s) => s.len(),
         };
         self.flight.begin(&desc, steps);
         if self.size == 1 {
@@ -615,6 +676,8 @@ impl Communicator {
             Sched::Ring(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
             Sched::Chain(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
             Sched::Doubling(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
+            Sched::Tree(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
+            Sched::Halving(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
         };
         let r = match r {
             Ok(flags) if flags & FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {

@@ -94,3 +94,35 @@ fn sweep_f16_large() {
 fn sweep_bf16_large() {
     sweep::<bf16>(&COUNTS[6..]);
 }
+
+/// The tree and halving-doubling on every rank count 1..9 and 16, counts
+/// including 0, 1 and primes, every op and every element-wise codec (the
+/// block-scaled ones run the ring; see `Algorithm::supports`).
+fn sweep_algos<E: Element>(ranks: &[usize], counts: &[usize]) {
+    let mut variant = 0;
+    for &n in ranks {
+        for &count in counts {
+            for op in OPS {
+                for codec in [Codec::Native, Codec::Fp16, Codec::Bf16] {
+                    for algo in [Algorithm::Tree, Algorithm::HalvingDoubling] {
+                        case::<E>(n, count, op, codec, variant, algo);
+                    }
+                    variant += 1;
+                }
+            }
+        }
+    }
+}
+
+const ALGO_RANKS: [usize; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 16];
+
+#[test]
+fn sweep_tree_and_halving_f32() {
+    sweep_algos::<f32>(&ALGO_RANKS, &[0, 1, 2, 7, 101, 1009, 10007]);
+    sweep_algos::<f32>(&[3, 8], &[1 << 20]);
+}
+
+#[test]
+fn sweep_tree_and_halving_f64() {
+    sweep_algos::<f64>(&ALGO_RANKS, &[0, 1, 13, 1009]);
+}

@@ -64,7 +64,7 @@ use crate::codec::Codec;
 use crate::comm::{AllreduceOpts, Communicator};
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::schedule::{Ring, RingKind, Schedule};
+use crate::schedule::{Ring, RingKind};
 use handoff::Handoff;
 use layout::Layout;
 use worker::{Bucket, Done};
@@ -460,12 +460,10 @@ impl Drop for GradSync {
     }
 }
 
-/// Payload bytes one rank sends in a ring allreduce of `count` f32s.
+/// Payload bytes rank 0 sends in a ring allreduce of `count` f32s (the
+/// ring: what GradSync's buckets run, `Auto` picking it for any bucket
+/// worth the name).
 fn ring_wire_bytes(opts: &AllreduceOpts, n: usize, count: usize) -> usize {
     let s = Ring { rank: 0, size: n, count, kind: RingKind::Allreduce };
-    (0..s.len())
-        .map(|i| s.step(i))
-        .filter(|st| st.prim.sends())
-        .map(|st| opts.codec.wire_bytes(crate::DType::F32, s.block(st.block).len(), opts.scale_block))
-        .sum()
+    crate::schedule::sent_bytes(&s, |m| opts.codec.wire_bytes(crate::DType::F32, m, opts.scale_block))
 }

@@ -25,11 +25,15 @@
 
 mod chunk;
 mod doubling;
+mod halving;
 mod ring;
+mod tree;
 
 pub use chunk::{block_range, slice_count, slice_range};
 pub use doubling::RecursiveDoubling;
+pub use halving::HalvingDoubling;
 pub use ring::{Chain, Ring, RingKind};
+pub use tree::{btree, dtree, DoubleTree, TreeNode};
 
 use std::ops::Range;
 
@@ -109,6 +113,25 @@ pub trait Schedule {
     fn step(&self, i: usize) -> Step;
     /// Element range of block `b`.
     fn block(&self, b: usize) -> Range<usize>;
+}
+
+/// The schedule rank `rank` of `size` runs for an allreduce of `count`
+/// elements with `algo` (already resolved: `Auto` means the ring), for
+/// tools that inspect one (wire bytes, the scale model).
+pub fn allreduce(algo: crate::Algorithm, rank: usize, size: usize, count: usize) -> Box<dyn Schedule> {
+    use crate::Algorithm as A;
+    match algo {
+        A::Auto | A::Ring => Box::new(Ring { rank, size, count, kind: RingKind::Allreduce }),
+        A::RecursiveDoubling => Box::new(RecursiveDoubling { rank, size, count }),
+        A::Tree => Box::new(DoubleTree { rank, size, count }),
+        A::HalvingDoubling => Box::new(HalvingDoubling { rank, size, count }),
+    }
+}
+
+/// Elements rank `rank` sends in `s`, message payloads summed per block
+/// length by `bytes` (a codec's wire size of that many elements).
+pub fn sent_bytes(s: &dyn Schedule, bytes: impl Fn(usize) -> usize) -> usize {
+    (0..s.len()).map(|i| s.step(i)).filter(|st| st.prim.sends()).map(|st| bytes(s.block(st.block).len())).sum()
 }
 
 #[cfg(test)]

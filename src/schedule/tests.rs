@@ -1,7 +1,9 @@
-//! Schedules checked alone: every rank's steps are run symbolically, with a
-//! bit mask per block standing for "which ranks' contributions are in it".
+//! Schedules checked alone: every rank's steps are run symbolically, with
+//! a signature per block standing for "which ranks' contributions are in
+//! it" (how many, and the wrapping sum of a 64-bit hash of each rank:
+//! a contribution reduced twice or never shows in one or the other).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use super::*;
 
@@ -10,6 +12,8 @@ enum Kind {
     Ring(RingKind),
     Chain(usize),
     Doubling,
+    Tree,
+    Halving,
 }
 
 fn schedule(kind: Kind, rank: usize, size: usize) -> Box<dyn Schedule> {
@@ -17,32 +21,66 @@ fn schedule(kind: Kind, rank: usize, size: usize) -> Box<dyn Schedule> {
         Kind::Ring(k) => Box::new(Ring { rank, size, count: 1000, kind: k }),
         Kind::Chain(root) => Box::new(Chain { rank, size, count: 1000, root }),
         Kind::Doubling => Box::new(RecursiveDoubling { rank, size, count: 1000 }),
+        Kind::Tree => Box::new(DoubleTree { rank, size, count: 1000 }),
+        Kind::Halving => Box::new(HalvingDoubling { rank, size, count: 1000 }),
     }
 }
 
-/// Runs all ranks until none can move. Panics on any broken invariant;
-/// returns each rank's final masks.
-fn simulate(kind: Kind, n: usize) -> Vec<Vec<u64>> {
+/// Contributions in a block: how many, and the sum of their hashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct Sig {
+    count: usize,
+    hash: u64,
+}
+
+impl Sig {
+    fn of(rank: usize) -> Sig {
+        // splitmix64: distinct ranks, unrelated hashes.
+        let mut z = (rank as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Sig { count: 1, hash: z ^ (z >> 31) }
+    }
+    fn all(n: usize) -> Sig {
+        (0..n).map(Sig::of).fold(Sig::default(), |a, b| a.plus(b))
+    }
+    fn plus(self, o: Sig) -> Sig {
+        Sig { count: self.count + o.count, hash: self.hash.wrapping_add(o.hash) }
+    }
+}
+
+/// Runs all ranks until none can move. Panics on any broken invariant
+/// (a message for the wrong block, a rank stuck, a message never
+/// received, more contributions in a block than ranks); returns each
+/// rank's final signatures.
+fn simulate(kind: Kind, n: usize) -> Vec<Vec<Sig>> {
     let scheds: Vec<_> = (0..n).map(|r| schedule(kind, r, n)).collect();
     let blocks = match kind {
         Kind::Chain(_) | Kind::Doubling => 1,
-        _ => n,
+        Kind::Tree => 2,
+        Kind::Halving => HalvingDoubling { rank: 0, size: n, count: 0 }.leaves(),
+        Kind::Ring(_) => n,
     };
-    let mut have: Vec<Vec<u64>> = (0..n)
+    let mut have: Vec<Vec<Sig>> = (0..n)
         .map(|r| {
             (0..blocks)
                 .map(|b| match kind {
-                    Kind::Ring(RingKind::Allgather) => u64::from(b == r) << r,
-                    Kind::Chain(root) => u64::from(r == root) << r,
-                    Kind::Ring(_) | Kind::Doubling => 1 << r,
+                    Kind::Ring(RingKind::Allgather) if b != r => Sig::default(),
+                    Kind::Chain(root) if r != root => Sig::default(),
+                    _ => Sig::of(r),
                 })
                 .collect()
         })
         .collect();
-    let mut queues: Vec<Vec<VecDeque<(usize, u64)>>> = vec![vec![VecDeque::new(); n]; n];
+    let mut queues: HashMap<(usize, usize), VecDeque<(usize, Sig)>> = HashMap::new();
     let mut pc = vec![0usize; n];
     // Exchanges send before they receive; remember which already sent.
     let mut sent_early = vec![false; n];
+    let reduce = |got: Sig, local: Sig, r: usize, step: usize| {
+        let sum = got.plus(local);
+        assert!(sum.count <= n, "{kind:?} n={n}: rank {r} step {step}: a contribution reduced twice");
+        sum
+    };
     loop {
         let mut moved = false;
         for r in 0..n {
@@ -52,12 +90,12 @@ fn simulate(kind: Kind, n: usize) -> Vec<Vec<u64>> {
             let st = scheds[r].step(pc[r]);
             let exchange = matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal);
             if exchange && !sent_early[r] {
-                queues[r][st.send_to].push_back((st.block, have[r][st.block]));
+                queues.entry((r, st.send_to)).or_default().push_back((st.block, have[r][st.block]));
                 sent_early[r] = true;
                 moved = true;
             }
             let got = if st.prim.receives() {
-                match queues[st.recv_from][r].pop_front() {
+                match queues.get_mut(&(st.recv_from, r)).and_then(|q| q.pop_front()) {
                     None => continue,
                     Some((b, m)) => {
                         assert_eq!(b, st.block, "{kind:?} n={n}: rank {r} step {} got block {b}", pc[r]);
@@ -65,33 +103,28 @@ fn simulate(kind: Kind, n: usize) -> Vec<Vec<u64>> {
                     }
                 }
             } else {
-                0
+                Sig::default()
             };
             let local = have[r][st.block];
             let out = match st.prim {
                 Prim::Send | Prim::CopySend => local,
-                Prim::RecvReduceSend => {
-                    assert_eq!(got & local, 0, "{kind:?} n={n}: contribution reduced twice");
-                    got | local
-                }
-                Prim::RecvReduceCopySend | Prim::RecvReduceCopy => {
-                    assert_eq!(got & local, 0, "{kind:?} n={n}: contribution reduced twice");
-                    have[r][st.block] = got | local;
-                    got | local
+                Prim::RecvReduceSend => reduce(got, local, r, pc[r]),
+                Prim::RecvReduceCopySend
+                | Prim::RecvReduceCopy
+                | Prim::RecvReduce
+                | Prim::Exchange
+                | Prim::ExchangeFinal => {
+                    have[r][st.block] = reduce(got, local, r, pc[r]);
+                    have[r][st.block]
                 }
                 Prim::RecvCopySend | Prim::Recv => {
                     have[r][st.block] = got;
                     got
                 }
-                Prim::RecvReduce | Prim::Exchange | Prim::ExchangeFinal => {
-                    assert_eq!(got & local, 0, "{kind:?} n={n}: contribution reduced twice");
-                    have[r][st.block] = got | local;
-                    got | local
-                }
             };
             sent_early[r] = false;
             if st.prim.sends() && !exchange {
-                queues[r][st.send_to].push_back((st.block, out));
+                queues.entry((r, st.send_to)).or_default().push_back((st.block, out));
             }
             pc[r] += 1;
             moved = true;
@@ -102,9 +135,9 @@ fn simulate(kind: Kind, n: usize) -> Vec<Vec<u64>> {
     }
     for r in 0..n {
         assert_eq!(pc[r], scheds[r].len(), "{kind:?} n={n}: rank {r} is stuck at step {} (deadlock)", pc[r]);
-        for q in &queues[r] {
-            assert!(q.is_empty(), "{kind:?} n={n}: rank {r} sent a message nobody received");
-        }
+    }
+    for ((from, to), q) in &queues {
+        assert!(q.is_empty(), "{kind:?} n={n}: rank {from} sent rank {to} a message nobody received");
     }
     have
 }
@@ -114,9 +147,8 @@ const SIZES: [usize; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 33, 64];
 #[test]
 fn ring_allreduce_gives_every_rank_every_contribution_once() {
     for n in SIZES {
-        let full = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
         let have = simulate(Kind::Ring(RingKind::Allreduce), n);
-        assert!(have.iter().all(|h| h.iter().all(|&m| m == full)), "n={n}");
+        assert!(have.iter().all(|h| h.iter().all(|&m| m == Sig::all(n))), "n={n}");
         if n > 1 {
             assert_eq!(Ring { rank: 0, size: n, count: 1, kind: RingKind::Allreduce }.len(), 2 * n - 1);
         }
@@ -126,9 +158,8 @@ fn ring_allreduce_gives_every_rank_every_contribution_once() {
 #[test]
 fn recursive_doubling_gives_every_rank_every_contribution_once() {
     for n in SIZES {
-        let full = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
         let have = simulate(Kind::Doubling, n);
-        assert!(have.iter().all(|h| h[0] == full), "n={n}");
+        assert!(have.iter().all(|h| h[0] == Sig::all(n)), "n={n}");
     }
     // log2 steps, against the ring's 2n - 1.
     assert_eq!(RecursiveDoubling { rank: 0, size: 8, count: 1 }.len(), 3);
@@ -137,12 +168,90 @@ fn recursive_doubling_gives_every_rank_every_contribution_once() {
 }
 
 #[test]
+fn double_tree_and_halving_doubling_give_every_rank_every_contribution_once() {
+    for kind in [Kind::Tree, Kind::Halving] {
+        for n in SIZES.into_iter().chain([10, 11, 12, 13, 15, 17, 31, 100]) {
+            let have = simulate(kind, n);
+            assert!(have.iter().all(|h| h.iter().all(|&m| m == Sig::all(n))), "{kind:?} n={n}");
+        }
+    }
+}
+
+/// The large rank counts a cluster has, checked from the schedules alone:
+/// every send has its receive, nothing deadlocks, every block ends with
+/// every contribution exactly once.
+#[test]
+fn every_allreduce_schedule_holds_from_64_to_1024_ranks() {
+    for n in [64, 100, 128, 255, 256, 513, 1024] {
+        for kind in [Kind::Tree, Kind::Halving, Kind::Doubling, Kind::Ring(RingKind::Allreduce)] {
+            if matches!(kind, Kind::Ring(_)) && n > 256 {
+                continue; // n blocks x n ranks x 2n steps: minutes, and the proptest covers the ring
+            }
+            let have = simulate(kind, n);
+            assert!(have.iter().all(|h| h.iter().all(|&m| m == Sig::all(n))), "{kind:?} n={n}");
+        }
+    }
+}
+
+/// NCCL's double binary tree: each tree spans every rank once, parents
+/// and children agree, and no rank is an inner node of both trees except
+/// the first tree's root, which has a single child there (odd `n`).
+#[test]
+#[allow(clippy::needless_range_loop)] // ranks index several tables at once
+fn double_tree_is_two_spanning_trees_sharing_no_inner_node() {
+    for n in 1..=200 {
+        let nodes: Vec<[TreeNode; 2]> = (0..n).map(|r| dtree(n, r)).collect();
+        for t in 0..2 {
+            let roots: Vec<usize> = (0..n).filter(|&r| nodes[r][t].parent.is_none()).collect();
+            assert_eq!(roots.len(), 1, "n={n} tree {t}: roots {roots:?}");
+            for r in 0..n {
+                for c in nodes[r][t].children.iter().flatten() {
+                    assert!(*c < n && nodes[*c][t].parent == Some(r), "n={n} tree {t}: {r} -> {c}");
+                }
+                if let Some(p) = nodes[r][t].parent {
+                    assert!(nodes[p][t].children.contains(&Some(r)), "n={n} tree {t}: parent of {r}");
+                }
+                // Reaches the root: no cycles.
+                let (mut x, mut hops) = (r, 0);
+                while let Some(p) = nodes[x][t].parent {
+                    x = p;
+                    hops += 1;
+                    assert!(hops <= n, "n={n} tree {t}: cycle from {r}");
+                }
+                // Depth is logarithmic.
+                assert!(hops <= 2 * (usize::BITS - n.leading_zeros()) as usize, "n={n}: depth {hops}");
+            }
+        }
+        if n > 2 {
+            for r in 0..n {
+                let inner = |t: usize| nodes[r][t].children.iter().any(Option::is_some);
+                let light_root = nodes[r][0].parent.is_none() && nodes[r][0].children[1].is_none();
+                assert!(!(inner(0) && inner(1)) || light_root, "n={n}: rank {r} is inner in both trees");
+            }
+        }
+    }
+}
+
+/// Halving-doubling sends `2(p-1)/p` of the buffer per rank, like the
+/// ring, in `2 log2 p` rounds.
+#[test]
+fn halving_doubling_sends_what_the_ring_sends() {
+    for n in [2usize, 4, 8, 16, 64] {
+        for r in 0..n {
+            let s = HalvingDoubling { rank: r, size: n, count: 1 << 20 };
+            let sent: usize =
+                (0..s.len()).map(|i| s.step(i)).filter(|st| st.prim.sends()).map(|st| s.block(st.block).len()).sum();
+            assert_eq!(sent, 2 * (n - 1) * (1 << 20) / n, "n={n} rank {r}");
+        }
+    }
+}
+
+#[test]
 fn ring_reduce_scatter_finishes_own_block() {
     for n in SIZES {
-        let full = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
         let have = simulate(Kind::Ring(RingKind::ReduceScatter), n);
         for (r, h) in have.iter().enumerate() {
-            assert_eq!(h[r], full, "n={n} rank {r}");
+            assert_eq!(h[r], Sig::all(n), "n={n} rank {r}");
         }
     }
 }
@@ -153,7 +262,7 @@ fn ring_allgather_delivers_each_block_from_its_owner() {
         let have = simulate(Kind::Ring(RingKind::Allgather), n);
         for h in &have {
             for (b, &m) in h.iter().enumerate() {
-                assert_eq!(m, 1 << b, "n={n} block {b}");
+                assert_eq!(m, Sig::of(b), "n={n} block {b}");
             }
         }
     }
@@ -164,7 +273,7 @@ fn chain_broadcast_reaches_every_rank_from_any_root() {
     for n in SIZES {
         for root in [0, n / 2, n - 1] {
             let have = simulate(Kind::Chain(root), n);
-            assert!(have.iter().all(|h| h[0] == 1 << root), "n={n} root={root}");
+            assert!(have.iter().all(|h| h[0] == Sig::of(root)), "n={n} root={root}");
         }
     }
 }
@@ -230,14 +339,6 @@ mod properties {
 
     use super::*;
 
-    fn full(n: usize) -> u64 {
-        if n == 64 {
-            u64::MAX
-        } else {
-            (1u64 << n) - 1
-        }
-    }
-
     fn kind() -> impl Strategy<Value = (Kind, usize)> {
         (1usize..=64).prop_flat_map(|n| {
             prop_oneof![
@@ -245,6 +346,8 @@ mod properties {
                 Just(Kind::Ring(RingKind::ReduceScatter)),
                 Just(Kind::Ring(RingKind::Allgather)),
                 Just(Kind::Doubling),
+                Just(Kind::Tree),
+                Just(Kind::Halving),
                 (0..n).prop_map(Kind::Chain),
             ]
             .prop_map(move |k| (k, n))
@@ -259,13 +362,14 @@ mod properties {
             let have = simulate(kind, n);
             for (r, h) in have.iter().enumerate() {
                 match kind {
-                    Kind::Ring(RingKind::Allreduce) => prop_assert!(h.iter().all(|&m| m == full(n))),
-                    Kind::Doubling => prop_assert_eq!(h[0], full(n)),
-                    Kind::Ring(RingKind::ReduceScatter) => prop_assert_eq!(h[r], full(n)),
-                    Kind::Ring(RingKind::Allgather) => {
-                        prop_assert!(h.iter().enumerate().all(|(b, &m)| m == 1 << b))
+                    Kind::Ring(RingKind::Allreduce) | Kind::Doubling | Kind::Tree | Kind::Halving => {
+                        prop_assert!(h.iter().all(|&m| m == Sig::all(n)))
                     }
-                    Kind::Chain(root) => prop_assert_eq!(h[0], 1 << root),
+                    Kind::Ring(RingKind::ReduceScatter) => prop_assert_eq!(h[r], Sig::all(n)),
+                    Kind::Ring(RingKind::Allgather) => {
+                        prop_assert!(h.iter().enumerate().all(|(b, &m)| m == Sig::of(b)))
+                    }
+                    Kind::Chain(root) => prop_assert_eq!(h[0], Sig::of(root)),
                 }
             }
         }

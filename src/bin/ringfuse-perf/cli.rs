@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use ringfuse::{Codec, DType, ReduceOp};
+use ringfuse::{Algorithm, Codec, DType, ReduceOp};
 
 /// Bandwidth of ringfuse's collectives against MPI's own, nccl-tests style.
 /// Run under mpirun; rank 0 prints.
@@ -28,6 +28,12 @@ pub struct Args {
     /// Wire codecs, comma-separated; each size runs once per codec.
     #[arg(short = 'c', long, value_delimiter = ',', value_parser = parse_codec, default_value = "native,fp16,bf16")]
     pub codec: Vec<Codec>,
+    /// Allreduce algorithms, comma-separated (ring, doubling, tree, hd,
+    /// auto); each size runs once per codec and algorithm. An algorithm
+    /// that cannot carry the dtype and codec runs the ring (see
+    /// `Algorithm::supports`); the algo column says which ran.
+    #[arg(short = 'a', long, value_delimiter = ',', value_parser = parse_algo, default_value = "auto")]
+    pub algo: Vec<Algorithm>,
     /// Timed iterations per row (the median is reported).
     #[arg(short = 'n', long, default_value_t = 20)]
     pub iters: usize,
@@ -140,6 +146,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 fn parse_op(s: &str) -> Result<ReduceOp, String> {
     ReduceOp::parse(s).ok_or_else(|| format!("unknown op '{s}' (sum, avg, min, max, prod)"))
+}
+
+fn parse_algo(s: &str) -> Result<Algorithm, String> {
+    Algorithm::parse(s).ok_or_else(|| format!("unknown algorithm '{s}' (ring, doubling, tree, hd, auto)"))
 }
 
 fn parse_codec(s: &str) -> Result<Codec, String> {

@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use ringfuse::schedule::{Ring, RingKind, Schedule};
+use ringfuse::schedule::{self, Ring, RingKind};
 use ringfuse::verify::{expect, through_wire, Expect};
-use ringfuse::{AllreduceOpts, Codec, Communicator, Element, ReduceOp};
+use ringfuse::{Algorithm, AllreduceOpts, Codec, Communicator, Element, ReduceOp};
 use serde::Serialize;
 
 use crate::cli::{Args, CollectiveArg};
@@ -20,6 +20,11 @@ pub struct Row {
     pub dtype: &'static str,
     pub op: &'static str,
     pub codec: &'static str,
+    /// The schedule that ran (`Auto` resolved).
+    pub algo: &'static str,
+    /// The algorithm asked for (`--algo`): the plot's series.
+    #[serde(skip)]
+    pub asked: &'static str,
     pub time_us: f64,
     #[serde(rename = "algbw_GBps")]
     pub algbw_gbps: f64,
@@ -89,18 +94,28 @@ fn call<E: Element>(
     }
 }
 
-fn wire_bytes(c: CollectiveArg, n: usize, count: usize, bytes: impl Fn(usize) -> usize) -> usize {
+/// Payload bytes rank 0 sends in one call.
+fn wire_bytes(c: CollectiveArg, n: usize, count: usize, algo: Algorithm, bytes: impl Fn(usize) -> usize) -> usize {
     let kind = match c {
-        CollectiveArg::Allreduce => RingKind::Allreduce,
+        CollectiveArg::Allreduce => return schedule::sent_bytes(&*schedule::allreduce(algo, 0, n, count), bytes),
         CollectiveArg::ReduceScatter => RingKind::ReduceScatter,
         CollectiveArg::Allgather => RingKind::Allgather,
         CollectiveArg::Broadcast => return if n > 1 { bytes(count) } else { 0 },
     };
-    let s = Ring { rank: 0, size: n, count, kind };
-    (0..s.len()).map(|i| s.step(i)).filter(|st| st.prim.sends()).map(|st| bytes(s.block(st.block).len())).sum()
+    schedule::sent_bytes(&Ring { rank: 0, size: n, count, kind }, bytes)
 }
 
-/// Measures one size for every codec in `args.codec`.
+/// The schedule a call runs, by name.
+fn algo_name<E: Element>(c: CollectiveArg, o: &AllreduceOpts, count: usize) -> &'static str {
+    match c {
+        CollectiveArg::Allreduce => o.resolve(E::DTYPE, count).name(),
+        CollectiveArg::ReduceScatter | CollectiveArg::Allgather => "ring",
+        CollectiveArg::Broadcast => "chain",
+    }
+}
+
+/// Measures one size for every codec in `args.codec` and (allreduce)
+/// every algorithm in `args.algo`.
 pub fn measure<E: Element>(
     comm: &Communicator,
     args: &Args,
@@ -118,13 +133,16 @@ pub fn measure<E: Element>(
     // This rank's input: for allgather its own block, else the whole buffer.
     let offset = if c == CollectiveArg::Allgather { rank * in_len } else { 0 };
     let input: Vec<E> = (0..in_len).map(|i| E::from_f64(value(seed, rank, offset + i, args.op))).collect();
-    let mut outs: Vec<Vec<E>> = args.codec.iter().map(|_| vec![E::from_f64(0.0); out_len]).collect();
+    // The other collectives have one schedule each: one variant per codec.
+    let algos = if c == CollectiveArg::Allreduce { args.algo.clone() } else { vec![Algorithm::Auto] };
+    let variants: Vec<(Codec, Algorithm)> =
+        args.codec.iter().flat_map(|&codec| algos.iter().map(move |&a| (codec, a))).collect();
+    let mut outs: Vec<Vec<E>> = variants.iter().map(|_| vec![E::from_f64(0.0); out_len]).collect();
     let mut mpi_out = vec![E::from_f64(0.0); out_len];
-    let opts: Vec<AllreduceOpts> = args
-        .codec
+    let opts: Vec<AllreduceOpts> = variants
         .iter()
-        .map(|&codec| {
-            let mut o = comm.defaults().clone().codec(codec);
+        .map(|&(codec, algo)| {
+            let mut o = comm.defaults().clone().codec(codec).algorithm(algo);
             if let Some(s) = args.slice_bytes {
                 o.slice_bytes = s as usize;
             }
@@ -134,7 +152,7 @@ pub fn measure<E: Element>(
             o
         })
         .collect();
-    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(args.iters); args.codec.len()];
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(args.iters); variants.len()];
     let mut mpi_times = Vec::with_capacity(args.iters);
     let barrier = || comm.barrier().unwrap_or_else(|e| panic!("{e}"));
     for it in 0..args.warmup + args.iters {
@@ -164,12 +182,12 @@ pub fn measure<E: Element>(
     comm.allreduce(&mut med, ReduceOp::Max).expect("allreduce of timings");
 
     let mut rows = Vec::new();
-    for (k, &codec) in args.codec.iter().enumerate() {
+    for (k, &(codec, asked)) in variants.iter().enumerate() {
         let t = med[k];
         let algbw = if t > 0.0 { (count * E::DTYPE.size()) as f64 / t / 1e9 } else { 0.0 };
         let (err, wrong, identical) =
             if args.check { check(comm, args, codec, seed, count, &outs[k]) } else { (None, None, None) };
-        let mpi_t = mpi.is_some().then_some(med[args.codec.len()]);
+        let mpi_t = mpi.is_some().then_some(med[variants.len()]);
         rows.push(Row {
             collective: c.name(),
             bytes: count * E::DTYPE.size(),
@@ -177,10 +195,14 @@ pub fn measure<E: Element>(
             dtype: E::DTYPE.name(),
             op: args.op.name(),
             codec: codec.name(),
+            algo: algo_name::<E>(c, &opts[k], count),
+            asked: asked.name(),
             time_us: t * 1e6,
             algbw_gbps: algbw,
             busbw_gbps: algbw * c.bus_factor(n),
-            wire_bytes: wire_bytes(c, n, count, |m| codec.wire_bytes(E::DTYPE, m, opts[k].scale_block)),
+            wire_bytes: wire_bytes(c, n, count, opts[k].resolve(E::DTYPE, count), |m| {
+                codec.wire_bytes(E::DTYPE, m, opts[k].scale_block)
+            }),
             max_rel_err: err,
             wrong,
             identical,

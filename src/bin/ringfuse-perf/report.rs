@@ -11,10 +11,11 @@ pub fn header(collective: &str, n: usize, dtype: &str, op: &str, host: &str) {
     println!("# ringfuse-perf: {collective}, {n} ranks, dtype {dtype}, op {op}, host {host}");
     println!("# time: median over iterations of the slowest rank; busbw as nccl-tests defines it");
     println!(
-        "# {:>11} {:>11} {:>6} {:>10} {:>8} {:>8} {:>11} {:>11} {:>6} {:>5} {:>10} {:>7}",
+        "# {:>11} {:>11} {:>10} {:>8} {:>10} {:>8} {:>8} {:>11} {:>11} {:>6} {:>5} {:>10} {:>7}",
         "bytes",
         "count",
         "codec",
+        "algo",
         "time_us",
         "algbw",
         "busbw",
@@ -26,8 +27,8 @@ pub fn header(collective: &str, n: usize, dtype: &str, op: &str, host: &str) {
         "speedup"
     );
     println!(
-        "# {:>11} {:>11} {:>6} {:>10} {:>8} {:>8} {:>11}",
-        "", "(elements)", "", "", "(GB/s)", "(GB/s)", "(rank 0)"
+        "# {:>11} {:>11} {:>10} {:>8} {:>10} {:>8} {:>8} {:>11}",
+        "", "(elements)", "", "", "", "(GB/s)", "(GB/s)", "(rank 0)"
     );
 }
 
@@ -37,10 +38,11 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 pub fn row(r: &Row) {
     println!(
-        "  {:>11} {:>11} {:>6} {:>10.1} {:>8.3} {:>8.3} {:>11} {:>11} {:>6} {:>5} {:>10} {:>7}",
+        "  {:>11} {:>11} {:>10} {:>8} {:>10.1} {:>8.3} {:>8.3} {:>11} {:>11} {:>6} {:>5} {:>10} {:>7}",
         r.bytes,
         r.count,
         r.codec,
+        r.algo,
         r.time_us,
         r.algbw_gbps,
         r.busbw_gbps,
@@ -67,8 +69,8 @@ pub fn csv(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
-/// Bus bandwidth against size (log scale), one line per codec and one for
-/// MPI's own collective.
+/// Bus bandwidth against size (log scale), one line per codec (and
+/// algorithm, where a sweep ran several) and one for MPI's own collective.
 pub fn plot(path: &Path, title: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     let mut push = |name: String, x: f64, y: f64| match series.iter_mut().find(|s| s.0 == name) {
@@ -76,8 +78,10 @@ pub fn plot(path: &Path, title: &str, rows: &[Row]) -> Result<(), Box<dyn std::e
         None => series.push((name, vec![(x, y)])),
     };
     let mut mpi_seen = Vec::new();
+    let several = rows.iter().any(|r| r.asked != rows[0].asked);
     for r in rows.iter().filter(|r| r.bytes > 0) {
-        push(format!("ringfuse {}", r.codec), r.bytes as f64, r.busbw_gbps);
+        let name = if several { format!("ringfuse {} {}", r.codec, r.asked) } else { format!("ringfuse {}", r.codec) };
+        push(name, r.bytes as f64, r.busbw_gbps);
         if let Some(t) = r.mpi_time_us.filter(|_| !mpi_seen.contains(&r.bytes)) {
             mpi_seen.push(r.bytes);
             push("MPI".into(), r.bytes as f64, r.busbw_gbps * r.time_us / t);
