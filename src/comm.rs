@@ -18,6 +18,7 @@ use crate::op::{Collective, OpDesc};
 use crate::schedule::{Chain, DoubleTree, HalvingDoubling, RecursiveDoubling, Ring, RingKind, Schedule};
 use crate::transport::fault::{Fault, FaultyTransport};
 use crate::transport::Transport;
+use crate::tuning::Tuning;
 use crate::wire::FLAG_OVERFLOW;
 
 /// Which allreduce schedule runs.
@@ -156,14 +157,17 @@ impl Default for AllreduceOpts {
 
 impl AllreduceOpts {
     /// The algorithm an allreduce of `count` elements of `dtype` runs with
-    /// these options: `Auto`'s choice, or the forced one where it
-    /// [supports](Algorithm::supports) the buffer and codec, else the ring.
-    pub fn resolve(&self, dtype: DType, count: usize) -> Algorithm {
+    /// these options: `Auto`'s choice (by `tuning`'s cost model, or without
+    /// one recursive doubling up to [`Self::small_bytes`] and the ring
+    /// above), or the forced one where it [supports](Algorithm::supports)
+    /// the buffer and codec, else the ring.
+    pub fn resolve(&self, dtype: DType, count: usize, tuning: Option<&Tuning>) -> Algorithm {
         let wire_bytes = self.codec.wire_bytes(dtype, count, self.scale_block);
-        let algo = match self.algorithm {
-            Algorithm::Auto if wire_bytes <= self.small_bytes => Algorithm::RecursiveDoubling,
-            Algorithm::Auto => Algorithm::Ring,
-            a => a,
+        let algo = match (self.algorithm, tuning) {
+            (Algorithm::Auto, Some(t)) => t.best(dtype, self.codec, wire_bytes),
+            (Algorithm::Auto, None) if wire_bytes <= self.small_bytes => Algorithm::RecursiveDoubling,
+            (Algorithm::Auto, None) => Algorithm::Ring,
+            (a, _) => a,
         };
         if algo.supports(dtype, self.codec) {
             algo
@@ -239,6 +243,8 @@ pub struct Communicator {
     aborted: AtomicBool,
     flight: Arc<FlightRecorder>,
     state: Mutex<State>,
+    /// `Algorithm::Auto`'s cost model, when measured or loaded.
+    tuning: Option<Tuning>,
 }
 
 enum Sched {
@@ -252,13 +258,32 @@ enum Sched {
 impl Communicator {
     /// A communicator over any transport. If `RINGFUSE_FAULT` is set, its
     /// fault is injected (see [`crate::transport::fault`]).
+    ///
+    /// `Auto` uses the fixed rule unless `RINGFUSE_TUNING` asks for a probe
+    /// or a cached file ([`crate::tuning`]; then this is collective).
     pub fn from_transport(t: Box<dyn Transport>) -> Self {
+        Self::tuned(t, false)
+    }
+
+    /// Builds, tunes as `RINGFUSE_TUNING` says (probing when unset if
+    /// `probe_by_default`), then injects `RINGFUSE_FAULT`'s fault: the
+    /// probe's traffic is not the traffic a fault test counts.
+    pub(crate) fn tuned(t: Box<dyn Transport>, probe_by_default: bool) -> Self {
+        let mut c = Self::bare(t);
+        match Tuning::from_env(&c, probe_by_default) {
+            Ok(t) => c.tuning = t,
+            // Auto still works (the fixed rule); say why it is not tuned.
+            Err(e) => tracing::warn!("ringfuse: no tuning for Algorithm::Auto: {e}"),
+        }
+        match crate::transport::fault::from_env() {
+            Some(f) => c.inject_fault(f),
+            None => c,
+        }
+    }
+
+    fn bare(t: Box<dyn Transport>) -> Self {
         let flight = Arc::new(FlightRecorder::new(t.rank(), t.size()));
         crate::flight::signal::register(&flight);
-        let t = match crate::transport::fault::from_env() {
-            Some(f) => Box::new(FaultyTransport::new(t, f)),
-            None => t,
-        };
         Communicator {
             rank: t.rank(),
             size: t.size(),
@@ -267,7 +292,25 @@ impl Communicator {
             aborted: AtomicBool::new(false),
             flight,
             state: Mutex::new(State { transport: t, poisoned: None, scratch: Scratch::default() }),
+            tuning: None,
         }
+    }
+
+    /// `Algorithm::Auto`'s cost model, if measured or loaded.
+    pub fn tuning(&self) -> Option<&Tuning> {
+        self.tuning.as_ref()
+    }
+
+    /// Sets (or, with `None`, removes) `Auto`'s cost model. It must be the
+    /// same on every rank: [`Tuning::probe`] agrees on one.
+    pub fn set_tuning(&mut self, tuning: Option<Tuning>) {
+        self.tuning = tuning;
+    }
+
+    /// The algorithm an allreduce of `count` elements of `dtype` with
+    /// `opts` runs on this communicator.
+    pub fn algorithm_for(&self, opts: &AllreduceOpts, dtype: DType, count: usize) -> Algorithm {
+        opts.resolve(dtype, count, self.tuning.as_ref())
     }
 
     /// This communicator with its traffic suffering `fault` (if
@@ -300,8 +343,11 @@ impl Communicator {
     /// caller must keep MPI initialised (its `Universe` alive) for as long
     /// as this communicator lives.
     #[cfg(feature = "mpi")]
+    ///
+    /// Collective: `Auto`'s cost model is probed here unless
+    /// `RINGFUSE_TUNING` says otherwise ([`crate::tuning`]).
     pub fn from_mpi<C: ::mpi::traits::Communicator>(comm: &C) -> Self {
-        Self::from_transport(Box::new(crate::transport::mpi::MpiTransport::new(comm, None)))
+        Self::tuned(Box::new(crate::transport::mpi::MpiTransport::new(comm, None)), true)
     }
 
     /// Ends this rank's collective in flight, from any thread: its waits
@@ -372,7 +418,7 @@ impl Communicator {
     pub fn allreduce_with<T: Element>(&self, buf: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
         let count = buf.len();
         self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, size, _| {
-            let algo = opts.resolve(T::DTYPE, count);
+            let algo = opts.resolve(T::DTYPE, count, self.tuning.as_ref());
             let s = match algo {
                 Algorithm::RecursiveDoubling => Sched::Doubling(RecursiveDoubling { rank, size, count }),
                 Algorithm::Tree => Sched::Tree(DoubleTree { rank, size, count }),

@@ -160,6 +160,15 @@ pub enum Error {
         /// What happened to the caller's buffer.
         buffer: BufferState,
     },
+    /// `Algorithm::Auto`'s constants could not be read, measured or saved
+    /// (see [`crate::tuning`]).
+    #[error("rank {rank}: tuning: {detail}")]
+    Tuning {
+        /// The rank that failed.
+        rank: usize,
+        /// What failed, naming the file where there is one.
+        detail: String,
+    },
     /// [`crate::GradSync`] was used out of order or with gradients that do
     /// not match the ones it was built for.
     #[error("rank {rank}: GradSync step {step}: {detail}")]

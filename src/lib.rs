@@ -70,6 +70,7 @@ pub mod mpi;
 pub mod op;
 pub mod schedule;
 pub mod transport;
+pub mod tuning;
 pub mod verify;
 pub mod wire;
 
@@ -79,3 +80,4 @@ pub use element::{DType, Element, ReduceOp};
 pub use error::{BufferState, Error, Result};
 pub use gradsync::{GradSync, GradSyncOpts, StepReport};
 pub use op::{Collective, OpDesc};
+pub use tuning::Tuning;

@@ -36,9 +36,11 @@ pub fn init() -> Result<Mpi> {
 
 impl Mpi {
     /// A communicator over all processes (a duplicate of `MPI_COMM_WORLD`).
+    /// Collective: `Algorithm::Auto`'s cost model is probed here unless
+    /// `RINGFUSE_TUNING` says otherwise ([`crate::tuning`]).
     pub fn world(&self) -> Communicator {
         let keep: Arc<dyn Any + Send + Sync> = self.universe.clone();
-        Communicator::from_transport(Box::new(MpiTransport::new(&self.universe.world(), Some(keep))))
+        Communicator::tuned(Box::new(MpiTransport::new(&self.universe.world(), Some(keep))), true)
     }
 
     /// The rsmpi universe, for the application's own MPI calls.

@@ -73,6 +73,15 @@ fn main() -> ExitCode {
     let dtype = args.dtype.dtype();
     if lead {
         report::header(args.collective.name(), comm.size(), dtype.name(), args.op.name(), &host);
+        match comm.tuning() {
+            Some(t) => {
+                let lines: Vec<String> = (t.lines.iter())
+                    .map(|l| format!("{} {:.1} us + {:.3} ns/B", l.algo, l.latency_s * 1e6, l.per_byte_s * 1e9))
+                    .collect();
+                println!("# auto's cost model (probed): {}", lines.join(", "));
+            }
+            None => println!("# auto's cost model: none (RINGFUSE_TUNING=off): doubling up to small_bytes, ring above"),
+        }
     }
     let mut sizes = Vec::new();
     let mut b = args.min_bytes.max(1);

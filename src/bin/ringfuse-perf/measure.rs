@@ -106,9 +106,9 @@ fn wire_bytes(c: CollectiveArg, n: usize, count: usize, algo: Algorithm, bytes: 
 }
 
 /// The schedule a call runs, by name.
-fn algo_name<E: Element>(c: CollectiveArg, o: &AllreduceOpts, count: usize) -> &'static str {
+fn algo_name<E: Element>(comm: &Communicator, c: CollectiveArg, o: &AllreduceOpts, count: usize) -> &'static str {
     match c {
-        CollectiveArg::Allreduce => o.resolve(E::DTYPE, count).name(),
+        CollectiveArg::Allreduce => comm.algorithm_for(o, E::DTYPE, count).name(),
         CollectiveArg::ReduceScatter | CollectiveArg::Allgather => "ring",
         CollectiveArg::Broadcast => "chain",
     }
@@ -195,12 +195,12 @@ pub fn measure<E: Element>(
             dtype: E::DTYPE.name(),
             op: args.op.name(),
             codec: codec.name(),
-            algo: algo_name::<E>(c, &opts[k], count),
+            algo: algo_name::<E>(comm, c, &opts[k], count),
             asked: asked.name(),
             time_us: t * 1e6,
             algbw_gbps: algbw,
             busbw_gbps: algbw * c.bus_factor(n),
-            wire_bytes: wire_bytes(c, n, count, opts[k].resolve(E::DTYPE, count), |m| {
+            wire_bytes: wire_bytes(c, n, count, comm.algorithm_for(&opts[k], E::DTYPE, count), |m| {
                 codec.wire_bytes(E::DTYPE, m, opts[k].scale_block)
             }),
             max_rel_err: err,

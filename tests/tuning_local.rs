@@ -1,0 +1,75 @@
+//! `Algorithm::Auto`'s cost model: the probe agrees on one set of
+//! constants on every rank, the choice respects what each algorithm can
+//! carry, and the cached file is read back (and re-probed when it was
+//! measured with another rank count).
+
+use half::f16;
+use ringfuse::{Algorithm, AllreduceOpts, Codec, DType, ReduceOp, Tuning};
+
+#[test]
+fn the_probe_gives_every_rank_the_same_constants_and_auto_follows_them() {
+    let out = ringfuse::local::run(3, |mut comm| {
+        let t = Tuning::probe(&comm).unwrap();
+        comm.set_tuning(Some(t.clone()));
+        // Auto now runs what the model predicts fastest, and still reduces.
+        let opts = AllreduceOpts::default();
+        let mut v = vec![1f32; 50_000];
+        comm.allreduce_with(&mut v, ReduceOp::Sum, &opts).unwrap();
+        assert!(v.iter().all(|x| *x == 3.0));
+        let picked: Vec<Algorithm> =
+            [1usize, 1 << 10, 1 << 20, 1 << 26].iter().map(|&c| comm.algorithm_for(&opts, DType::F32, c)).collect();
+        (t, picked)
+    });
+    let (t, picked) = &out[0];
+    assert!(out.iter().all(|o| &o.0 == t && &o.1 == picked), "ranks disagree");
+    assert_eq!(t.ranks, 3);
+    for a in Algorithm::FIXED {
+        let l = t.lines.iter().find(|l| l.algo == a.name()).expect("a line per algorithm");
+        assert!(l.latency_s > 0.0 && l.per_byte_s >= 0.0, "{l:?}");
+    }
+    // Each pick is the model's minimum.
+    for (&c, &a) in [1usize, 1 << 10, 1 << 20, 1 << 26].iter().zip(picked) {
+        let best = Algorithm::FIXED.iter().map(|&x| t.predict(x, c * 4).unwrap()).fold(f64::INFINITY, f64::min);
+        assert_eq!(t.predict(a, c * 4).unwrap(), best, "{c} elements: {a:?}");
+    }
+}
+
+#[test]
+fn auto_never_picks_an_algorithm_that_cannot_carry_the_buffer() {
+    // A model in which the tree wins everything.
+    let t = Tuning {
+        ranks: 4,
+        lines: Algorithm::FIXED
+            .iter()
+            .map(|a| ringfuse::tuning::Line {
+                algo: a.name().into(),
+                latency_s: if *a == Algorithm::Tree { 1e-9 } else { 1.0 },
+                per_byte_s: 0.0,
+            })
+            .collect(),
+    };
+    assert_eq!(t.best(DType::F32, Codec::Fp16, 1000), Algorithm::Tree);
+    assert_eq!(t.best(DType::F16, Codec::Fp16, 1000), Algorithm::Ring);
+    assert_eq!(t.best(DType::F32, Codec::Int8, 1000), Algorithm::Ring);
+    let out = ringfuse::local::run(4, |mut comm| {
+        comm.set_tuning(Some(t.clone()));
+        let mut v = vec![f16::from_f32(1.0); 1000];
+        comm.allreduce_with(&mut v, ReduceOp::Sum, &AllreduceOpts::default().codec(Codec::Fp16)).unwrap();
+        (comm.algorithm_for(&AllreduceOpts::default(), DType::F16, 1000), v[999].to_f32())
+    });
+    assert!(out.iter().all(|o| *o == (Algorithm::Ring, 4.0)));
+}
+
+#[test]
+fn the_cached_file_is_read_back_and_reprobed_for_another_rank_count() {
+    let path = std::env::temp_dir().join(format!("ringfuse-tuning-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let first = ringfuse::local::run(2, |comm| Tuning::cached(&comm, &path).unwrap());
+    assert!(path.exists(), "rank 0 writes the file");
+    let again = ringfuse::local::run(2, |comm| Tuning::cached(&comm, &path).unwrap());
+    assert_eq!(again[0], first[0], "read back, not probed again");
+    assert_eq!(again[1], first[0]);
+    let three = ringfuse::local::run(3, |comm| Tuning::cached(&comm, &path).unwrap());
+    assert_eq!(three[0].ranks, 3, "measured with 2 ranks: probed again");
+    let _ = std::fs::remove_file(&path);
+}
