@@ -123,10 +123,15 @@ impl Codec {
     /// in one message (block-scaled codecs: with their scales, blocks of
     /// `block` elements).
     pub fn wire_bytes(self, dtype: DType, count: usize, block: usize) -> usize {
+        let scales = if self.is_block_scaled() { 4 * count.div_ceil(block.max(1)) } else { 0 };
+        scales + count * self.code_bytes(dtype)
+    }
+
+    /// Bytes of one element's code on the wire (scales aside).
+    pub fn code_bytes(self, dtype: DType) -> usize {
         match self {
-            Codec::Native | Codec::Fp16 | Codec::Bf16 => count * self.wire_dtype(dtype).size(),
-            Codec::Fp16Scaled => 4 * count.div_ceil(block.max(1)) + 2 * count,
-            Codec::Int8 => 4 * count.div_ceil(block.max(1)) + count,
+            Codec::Int8 => 1,
+            c => c.wire_dtype(dtype).size(),
         }
     }
 

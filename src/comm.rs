@@ -176,6 +176,19 @@ impl AllreduceOpts {
         }
     }
 
+    /// Elements per message for a buffer of `dtype`: `slice_bytes` of
+    /// codes, rounded down to whole multiples of 32 elements (the vector
+    /// kernels then run on full vectors except at a block's end) and, for
+    /// block-scaled codecs, of the scale block (so every scale but a
+    /// slice's last covers a full block).
+    pub fn slice_elems(&self, dtype: DType) -> usize {
+        let mut slice = ((self.slice_bytes / self.codec.code_bytes(dtype)) & !31).max(32);
+        if self.codec.is_block_scaled() && slice >= self.scale_block {
+            slice -= slice % self.scale_block;
+        }
+        slice
+    }
+
     /// Sets the wire format.
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
@@ -685,17 +698,7 @@ impl Communicator {
             // Nothing travels, so no wire rounding applies; Avg divides by 1.
             return Ok(());
         }
-        let code_bytes = match opts.codec {
-            Codec::Int8 => 1,
-            c => c.wire_dtype(T::DTYPE).size(),
-        };
-        // Whole multiples of 32 elements keep the vector kernels on full
-        // vectors except at a block's end; whole scale blocks keep every
-        // scale but a slice's last one covering a full block.
-        let mut slice = ((opts.slice_bytes / code_bytes) & !31).max(32);
-        if opts.codec.is_block_scaled() && slice >= opts.scale_block {
-            slice -= slice % opts.scale_block;
-        }
+        let slice = opts.slice_elems(T::DTYPE);
         let reduce = op.unwrap_or(ReduceOp::Sum);
         let avg = (reduce == ReduceOp::Avg).then_some(self.size);
         let State { transport, scratch, .. } = &mut *st;

@@ -24,7 +24,7 @@ use crate::element::{Element, ReduceOp};
 use crate::error::{BufferState, Error, Result};
 use crate::flight::{Dir, FlightRecorder};
 use crate::op::OpDesc;
-use crate::schedule::{slice_count, slice_range, Prim, Schedule, Step};
+use crate::schedule::{Cursor, Hop, Prim, Schedule, Step};
 use crate::transport::{SlotId, Transport, WaitError};
 use crate::wire::{self, describe, Header, FLAG_ABORT, FLAG_CHECKSUM, FLAG_OVERFLOW, HEADER};
 
@@ -94,74 +94,6 @@ impl<E> Local<'_, E> {
             Local::Scatter { output, own, .. } => &mut output[r.start - own.start..r.end - own.start],
             Local::Gather { output, .. } => &mut output[r],
         }
-    }
-}
-
-/// One hop: a slice of a step.
-#[derive(Clone)]
-struct Hop {
-    step_idx: usize,
-    step: Step,
-    slice_idx: usize,
-    range: Range<usize>,
-}
-
-/// Walks the hops of a schedule in *rounds*: round c runs every step on
-/// slices `c*per_round .. (c+1)*per_round` of that step's block.
-///
-/// Why rounds: walking step by step, a rank's first step (`Send`) would
-/// push every slice of a block before consuming a single message. With
-/// rendezvous sends (MPI's large-message protocol) and a bounded window of
-/// posted receives, every rank then blocks on sends whose receives its
-/// neighbour has not posted yet, because the neighbour is blocked the same
-/// way: a deadlock once a block has more slices than the two windows hold.
-/// Capping each step's run at `per_round = slots` slices keeps a rank's
-/// lead over its successor inside the successor's receive window (NCCL's
-/// chunk loop with a FIFO of NCCL_STEPS slots does the same).
-struct Cursor {
-    round: usize,
-    rounds: usize,
-    step: usize,
-    k: usize,
-    slice: usize,
-    per_round: usize,
-    only_recv: bool,
-}
-
-impl Cursor {
-    fn new<S: Schedule>(s: &S, slice: usize, per_round: usize, only_recv: bool) -> Self {
-        let most = (0..s.len()).map(|i| slice_count(s.block(s.step(i).block).len(), slice)).max().unwrap_or(0);
-        Cursor { round: 0, rounds: most.div_ceil(per_round), step: 0, k: 0, slice, per_round, only_recv }
-    }
-
-    fn next<S: Schedule>(&mut self, s: &S) -> Option<Hop> {
-        while self.round < self.rounds {
-            if self.step >= s.len() {
-                self.round += 1;
-                self.step = 0;
-                self.k = 0;
-                continue;
-            }
-            let st = s.step(self.step);
-            let block = s.block(st.block);
-            let idx = self.round * self.per_round + self.k;
-            if (self.only_recv && !st.prim.receives())
-                || self.k >= self.per_round
-                || idx >= slice_count(block.len(), self.slice)
-            {
-                self.step += 1;
-                self.k = 0;
-                continue;
-            }
-            self.k += 1;
-            return Some(Hop {
-                step_idx: self.step,
-                step: st,
-                slice_idx: idx,
-                range: slice_range(&block, self.slice, idx),
-            });
-        }
-        None
     }
 }
 

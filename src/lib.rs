@@ -69,6 +69,7 @@ pub mod local;
 pub mod mpi;
 pub mod op;
 pub mod schedule;
+pub mod sim;
 pub mod transport;
 pub mod tuning;
 pub mod verify;

@@ -11,7 +11,9 @@
 //! measure exactly those, for this communicator's ranks and links.
 //!
 //! The probe times each fixed algorithm on an `f32` sum at [`SMALL`] and
-//! [`LARGE`] bytes (the fastest of [`REPS`] runs of each; on shared memory
+//! [`LARGE`] bytes (the fastest of [`REPS`] runs of each, each started by
+//! a barrier; its calls take the communicator's first sequence numbers;
+//! on shared memory
 //! a few milliseconds in all, on a 1 Gbit/s link tens), then takes every
 //! constant's maximum over the ranks, so every rank predicts, and picks,
 //! alike. `RINGFUSE_TUNING` chooses: `off` (the fixed rule:
@@ -90,6 +92,9 @@ impl Tuning {
                 let mut best = f64::INFINITY;
                 for _ in 0..REPS {
                     buf.fill(1.0);
+                    // Start together: a call entered late by one rank would
+                    // time that rank's lateness, not the algorithm.
+                    comm.barrier()?;
                     let t0 = Instant::now();
                     comm.allreduce_with(buf, ReduceOp::Sum, &opts)?;
                     best = best.min(t0.elapsed().as_secs_f64());

@@ -24,12 +24,14 @@
 //! the same bits.
 
 mod chunk;
+mod cursor;
 mod doubling;
 mod halving;
 mod ring;
 mod tree;
 
 pub use chunk::{block_range, slice_count, slice_range};
+pub use cursor::{Cursor, Hop};
 pub use doubling::RecursiveDoubling;
 pub use halving::HalvingDoubling;
 pub use ring::{Chain, Ring, RingKind};

@@ -61,9 +61,36 @@ pub struct Args {
     /// Write the rows as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
-    /// Draw bus bandwidth against size as SVG.
+    /// Draw bus bandwidth against size as SVG (with --simulate: against
+    /// rank count, per algorithm, at the largest size).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Predict instead of measure: run the schedules on the scale model
+    /// (`ringfuse::sim`) for every --ranks; no mpirun needed.
+    #[arg(long)]
+    pub simulate: bool,
+    /// With --simulate: rank counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8,64,512,4096")]
+    pub ranks: Vec<usize>,
+    /// With --simulate: ranks per host (consecutive ranks share one).
+    #[arg(long, default_value_t = 1)]
+    pub ranks_per_host: usize,
+    /// With --simulate: network latency per message (ns, us, ms, s).
+    #[arg(long, default_value = "100us", value_parser = parse_seconds)]
+    pub link_latency: f64,
+    /// With --simulate: network rate per host (bit/s: 100mbit, 1gbit, 25gbit).
+    #[arg(long, default_value = "1gbit", value_parser = parse_rate)]
+    pub link_rate: f64,
+    /// With --simulate: shared-memory latency per message.
+    #[arg(long, default_value = "2us", value_parser = parse_seconds)]
+    pub shm_latency: f64,
+    /// With --simulate: shared-memory rate per rank (bit/s).
+    #[arg(long, default_value = "40gbit", value_parser = parse_rate)]
+    pub shm_rate: f64,
+    /// With --simulate: bytes per second of f32 data the fused kernel
+    /// processes (K, M, G suffixes).
+    #[arg(long, default_value = "10G", value_parser = parse_bytes)]
+    pub reduce_rate: u64,
 }
 
 /// `--dtype`.
@@ -144,6 +171,34 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     num.parse::<u64>().map(|v| v * mult).map_err(|e| format!("'{s}': {e}"))
 }
 
+/// `100us`, `1.5ms`, `2s`, `500ns` as seconds.
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let scale = match unit {
+        "ns" => 1e-9,
+        "us" => 1e-6,
+        "ms" => 1e-3,
+        "s" | "" => 1.0,
+        _ => return Err(format!("'{s}': unit must be ns, us, ms or s")),
+    };
+    num.parse::<f64>().map(|v| v * scale).map_err(|e| format!("'{s}': {e}"))
+}
+
+/// `1gbit`, `100mbit`, `25gbit`, `800kbit` (tc's spelling) as bytes per second.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let Some(num) = t.strip_suffix("bit") else { return Err(format!("'{s}': a rate ends in bit (1gbit)")) };
+    let (num, scale) = match num.chars().last() {
+        Some('k') => (&num[..num.len() - 1], 1e3),
+        Some('m') => (&num[..num.len() - 1], 1e6),
+        Some('g') => (&num[..num.len() - 1], 1e9),
+        Some('t') => (&num[..num.len() - 1], 1e12),
+        _ => (num, 1.0),
+    };
+    num.parse::<f64>().map(|v| v * scale / 8.0).map_err(|e| format!("'{s}': {e}"))
+}
+
 fn parse_op(s: &str) -> Result<ReduceOp, String> {
     ReduceOp::parse(s).ok_or_else(|| format!("unknown op '{s}' (sum, avg, min, max, prod)"))
 }
@@ -165,5 +220,16 @@ mod tests {
         assert_eq!(super::parse_bytes("16m"), Ok(16 << 20));
         assert_eq!(super::parse_bytes("1G"), Ok(1 << 30));
         assert!(super::parse_bytes("x").is_err());
+    }
+
+    #[test]
+    fn latencies_and_rates_parse_as_tc_writes_them() {
+        let near = |s: &str, want: f64| (super::parse_seconds(s).unwrap() - want).abs() < want * 1e-12;
+        assert!(near("100us", 100e-6) && near("1.5ms", 1.5e-3) && near("500ns", 500e-9));
+        assert_eq!(super::parse_seconds("2"), Ok(2.0));
+        assert!(super::parse_seconds("3h").is_err());
+        assert_eq!(super::parse_rate("1gbit"), Ok(125e6));
+        assert_eq!(super::parse_rate("100mbit"), Ok(12.5e6));
+        assert!(super::parse_rate("1G").is_err());
     }
 }

@@ -10,6 +10,7 @@ mod cli;
 mod inputs;
 mod measure;
 mod report;
+mod simulate;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -59,6 +60,15 @@ fn main() -> ExitCode {
         eprintln!("--codec {c} is checked for allreduce and reduce_scatter only; add --check false to time it");
         return ExitCode::FAILURE;
     }
+    let mut sizes = Vec::new();
+    let mut b = args.min_bytes.max(1);
+    while b <= args.max_bytes {
+        sizes.push(b as usize);
+        b = if args.factor > 1 { b * args.factor } else { b + 1 };
+    }
+    if args.simulate {
+        return simulate_main(&args, &sizes);
+    }
     let mpi = match ringfuse::mpi::init() {
         Ok(m) => m,
         Err(e) => {
@@ -82,12 +92,6 @@ fn main() -> ExitCode {
             }
             None => println!("# auto's cost model: none (RINGFUSE_TUNING=off): doubling up to small_bytes, ring above"),
         }
-    }
-    let mut sizes = Vec::new();
-    let mut b = args.min_bytes.max(1);
-    while b <= args.max_bytes {
-        sizes.push(b as usize);
-        b = if args.factor > 1 { b * args.factor } else { b + 1 };
     }
     let bar = (lead && std::io::stderr().is_terminal()).then(|| {
         let pb = indicatif::ProgressBar::new(sizes.len() as u64);
@@ -140,4 +144,28 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `--simulate`: predictions, no MPI.
+fn simulate_main(args: &Args, sizes: &[usize]) -> ExitCode {
+    let rows = match simulate::rows(args, sizes) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ringfuse-perf --simulate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    report::sim_table(args, &rows);
+    if let Some(p) = &args.json {
+        let doc = serde_json::json!({ "ranks": args.ranks, "host": "simulated", "rows": rows });
+        let text = serde_json::to_string_pretty(&doc).expect("serialisable");
+        std::fs::write(p, text).unwrap_or_else(|e| eprintln!("--json {}: {e}", p.display()));
+    }
+    if let Some(p) = &args.csv {
+        report::csv(p, &rows).unwrap_or_else(|e| eprintln!("--csv {}: {e}", p.display()));
+    }
+    if let Some(p) = &args.plot {
+        report::plot_ranks(p, &rows).unwrap_or_else(|e| eprintln!("--plot {}: {e}", p.display()));
+    }
+    ExitCode::SUCCESS
 }

@@ -25,6 +25,9 @@ pub struct Row {
     /// The algorithm asked for (`--algo`): the plot's series.
     #[serde(skip)]
     pub asked: &'static str,
+    /// Ranks, in `--simulate` rows (a sweep over rank counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
     pub time_us: f64,
     #[serde(rename = "algbw_GBps")]
     pub algbw_gbps: f64,
@@ -197,6 +200,7 @@ pub fn measure<E: Element>(
             codec: codec.name(),
             algo: algo_name::<E>(comm, c, &opts[k], count),
             asked: asked.name(),
+            ranks: None,
             time_us: t * 1e6,
             algbw_gbps: algbw,
             busbw_gbps: algbw * c.bus_factor(n),

@@ -72,23 +72,55 @@ pub fn csv(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> 
 /// Bus bandwidth against size (log scale), one line per codec (and
 /// algorithm, where a sweep ran several) and one for MPI's own collective.
 pub fn plot(path: &Path, title: &str, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    let mut push = |name: String, x: f64, y: f64| match series.iter_mut().find(|s| s.0 == name) {
-        Some(s) => s.1.push((x, y)),
-        None => series.push((name, vec![(x, y)])),
-    };
+    let mut series = Series::default();
     let mut mpi_seen = Vec::new();
     let several = rows.iter().any(|r| r.asked != rows[0].asked);
     for r in rows.iter().filter(|r| r.bytes > 0) {
         let name = if several { format!("ringfuse {} {}", r.codec, r.asked) } else { format!("ringfuse {}", r.codec) };
-        push(name, r.bytes as f64, r.busbw_gbps);
+        series.push(name, r.bytes as f64, r.busbw_gbps);
         if let Some(t) = r.mpi_time_us.filter(|_| !mpi_seen.contains(&r.bytes)) {
             mpi_seen.push(r.bytes);
-            push("MPI".into(), r.bytes as f64, r.busbw_gbps * r.time_us / t);
+            series.push("MPI".into(), r.bytes as f64, r.busbw_gbps * r.time_us / t);
         }
     }
-    let xmax = rows.iter().map(|r| r.bytes as f64).fold(2.0, f64::max);
-    let xmin = rows.iter().map(|r| r.bytes as f64).filter(|&b| b > 0.0).fold(xmax, f64::min);
+    draw(path, title, "message size (bytes)", &series.0)
+}
+
+/// `--simulate`: predicted bus bandwidth against rank count (log scale),
+/// one line per codec and algorithm, at the sweep's largest size.
+pub fn plot_ranks(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
+    let size = rows.iter().map(|r| r.bytes).max().unwrap_or(0);
+    let mut series = Series::default();
+    for r in rows.iter().filter(|r| r.bytes == size) {
+        series.push(format!("{} {}", r.codec, r.asked), r.ranks.unwrap_or(1) as f64, r.busbw_gbps);
+    }
+    let title = format!("ringfuse allreduce, predicted busbw at {} (scale model)", human(size as f64));
+    draw(path, &title, "ranks", &series.0)
+}
+
+/// Named lines of (x, y) points, in first-seen order.
+#[derive(Default)]
+struct Series(Vec<(String, Vec<(f64, f64)>)>);
+
+impl Series {
+    fn push(&mut self, name: String, x: f64, y: f64) {
+        match self.0.iter_mut().find(|s| s.0 == name) {
+            Some(s) => s.1.push((x, y)),
+            None => self.0.push((name, vec![(x, y)])),
+        }
+    }
+}
+
+/// Lines against a log-scale x axis, bus bandwidth up.
+fn draw(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let xs = || series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
+    let xmax = xs().fold(2.0, f64::max);
+    let xmin = xs().filter(|&b| b > 0.0).fold(xmax, f64::min);
     let ymax = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(0.1, f64::max) * 1.1;
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -98,12 +130,7 @@ pub fn plot(path: &Path, title: &str, rows: &[Row]) -> Result<(), Box<dyn std::e
         .x_label_area_size(40)
         .y_label_area_size(55)
         .build_cartesian_2d((xmin..xmax * 1.01).log_scale(), 0.0..ymax)?;
-    chart
-        .configure_mesh()
-        .x_desc("message size (bytes)")
-        .y_desc("bus bandwidth (GB/s)")
-        .x_label_formatter(&|x| human(*x))
-        .draw()?;
+    chart.configure_mesh().x_desc(x_desc).y_desc("bus bandwidth (GB/s)").x_label_formatter(&|x| human(*x)).draw()?;
     for (i, (name, pts)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
@@ -115,6 +142,28 @@ pub fn plot(path: &Path, title: &str, rows: &[Row]) -> Result<(), Box<dyn std::e
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
     root.present()?;
     Ok(())
+}
+
+/// `--simulate`'s tables: the measured table's columns, one table per
+/// rank count (error and MPI columns empty: nothing ran).
+pub fn sim_table(args: &crate::cli::Args, rows: &[Row]) {
+    println!(
+        "# scale model: {} ranks per host; network {:.0} us + {:.3} GB/s per host; \
+         shared memory {:.1} us + {:.1} GB/s per rank; kernel {:.1} GB/s",
+        args.ranks_per_host,
+        args.link_latency * 1e6,
+        args.link_rate / 1e9,
+        args.shm_latency * 1e6,
+        args.shm_rate / 1e9,
+        args.reduce_rate as f64 / 1e9
+    );
+    for &n in &args.ranks {
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.ranks == Some(n)).collect();
+        if let Some(first) = mine.first() {
+            header("allreduce (predicted)", n, first.dtype, first.op, "simulated");
+            mine.into_iter().for_each(row);
+        }
+    }
 }
 
 fn human(b: f64) -> String {

@@ -1,0 +1,98 @@
+//! `--simulate`: the same sweep predicted by the scale model
+//! (`ringfuse::sim`) for rank counts this machine does not have.
+
+use rayon::prelude::*;
+use ringfuse::schedule;
+use ringfuse::sim::{predict, Cluster, Link, Plan, Prediction};
+use ringfuse::{Algorithm, AllreduceOpts, Codec};
+
+use crate::cli::{Args, CollectiveArg};
+use crate::measure::Row;
+
+/// Slices per block beyond which the model merges slices.
+const MAX_SLICES: usize = 64;
+
+/// One rank count, size and codec: a row per `--algo`.
+fn point(args: &Args, n: usize, bytes: usize, codec: Codec) -> Result<Vec<Row>, String> {
+    let dtype = args.dtype.dtype();
+    let cluster = Cluster {
+        ranks: n,
+        ranks_per_host: args.ranks_per_host,
+        intra: Link { latency_s: args.shm_latency, bytes_per_s: args.shm_rate },
+        inter: Link { latency_s: args.link_latency, bytes_per_s: args.link_rate },
+        reduce_bytes_per_s: args.reduce_rate as f64,
+    };
+    let count = bytes / dtype.size();
+    let opts = AllreduceOpts { codec, ..AllreduceOpts::default() };
+    let wire = codec.wire_bytes(dtype, count.max(1), opts.scale_block) as f64 / count.max(1) as f64;
+    let run = |algo: Algorithm| {
+        let algo = if algo.supports(dtype, codec) { algo } else { Algorithm::Ring };
+        // Past MAX_SLICES slices per block, merge slices: the pipeline's
+        // fill is then under 2% of the time, and a 1 GiB buffer on 4096
+        // ranks stays seconds to model.
+        let block = schedule::allreduce(algo, 0, n, count).block(0).len();
+        let slice = opts.slice_elems(dtype).max(block.div_ceil(MAX_SLICES));
+        let plan = Plan { algo, count, wire_bytes_per_elem: wire, slice, per_round: opts.slots };
+        predict(&cluster, &plan).map(|p| (algo, p)).map_err(|e| e.to_string())
+    };
+    let mut fixed: Vec<(Algorithm, Prediction)> = Vec::new();
+    let mut get = |a: Algorithm| -> Result<(Algorithm, Prediction), String> {
+        if let Some(hit) = fixed.iter().find(|f| f.0 == a) {
+            return Ok(*hit);
+        }
+        let got = run(a)?;
+        fixed.push((a, got.1));
+        Ok(got)
+    };
+    let mut rows = Vec::new();
+    for &asked in &args.algo {
+        let (algo, p) = if asked == Algorithm::Auto {
+            let all = Algorithm::FIXED.iter().map(|&a| get(a)).collect::<Result<Vec<_>, _>>()?;
+            all.into_iter().min_by(|a, b| a.1.time_s.total_cmp(&b.1.time_s)).expect("four")
+        } else {
+            get(asked)?
+        };
+        let algbw = if p.time_s > 0.0 { (count * dtype.size()) as f64 / p.time_s / 1e9 } else { 0.0 };
+        rows.push(Row {
+            collective: "allreduce",
+            bytes: count * dtype.size(),
+            count,
+            dtype: dtype.name(),
+            op: args.op.name(),
+            codec: codec.name(),
+            algo: algo.name(),
+            asked: asked.name(),
+            ranks: Some(n),
+            time_us: p.time_s * 1e6,
+            algbw_gbps: algbw,
+            busbw_gbps: algbw * CollectiveArg::Allreduce.bus_factor(n),
+            wire_bytes: p.rank0_bytes as usize,
+            max_rel_err: None,
+            wrong: None,
+            identical: None,
+            mpi_time_us: None,
+            speedup: None,
+        });
+    }
+    Ok(rows)
+}
+
+/// One row per rank count, size, codec and algorithm (`auto`: the fastest
+/// prediction among the fixed ones, named in the algo column).
+pub fn rows(args: &Args, sizes: &[usize]) -> Result<Vec<Row>, String> {
+    if args.collective != CollectiveArg::Allreduce {
+        return Err("--simulate models allreduce only".into());
+    }
+    // Every (ranks, size, codec) point is independent: model them on all
+    // cores, each fixed algorithm once (auto reuses the four).
+    let points: Vec<(usize, usize, Codec)> = (args.ranks.iter())
+        .flat_map(|&n| sizes.iter().flat_map(move |&b| args.codec.iter().map(move |&c| (n, b, c))))
+        .collect();
+    let per_point: Vec<Result<Vec<Row>, String>> =
+        points.par_iter().map(|&(n, bytes, codec)| point(args, n, bytes, codec)).collect();
+    let mut rows = Vec::new();
+    for r in per_point {
+        rows.extend(r?);
+    }
+    Ok(rows)
+}

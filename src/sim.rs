@@ -1,0 +1,288 @@
+//! The scale model: runs the real allreduce schedules, hop by hop in the
+//! executor's own order ([`Cursor`]), over a simulated cluster with a
+//! latency-bandwidth cost per link, and predicts the time of a collective
+//! on more ranks than exist here (8 to 4096 and beyond).
+//!
+//! The cluster is `ranks / ranks_per_host` hosts; ranks on one host talk
+//! over `intra` (shared memory), others over `inter` (the network), one
+//! network port per host shared by its ranks, one memory port per rank. A
+//! message of `b` bytes starts when its sender is at that hop and both
+//! ports are free, holds both for `b / bytes_per_s`, and arrives
+//! `latency_s` later; a hop costs its rank `elements * 4 / reduce_bytes_per_s`
+//! of kernel time (the fused pass reads and writes `f32`). Sends do not
+//! block their sender (the slot window is not modelled), and each pair of
+//! ranks delivers in order, as MPI does.
+//!
+//! Because it replays real schedules, the model also checks them at any
+//! size: a receive that no send ever matches ends the run with
+//! [`SimError::Deadlock`], and a message left unreceived with
+//! [`SimError::Stray`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::comm::Algorithm;
+use crate::schedule::{self, Cursor, Hop, Prim, Schedule};
+
+/// One kind of link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Link {
+    /// Seconds from a message's last byte leaving to its arrival
+    /// (propagation and per-message software cost).
+    pub latency_s: f64,
+    /// Bytes per second through one port.
+    pub bytes_per_s: f64,
+}
+
+/// The simulated machine.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cluster {
+    /// Ranks in all.
+    pub ranks: usize,
+    /// Ranks per host (consecutive ranks share a host).
+    pub ranks_per_host: usize,
+    /// Between ranks of one host.
+    pub intra: Link,
+    /// Between hosts.
+    pub inter: Link,
+    /// Bytes per second the fused kernel processes (of `f32` data).
+    pub reduce_bytes_per_s: f64,
+}
+
+/// One collective to predict.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plan {
+    /// The schedule (a fixed algorithm).
+    pub algo: Algorithm,
+    /// Elements in the buffer.
+    pub count: usize,
+    /// Wire bytes per element (4 for native `f32`, 2 for FP16, ...).
+    pub wire_bytes_per_elem: f64,
+    /// Elements per message (the executor's slice).
+    pub slice: usize,
+    /// Slices of a step per round (the executor's `slots`).
+    pub per_round: usize,
+}
+
+/// What the model predicts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prediction {
+    /// Seconds until the last rank finishes.
+    pub time_s: f64,
+    /// Messages sent, all ranks.
+    pub messages: u64,
+    /// Payload bytes rank 0 sent.
+    pub rank0_bytes: u64,
+}
+
+/// A schedule the model found broken.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum SimError {
+    /// Some rank waits for a message no rank will send.
+    #[error("{algo:?} on {ranks} ranks deadlocks: rank {rank} waits at step {step} for rank {peer}")]
+    Deadlock {
+        /// The algorithm.
+        algo: Algorithm,
+        /// Ranks simulated.
+        ranks: usize,
+        /// A rank that cannot go on.
+        rank: usize,
+        /// Its step.
+        step: usize,
+        /// The peer it waits for.
+        peer: usize,
+    },
+    /// A message was sent that no receive took.
+    #[error("{algo:?} on {ranks} ranks: rank {from} sent rank {to} a message nobody received")]
+    Stray {
+        /// The algorithm.
+        algo: Algorithm,
+        /// Ranks simulated.
+        ranks: usize,
+        /// Sender.
+        from: usize,
+        /// Receiver.
+        to: usize,
+    },
+}
+
+struct Rank {
+    sched: Box<dyn Schedule>,
+    cursor: Cursor,
+    next: Option<Hop>,
+    clock: f64,
+    /// An exchange's send went out; its receive is still to come.
+    sent_early: bool,
+    /// Arrival times of messages to this rank, per sender (a schedule
+    /// has few peers: a short list beats a map).
+    inbox: Vec<(usize, VecDeque<f64>)>,
+    /// The sender this rank waits for, when parked.
+    waiting_on: Option<usize>,
+}
+
+impl Rank {
+    fn inbox(&mut self, from: usize) -> &mut VecDeque<f64> {
+        let i = match self.inbox.iter().position(|q| q.0 == from) {
+            Some(i) => i,
+            None => {
+                self.inbox.push((from, VecDeque::new()));
+                self.inbox.len() - 1
+            }
+        };
+        &mut self.inbox[i].1
+    }
+}
+
+/// Port free-at times.
+struct Ports {
+    out: Vec<f64>,
+    inn: Vec<f64>,
+}
+
+impl Ports {
+    fn new(n: usize) -> Ports {
+        Ports { out: vec![0.0; n], inn: vec![0.0; n] }
+    }
+}
+
+struct Sim<'a> {
+    cluster: &'a Cluster,
+    plan: &'a Plan,
+    ranks: Vec<Rank>,
+    mem: Ports,
+    nic: Ports,
+    /// Ranks ready to run (their next hop or its send half), earliest first
+    /// (non-negative f64s order as their bits).
+    ready: BinaryHeap<Reverse<(u64, usize)>>,
+    messages: u64,
+    rank0_bytes: u64,
+}
+
+fn is_exchange(h: &Hop) -> bool {
+    matches!(h.step.prim, Prim::Exchange | Prim::ExchangeFinal)
+}
+
+impl Sim<'_> {
+    /// Queues rank `r` if its next hop can run, or parks it on the queue
+    /// it needs a message from.
+    fn schedule(&mut self, r: usize) {
+        let rk = &mut self.ranks[r];
+        let Some(h) = rk.next.as_ref() else { return };
+        // An exchange's send half needs no message; everything else that
+        // receives does.
+        let send_half = is_exchange(h) && !rk.sent_early;
+        let needs = h.step.prim.receives() && !send_half;
+        if !needs {
+            self.ready.push(Reverse((rk.clock.to_bits(), r)));
+            return;
+        }
+        let from = h.step.recv_from;
+        match rk.inbox(from).front() {
+            Some(&arrival) => self.ready.push(Reverse((rk.clock.max(arrival).to_bits(), r))),
+            None => rk.waiting_on = Some(from),
+        }
+    }
+
+    /// Rank `r` sends `hop`'s slice at time `t`.
+    fn send(&mut self, r: usize, hop: &Hop, t: f64) {
+        if hop.range.is_empty() {
+            return;
+        }
+        let (c, to) = (self.cluster, hop.step.send_to);
+        let bytes = hop.range.len() as f64 * self.plan.wire_bytes_per_elem;
+        let per_host = c.ranks_per_host.max(1);
+        let (hf, ht) = (r / per_host, to / per_host);
+        let (link, out, inn) = if hf == ht {
+            (c.intra, &mut self.mem.out[r], &mut self.mem.inn[to])
+        } else {
+            (c.inter, &mut self.nic.out[hf], &mut self.nic.inn[ht])
+        };
+        let start = t.max(*out).max(*inn);
+        let done = start + bytes / link.bytes_per_s;
+        (*out, *inn) = (done, done);
+        self.ranks[to].inbox(r).push_back(done + link.latency_s);
+        self.messages += 1;
+        if r == 0 {
+            self.rank0_bytes += bytes as u64;
+        }
+        if self.ranks[to].waiting_on == Some(r) {
+            self.ranks[to].waiting_on = None;
+            self.schedule(to);
+        }
+    }
+
+    fn run(&mut self) {
+        for r in 0..self.ranks.len() {
+            self.schedule(r);
+        }
+        while let Some(Reverse((_, r))) = self.ready.pop() {
+            let hop = self.ranks[r].next.take().expect("a ready rank has a hop");
+            let kernel = hop.range.len() as f64 * 4.0 / self.cluster.reduce_bytes_per_s;
+            let mut t = self.ranks[r].clock;
+            if is_exchange(&hop) && !self.ranks[r].sent_early {
+                // Exchanges send first, then wait for the partner's half.
+                self.send(r, &hop, t);
+                let rk = &mut self.ranks[r];
+                rk.sent_early = true;
+                rk.next = Some(hop);
+                self.schedule(r);
+                continue;
+            }
+            if hop.step.prim.receives() {
+                let arrival = self.ranks[r].inbox(hop.step.recv_from).pop_front();
+                t = t.max(arrival.expect("a ready receive has a message"));
+            }
+            t += kernel;
+            if hop.step.prim.sends() && !is_exchange(&hop) {
+                self.send(r, &hop, t);
+            }
+            let rk = &mut self.ranks[r];
+            rk.clock = t;
+            rk.sent_early = false;
+            rk.next = rk.cursor.next(&*rk.sched);
+            self.schedule(r);
+        }
+    }
+}
+
+/// Predicts `plan` on `cluster` by running every rank's schedule.
+pub fn predict(cluster: &Cluster, plan: &Plan) -> Result<Prediction, SimError> {
+    let n = cluster.ranks;
+    let hosts = n.div_ceil(cluster.ranks_per_host.max(1));
+    let ranks: Vec<Rank> = (0..n)
+        .map(|r| {
+            let sched = schedule::allreduce(plan.algo, r, n, plan.count);
+            let mut cursor = Cursor::new(&*sched, plan.slice, plan.per_round, false);
+            let next = cursor.next(&*sched);
+            Rank { sched, cursor, next, clock: 0.0, sent_early: false, inbox: Vec::new(), waiting_on: None }
+        })
+        .collect();
+    let mut sim = Sim {
+        cluster,
+        plan,
+        ranks,
+        mem: Ports::new(n),
+        nic: Ports::new(hosts),
+        ready: BinaryHeap::new(),
+        messages: 0,
+        rank0_bytes: 0,
+    };
+    sim.run();
+    if let Some((r, rk)) = sim.ranks.iter().enumerate().find(|(_, rk)| rk.next.is_some()) {
+        let h = rk.next.as_ref().expect("found");
+        return Err(SimError::Deadlock {
+            algo: plan.algo,
+            ranks: n,
+            rank: r,
+            step: h.step_idx,
+            peer: h.step.recv_from,
+        });
+    }
+    for (to, rk) in sim.ranks.iter().enumerate() {
+        if let Some((from, _)) = rk.inbox.iter().find(|q| !q.1.is_empty()) {
+            return Err(SimError::Stray { algo: plan.algo, ranks: n, from: *from, to });
+        }
+    }
+    let time_s = sim.ranks.iter().map(|r| r.clock).fold(0.0, f64::max);
+    Ok(Prediction { time_s, messages: sim.messages, rank0_bytes: sim.rank0_bytes })
+}
