@@ -435,7 +435,9 @@ impl Communicator {
             let s = match algo {
                 Algorithm::RecursiveDoubling => Sched::Doubling(RecursiveDoubling { rank, size, count }),
                 Algorithm::Tree => Sched::Tree(DoubleTree { rank, size, count }),
-                Algorithm::HalvingDoubling => Sched::Halving(HalvingDoubling { rank, size, count }),
+                Algorithm::HalvingDoubling => {
+                    Sched::Halving(HalvingDoubling::new(rank, size, count, opts.slice_elems(T::DTYPE), opts.slots))
+                }
                 Algorithm::Auto | Algorithm::Ring => Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce }),
             };
             (s, Local::InPlace(buf))

@@ -251,7 +251,7 @@ pub fn predict(cluster: &Cluster, plan: &Plan) -> Result<Prediction, SimError> {
     let hosts = n.div_ceil(cluster.ranks_per_host.max(1));
     let ranks: Vec<Rank> = (0..n)
         .map(|r| {
-            let sched = schedule::allreduce(plan.algo, r, n, plan.count);
+            let sched = schedule::allreduce(plan.algo, r, n, plan.count, plan.slice, plan.per_round);
             let mut cursor = Cursor::new(&*sched, plan.slice, plan.per_round, false);
             let next = cursor.next(&*sched);
             Rank { sched, cursor, next, clock: 0.0, sent_early: false, inbox: Vec::new(), waiting_on: None }

@@ -19,7 +19,8 @@ use super::{block_range, Prim, Schedule, Step};
 /// (`RecvReduce`; the last round `RecvReduceCopy`, which finalises leaf
 /// `r`). Doubling round `k` pairs `r` with `r ^ (1 << k)`: each sends the
 /// `2^k` final leaves it holds (`CopySend`) and stores the partner's
-/// (`Recv`). Ranks `p..size` first hand their whole buffer, leaf by leaf,
+/// (`Recv`). Within a round, up to [`HalvingDoubling::window`] sends run
+/// ahead of the receives. Ranks `p..size` first hand their whole buffer, leaf by leaf,
 /// to rank `r - p` and get the result back at the end (the usual fold).
 /// Only leaf `r`'s owner computes its final value, and re-encoding a
 /// decoded value is exact for element-wise wire formats, so every rank
@@ -32,9 +33,24 @@ pub struct HalvingDoubling {
     pub size: usize,
     /// Elements in the buffer.
     pub count: usize,
+    /// Leaves a round may send before it receives its first (at least 1).
+    /// Sending one leaf and then waiting for the partner's costs a round
+    /// trip per leaf, which on many ranks (many small leaves) is most of
+    /// the time; more than the executor's receive window would deadlock
+    /// under rendezvous sends. [`HalvingDoubling::new`] picks it.
+    pub window: usize,
 }
 
 impl HalvingDoubling {
+    /// The schedule for slices of `slice` elements and `slots` messages in
+    /// flight (the executor's settings): the widest window whose first
+    /// leaves' slices the partner's posted receives can all take.
+    pub fn new(rank: usize, size: usize, count: usize, slice: usize, slots: usize) -> HalvingDoubling {
+        let me = HalvingDoubling { rank, size, count, window: 1 };
+        let slices = super::slice_count(me.block(0).len(), slice).clamp(1, slots.max(1));
+        HalvingDoubling { window: (slots / slices).max(1), ..me }
+    }
+
     /// The number of leaves: the largest power of two `<= size`.
     pub fn leaves(&self) -> usize {
         1 << (usize::BITS - 1 - self.size.max(1).leading_zeros())
@@ -48,6 +64,23 @@ impl HalvingDoubling {
     fn extra(&self) -> Option<usize> {
         let e = self.rank + self.leaves();
         (self.rank < self.leaves() && e < self.size).then_some(e)
+    }
+}
+
+/// Step `t` of a round that sends `m` leaves and receives `m`, with the
+/// first `w` sends ahead: `(sends, which)`. The order is
+/// `send 0..w`, then `recv i, send i + w` for each `i`, then the last
+/// `w` receives; the partner's receives follow its sends the same way.
+fn windowed(t: usize, m: usize, w: usize) -> (bool, usize) {
+    let w = w.clamp(1, m);
+    if t < w {
+        return (true, t);
+    }
+    let u = t - w;
+    if u < 2 * (m - w) {
+        (u % 2 == 1, if u % 2 == 1 { u / 2 + w } else { u / 2 })
+    } else {
+        (false, m - w + (u - 2 * (m - w)))
     }
 }
 
@@ -91,11 +124,12 @@ impl Schedule for HalvingDoubling {
             let (mask, span) = (p >> (k + 1), p >> k);
             let q = r ^ mask;
             let base = r & !(span - 1);
-            return if t % 2 == 0 {
-                step(Prim::Send, nth_with_bit(base, mask, q & mask, t / 2), q)
-            } else {
-                let prim = if k + 1 == levels { Prim::RecvReduceCopy } else { Prim::RecvReduce };
-                step(prim, nth_with_bit(base, mask, r & mask, t / 2), q)
+            return match windowed(t, span / 2, self.window) {
+                (true, j) => step(Prim::Send, nth_with_bit(base, mask, q & mask, j), q),
+                (false, j) => {
+                    let prim = if k + 1 == levels { Prim::RecvReduceCopy } else { Prim::RecvReduce };
+                    step(prim, nth_with_bit(base, mask, r & mask, j), q)
+                }
             };
         }
         i -= 2 * (p - 1);
@@ -105,10 +139,9 @@ impl Schedule for HalvingDoubling {
             let t = i - 2 * ((1 << k) - 1);
             let span = 1 << k;
             let q = r ^ span;
-            return if t % 2 == 0 {
-                step(Prim::CopySend, (r & !(span - 1)) + t / 2, q)
-            } else {
-                step(Prim::Recv, (q & !(span - 1)) + t / 2, q)
+            return match windowed(t, span, self.window) {
+                (true, j) => step(Prim::CopySend, (r & !(span - 1)) + j, q),
+                (false, j) => step(Prim::Recv, (q & !(span - 1)) + j, q),
             };
         }
         i -= 2 * (p - 1);

@@ -118,15 +118,23 @@ pub trait Schedule {
 }
 
 /// The schedule rank `rank` of `size` runs for an allreduce of `count`
-/// elements with `algo` (already resolved: `Auto` means the ring), for
-/// tools that inspect one (wire bytes, the scale model).
-pub fn allreduce(algo: crate::Algorithm, rank: usize, size: usize, count: usize) -> Box<dyn Schedule> {
+/// elements with `algo` (already resolved: `Auto` means the ring), slices
+/// of `slice` elements and `slots` messages in flight, for tools that
+/// inspect one (wire bytes, the scale model).
+pub fn allreduce(
+    algo: crate::Algorithm,
+    rank: usize,
+    size: usize,
+    count: usize,
+    slice: usize,
+    slots: usize,
+) -> Box<dyn Schedule> {
     use crate::Algorithm as A;
     match algo {
         A::Auto | A::Ring => Box::new(Ring { rank, size, count, kind: RingKind::Allreduce }),
         A::RecursiveDoubling => Box::new(RecursiveDoubling { rank, size, count }),
         A::Tree => Box::new(DoubleTree { rank, size, count }),
-        A::HalvingDoubling => Box::new(HalvingDoubling { rank, size, count }),
+        A::HalvingDoubling => Box::new(HalvingDoubling::new(rank, size, count, slice, slots)),
     }
 }
 

@@ -13,7 +13,7 @@ enum Kind {
     Chain(usize),
     Doubling,
     Tree,
-    Halving,
+    Halving(usize),
 }
 
 fn schedule(kind: Kind, rank: usize, size: usize) -> Box<dyn Schedule> {
@@ -22,7 +22,7 @@ fn schedule(kind: Kind, rank: usize, size: usize) -> Box<dyn Schedule> {
         Kind::Chain(root) => Box::new(Chain { rank, size, count: 1000, root }),
         Kind::Doubling => Box::new(RecursiveDoubling { rank, size, count: 1000 }),
         Kind::Tree => Box::new(DoubleTree { rank, size, count: 1000 }),
-        Kind::Halving => Box::new(HalvingDoubling { rank, size, count: 1000 }),
+        Kind::Halving(window) => Box::new(HalvingDoubling { rank, size, count: 1000, window }),
     }
 }
 
@@ -58,7 +58,7 @@ fn simulate(kind: Kind, n: usize) -> Vec<Vec<Sig>> {
     let blocks = match kind {
         Kind::Chain(_) | Kind::Doubling => 1,
         Kind::Tree => 2,
-        Kind::Halving => HalvingDoubling { rank: 0, size: n, count: 0 }.leaves(),
+        Kind::Halving(_) => HalvingDoubling { rank: 0, size: n, count: 0, window: 1 }.leaves(),
         Kind::Ring(_) => n,
     };
     let mut have: Vec<Vec<Sig>> = (0..n)
@@ -169,7 +169,7 @@ fn recursive_doubling_gives_every_rank_every_contribution_once() {
 
 #[test]
 fn double_tree_and_halving_doubling_give_every_rank_every_contribution_once() {
-    for kind in [Kind::Tree, Kind::Halving] {
+    for kind in [Kind::Tree, Kind::Halving(1), Kind::Halving(2), Kind::Halving(4), Kind::Halving(64)] {
         for n in SIZES.into_iter().chain([10, 11, 12, 13, 15, 17, 31, 100]) {
             let have = simulate(kind, n);
             assert!(have.iter().all(|h| h.iter().all(|&m| m == Sig::all(n))), "{kind:?} n={n}");
@@ -183,7 +183,7 @@ fn double_tree_and_halving_doubling_give_every_rank_every_contribution_once() {
 #[test]
 fn every_allreduce_schedule_holds_from_64_to_1024_ranks() {
     for n in [64, 100, 128, 255, 256, 513, 1024] {
-        for kind in [Kind::Tree, Kind::Halving, Kind::Doubling, Kind::Ring(RingKind::Allreduce)] {
+        for kind in [Kind::Tree, Kind::Halving(1), Kind::Halving(4), Kind::Doubling, Kind::Ring(RingKind::Allreduce)] {
             if matches!(kind, Kind::Ring(_)) && n > 256 {
                 continue; // n blocks x n ranks x 2n steps: minutes, and the proptest covers the ring
             }
@@ -238,7 +238,7 @@ fn double_tree_is_two_spanning_trees_sharing_no_inner_node() {
 fn halving_doubling_sends_what_the_ring_sends() {
     for n in [2usize, 4, 8, 16, 64] {
         for r in 0..n {
-            let s = HalvingDoubling { rank: r, size: n, count: 1 << 20 };
+            let s = HalvingDoubling { rank: r, size: n, count: 1 << 20, window: 2 };
             let sent: usize =
                 (0..s.len()).map(|i| s.step(i)).filter(|st| st.prim.sends()).map(|st| s.block(st.block).len()).sum();
             assert_eq!(sent, 2 * (n - 1) * (1 << 20) / n, "n={n} rank {r}");
@@ -347,7 +347,7 @@ mod properties {
                 Just(Kind::Ring(RingKind::Allgather)),
                 Just(Kind::Doubling),
                 Just(Kind::Tree),
-                Just(Kind::Halving),
+                (1usize..8).prop_map(Kind::Halving),
                 (0..n).prop_map(Kind::Chain),
             ]
             .prop_map(move |k| (k, n))
@@ -362,7 +362,7 @@ mod properties {
             let have = simulate(kind, n);
             for (r, h) in have.iter().enumerate() {
                 match kind {
-                    Kind::Ring(RingKind::Allreduce) | Kind::Doubling | Kind::Tree | Kind::Halving => {
+                    Kind::Ring(RingKind::Allreduce) | Kind::Doubling | Kind::Tree | Kind::Halving(_) => {
                         prop_assert!(h.iter().all(|&m| m == Sig::all(n)))
                     }
                     Kind::Ring(RingKind::ReduceScatter) => prop_assert_eq!(h[r], Sig::all(n)),

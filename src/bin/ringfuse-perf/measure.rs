@@ -100,7 +100,10 @@ fn call<E: Element>(
 /// Payload bytes rank 0 sends in one call.
 fn wire_bytes(c: CollectiveArg, n: usize, count: usize, algo: Algorithm, bytes: impl Fn(usize) -> usize) -> usize {
     let kind = match c {
-        CollectiveArg::Allreduce => return schedule::sent_bytes(&*schedule::allreduce(algo, 0, n, count), bytes),
+        // Slicing changes the order of the sends, not their bytes.
+        CollectiveArg::Allreduce => {
+            return schedule::sent_bytes(&*schedule::allreduce(algo, 0, n, count, 1 << 16, 4), bytes)
+        }
         CollectiveArg::ReduceScatter => RingKind::ReduceScatter,
         CollectiveArg::Allgather => RingKind::Allgather,
         CollectiveArg::Broadcast => return if n > 1 { bytes(count) } else { 0 },
