@@ -1,7 +1,11 @@
-//! `Algorithm::Auto`'s cost model: per algorithm, a latency and a cost per
-//! wire byte, `t(S) = latency + S * per_byte`, measured on the
-//! communicator itself (a short probe) or read from a cached file; `Auto`
-//! runs the algorithm with the least predicted time.
+//! `Algorithm::Auto`'s cost model: per algorithm, the time at a few wire
+//! sizes, measured on the communicator itself (a short probe) or read from
+//! a cached file, joined by straight lines (a latency-bandwidth model per
+//! segment: `t(S) = t(S0) + (S - S0) * per_byte`) and extended past the
+//! largest size by the last segment's cost per byte. `Auto` runs the
+//! ring unless another algorithm is predicted at least [`MARGIN`] faster:
+//! the ring is the bandwidth-optimal reference, and a probe's noise should
+//! not flip a close call.
 //!
 //! Why measured per algorithm rather than derived from one link's alpha
 //! and beta: the textbook formulas (`2(n-1)` latencies for the ring,
@@ -10,10 +14,10 @@
 //! eager and rendezvous protocols cost per step. Two sizes per algorithm
 //! measure exactly those, for this communicator's ranks and links.
 //!
-//! The probe times each fixed algorithm on an `f32` sum at [`SMALL`] and
-//! [`LARGE`] bytes (the fastest of [`REPS`] runs of each, each started by
-//! a barrier; its calls take the communicator's first sequence numbers;
-//! on shared memory
+//! The probe times each fixed algorithm on an `f32` sum at each of
+//! [`SIZES`] (the fastest of [`REPS`] runs, each started by a barrier;
+//! its calls take the communicator's first sequence numbers; on shared
+//! memory
 //! a few milliseconds in all, on a 1 Gbit/s link tens), then takes every
 //! constant's maximum over the ranks, so every rank predicts, and picks,
 //! alike. `RINGFUSE_TUNING` chooses: `off` (the fixed rule:
@@ -31,22 +35,36 @@ use crate::comm::{Algorithm, AllreduceOpts, Communicator};
 use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};
 
-/// The probe's small buffer, bytes: latency.
-pub const SMALL: usize = 8;
-/// The probe's large buffer, bytes: cost per byte.
-pub const LARGE: usize = 256 << 10;
+/// The probe's buffer sizes, bytes: latency, the middle, bandwidth (the
+/// largest a 1 Gbit/s link moves for every algorithm within the budget).
+pub const SIZES: [usize; 3] = [8, 16 << 10, 512 << 10];
 /// Runs per algorithm and size; the fastest counts.
 pub const REPS: usize = 3;
+/// How much faster than the ring another algorithm must be predicted.
+pub const MARGIN: f64 = 0.9;
 
-/// One algorithm's fitted line.
+/// One algorithm's measured times.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Line {
     /// The algorithm ([`Algorithm::name`]).
     pub algo: String,
-    /// Seconds at (nearly) zero bytes.
-    pub latency_s: f64,
-    /// Seconds per wire byte beyond that.
-    pub per_byte_s: f64,
+    /// (wire bytes, seconds), by size.
+    pub points: Vec<(usize, f64)>,
+}
+
+impl Line {
+    /// Seconds for `bytes`, on the line through the points.
+    pub fn at(&self, bytes: usize) -> f64 {
+        let p = &self.points;
+        let Some(&(b0, t0)) = p.first() else { return f64::INFINITY };
+        if bytes <= b0 || p.len() == 1 {
+            return t0;
+        }
+        let seg = p.windows(2).find(|w| bytes <= w[1].0).unwrap_or(&p[p.len() - 2..]);
+        let ((x0, y0), (x1, y1)) = (seg[0], seg[1]);
+        let per_byte = ((y1 - y0) / (x1 - x0) as f64).max(0.0);
+        y0 + (bytes - x0) as f64 * per_byte
+    }
 }
 
 /// `Auto`'s constants for one communicator size.
@@ -62,16 +80,16 @@ impl Tuning {
     /// Predicted seconds for `algo` moving `wire_bytes` (`None` if the
     /// algorithm was not measured).
     pub fn predict(&self, algo: Algorithm, wire_bytes: usize) -> Option<f64> {
-        let l = self.lines.iter().find(|l| l.algo == algo.name())?;
-        Some(l.latency_s + wire_bytes as f64 * l.per_byte_s)
+        Some(self.lines.iter().find(|l| l.algo == algo.name())?.at(wire_bytes))
     }
 
     /// The algorithm with the least predicted time among those that
-    /// [support](Algorithm::supports) the buffer and codec (ties: the
-    /// earlier in [`Algorithm::FIXED`], the ring first).
+    /// [support](Algorithm::supports) the buffer and codec, the ring
+    /// unless another beats it by [`MARGIN`].
     pub fn best(&self, dtype: DType, codec: Codec, wire_bytes: usize) -> Algorithm {
-        let mut best = (Algorithm::Ring, f64::INFINITY);
-        for a in Algorithm::FIXED {
+        let ring = self.predict(Algorithm::Ring, wire_bytes).unwrap_or(f64::INFINITY);
+        let mut best = (Algorithm::Ring, ring * MARGIN);
+        for a in Algorithm::FIXED.into_iter().filter(|a| *a != Algorithm::Ring) {
             if let (true, Some(t)) = (a.supports(dtype, codec), self.predict(a, wire_bytes)) {
                 if t < best.1 {
                     best = (a, t);
@@ -84,11 +102,12 @@ impl Tuning {
     /// Measures every fixed algorithm on `comm` (a collective call: every
     /// rank must make it, at the same point).
     pub fn probe(comm: &Communicator) -> Result<Tuning> {
-        let mut consts = Vec::with_capacity(2 * Algorithm::FIXED.len());
-        let (mut small, mut large) = (vec![0f32; SMALL / 4], vec![0f32; LARGE / 4]);
+        let mut times = Vec::with_capacity(SIZES.len() * Algorithm::FIXED.len());
+        let mut buf = vec![0f32; SIZES[SIZES.len() - 1] / 4];
         for a in Algorithm::FIXED {
             let opts = AllreduceOpts { algorithm: a, codec: Codec::Native, ..comm.defaults().clone() };
-            let fastest = |buf: &mut [f32]| -> Result<f64> {
+            for bytes in SIZES {
+                let buf = &mut buf[..bytes / 4];
                 let mut best = f64::INFINITY;
                 for _ in 0..REPS {
                     buf.fill(1.0);
@@ -99,16 +118,16 @@ impl Tuning {
                     comm.allreduce_with(buf, ReduceOp::Sum, &opts)?;
                     best = best.min(t0.elapsed().as_secs_f64());
                 }
-                Ok(best)
-            };
-            let (ts, tl) = (fastest(&mut small)?, fastest(&mut large)?);
-            consts.push(ts);
-            consts.push(((tl - ts) / (LARGE - SMALL) as f64).max(0.0));
+                times.push(best);
+            }
         }
         // Every rank must choose alike: agree on the slowest rank's figures.
-        comm.allreduce(&mut consts, ReduceOp::Max)?;
-        let lines = (Algorithm::FIXED.iter().zip(consts.chunks(2)))
-            .map(|(a, c)| Line { algo: a.name().to_string(), latency_s: c[0], per_byte_s: c[1] })
+        comm.allreduce(&mut times, ReduceOp::Max)?;
+        let lines = (Algorithm::FIXED.iter().zip(times.chunks(SIZES.len())))
+            .map(|(a, t)| Line {
+                algo: a.name().to_string(),
+                points: SIZES.iter().copied().zip(t.iter().copied()).collect(),
+            })
             .collect();
         Ok(Tuning { ranks: comm.size(), lines })
     }

@@ -25,13 +25,29 @@ fn the_probe_gives_every_rank_the_same_constants_and_auto_follows_them() {
     assert_eq!(t.ranks, 3);
     for a in Algorithm::FIXED {
         let l = t.lines.iter().find(|l| l.algo == a.name()).expect("a line per algorithm");
-        assert!(l.latency_s > 0.0 && l.per_byte_s >= 0.0, "{l:?}");
+        assert_eq!(l.points.len(), ringfuse::tuning::SIZES.len());
+        assert!(l.points.iter().all(|p| p.1 > 0.0), "{l:?}");
     }
-    // Each pick is the model's minimum.
+    // Each pick is the model's minimum, the ring unless beaten by the margin.
     for (&c, &a) in [1usize, 1 << 10, 1 << 20, 1 << 26].iter().zip(picked) {
+        let ring = t.predict(Algorithm::Ring, c * 4).unwrap();
         let best = Algorithm::FIXED.iter().map(|&x| t.predict(x, c * 4).unwrap()).fold(f64::INFINITY, f64::min);
-        assert_eq!(t.predict(a, c * 4).unwrap(), best, "{c} elements: {a:?}");
+        if a == Algorithm::Ring {
+            assert!(best >= ring * ringfuse::tuning::MARGIN, "{c} elements: the ring, though {best} < {ring}");
+        } else {
+            assert_eq!(t.predict(a, c * 4).unwrap(), best, "{c} elements: {a:?}");
+        }
     }
+}
+
+/// Straight lines between the measured sizes, the last one extended.
+#[test]
+fn lines_join_the_measured_points() {
+    let l = ringfuse::tuning::Line { algo: "ring".into(), points: vec![(8, 1e-6), (1008, 2e-6), (2008, 4e-6)] };
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-15;
+    assert!(near(l.at(0), 1e-6) && near(l.at(8), 1e-6));
+    assert!(near(l.at(508), 1.5e-6) && near(l.at(1508), 3e-6));
+    assert!(near(l.at(3008), 6e-6), "extended by the last segment");
 }
 
 #[test]
@@ -43,8 +59,7 @@ fn auto_never_picks_an_algorithm_that_cannot_carry_the_buffer() {
             .iter()
             .map(|a| ringfuse::tuning::Line {
                 algo: a.name().into(),
-                latency_s: if *a == Algorithm::Tree { 1e-9 } else { 1.0 },
-                per_byte_s: 0.0,
+                points: vec![(8, if *a == Algorithm::Tree { 1e-9 } else { 1.0 })],
             })
             .collect(),
     };

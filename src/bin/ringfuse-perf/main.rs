@@ -86,9 +86,13 @@ fn main() -> ExitCode {
         match comm.tuning() {
             Some(t) => {
                 let lines: Vec<String> = (t.lines.iter())
-                    .map(|l| format!("{} {:.1} us + {:.3} ns/B", l.algo, l.latency_s * 1e6, l.per_byte_s * 1e9))
+                    .map(|l| {
+                        let pts: Vec<String> =
+                            l.points.iter().map(|(b, s)| format!("{b} B {:.1} us", s * 1e6)).collect();
+                        format!("{} [{}]", l.algo, pts.join(", "))
+                    })
                     .collect();
-                println!("# auto's cost model (probed): {}", lines.join(", "));
+                println!("# auto's cost model (probed): {}", lines.join("; "));
             }
             None => println!("# auto's cost model: none (RINGFUSE_TUNING=off): doubling up to small_bytes, ring above"),
         }
