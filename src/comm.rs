@@ -24,8 +24,10 @@ use crate::wire::FLAG_OVERFLOW;
 /// Which allreduce schedule runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Algorithm {
-    /// Recursive doubling up to [`AllreduceOpts::small_bytes`] of wire
-    /// data, the ring above. `RINGFUSE_ALGO=ring|doubling` forces one.
+    /// The algorithm the communicator's cost model ([`crate::tuning`])
+    /// predicts fastest, or without one recursive doubling up to
+    /// [`AllreduceOpts::small_bytes`] of wire data and the ring above.
+    /// `RINGFUSE_ALGO=ring|doubling|tree|hd` forces one.
     #[default]
     Auto,
     /// The pipelined ring: bandwidth-optimal, `2(n-1)` dependent hops.
