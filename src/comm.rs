@@ -15,7 +15,9 @@ use crate::error::{BufferState, Error, Result};
 use crate::exec::{self, Ctx, Local, Scratch};
 use crate::flight::{FlightDump, FlightRecorder};
 use crate::op::{Collective, OpDesc};
-use crate::schedule::{Chain, DoubleTree, HalvingDoubling, RecursiveDoubling, Ring, RingKind, Schedule};
+use crate::schedule::{
+    Chain, DoubleTree, HalvingDoubling, Hierarchical, RecursiveDoubling, Ring, RingKind, Schedule, Shape,
+};
 use crate::transport::fault::{Fault, FaultyTransport};
 use crate::transport::Transport;
 use crate::tuning::Tuning;
@@ -40,15 +42,26 @@ pub enum Algorithm {
     /// Recursive halving-doubling (Rabenseifner): the ring's bytes in
     /// `2 log2 n` rounds.
     HalvingDoubling,
+    /// Reduce-scatter inside each host, a ring across hosts per block,
+    /// allgather inside each host: the network carries each byte once per
+    /// host. Needs the communicator's hosts (see
+    /// [`Communicator::ranks_per_host`]); the ring runs without them.
+    Hierarchical,
 }
 
 impl Algorithm {
     /// Every algorithm a caller can force (not `Auto`).
-    pub const FIXED: [Algorithm; 4] =
-        [Algorithm::Ring, Algorithm::RecursiveDoubling, Algorithm::Tree, Algorithm::HalvingDoubling];
+    pub const FIXED: [Algorithm; 5] = [
+        Algorithm::Ring,
+        Algorithm::RecursiveDoubling,
+        Algorithm::Tree,
+        Algorithm::HalvingDoubling,
+        Algorithm::Hierarchical,
+    ];
 
-    /// Parses `ring`, `doubling` (or `rd`), `tree`, `hd` (or `halving`)
-    /// and `auto`, as `RINGFUSE_ALGO` and `ringfuse-perf --algo` take them.
+    /// Parses `ring`, `doubling` (or `rd`), `tree`, `hd` (or `halving`),
+    /// `hier` (or `hierarchical`) and `auto`, as `RINGFUSE_ALGO` and
+    /// `ringfuse-perf --algo` take them.
     pub fn parse(s: &str) -> Option<Algorithm> {
         Some(match s {
             "auto" => Algorithm::Auto,
@@ -56,6 +69,7 @@ impl Algorithm {
             "doubling" | "rd" => Algorithm::RecursiveDoubling,
             "tree" => Algorithm::Tree,
             "hd" | "halving" => Algorithm::HalvingDoubling,
+            "hier" | "hierarchical" => Algorithm::Hierarchical,
             _ => return None,
         })
     }
@@ -68,6 +82,7 @@ impl Algorithm {
             Algorithm::RecursiveDoubling => "doubling",
             Algorithm::Tree => "tree",
             Algorithm::HalvingDoubling => "hd",
+            Algorithm::Hierarchical => "hier",
         }
     }
 
@@ -86,7 +101,7 @@ impl Algorithm {
         match self {
             Algorithm::Auto | Algorithm::Ring => true,
             Algorithm::RecursiveDoubling => wide,
-            Algorithm::Tree | Algorithm::HalvingDoubling => wide && !codec.is_block_scaled(),
+            Algorithm::Tree | Algorithm::HalvingDoubling | Algorithm::Hierarchical => wide && !codec.is_block_scaled(),
         }
     }
 }
@@ -163,7 +178,7 @@ impl AllreduceOpts {
     /// one recursive doubling up to [`Self::small_bytes`] and the ring
     /// above), or the forced one where it [supports](Algorithm::supports)
     /// the buffer and codec, else the ring.
-    pub fn resolve(&self, dtype: DType, count: usize, tuning: Option<&Tuning>) -> Algorithm {
+    pub(crate) fn resolve(&self, dtype: DType, count: usize, tuning: Option<&Tuning>, shape: Shape) -> Algorithm {
         let wire_bytes = self.codec.wire_bytes(dtype, count, self.scale_block);
         let algo = match (self.algorithm, tuning) {
             (Algorithm::Auto, Some(t)) => t.best(dtype, self.codec, wire_bytes),
@@ -171,7 +186,8 @@ impl AllreduceOpts {
             (Algorithm::Auto, None) => Algorithm::Ring,
             (a, _) => a,
         };
-        if algo.supports(dtype, self.codec) {
+        let placed = algo != Algorithm::Hierarchical || shape.hierarchical();
+        if algo.supports(dtype, self.codec) && placed {
             algo
         } else {
             Algorithm::Ring
@@ -260,6 +276,8 @@ pub struct Communicator {
     state: Mutex<State>,
     /// `Algorithm::Auto`'s cost model, when measured or loaded.
     tuning: Option<Tuning>,
+    /// Ranks per host (consecutive ranks share one); 0 if not known.
+    ranks_per_host: usize,
 }
 
 enum Sched {
@@ -268,6 +286,7 @@ enum Sched {
     Doubling(RecursiveDoubling),
     Tree(DoubleTree),
     Halving(HalvingDoubling),
+    Hier(Hierarchical),
 }
 
 impl Communicator {
@@ -277,14 +296,16 @@ impl Communicator {
     /// `Auto` uses the fixed rule unless `RINGFUSE_TUNING` asks for a probe
     /// or a cached file ([`crate::tuning`]; then this is collective).
     pub fn from_transport(t: Box<dyn Transport>) -> Self {
-        Self::tuned(t, false)
+        Self::tuned(t, false, 0)
     }
 
-    /// Builds, tunes as `RINGFUSE_TUNING` says (probing when unset if
-    /// `probe_by_default`), then injects `RINGFUSE_FAULT`'s fault: the
-    /// probe's traffic is not the traffic a fault test counts.
-    pub(crate) fn tuned(t: Box<dyn Transport>, probe_by_default: bool) -> Self {
+    /// Builds with `ranks_per_host` (0: unknown), tunes as
+    /// `RINGFUSE_TUNING` says (probing when unset if `probe_by_default`),
+    /// then injects `RINGFUSE_FAULT`'s fault: the probe's traffic is not
+    /// the traffic a fault test counts.
+    pub(crate) fn tuned(t: Box<dyn Transport>, probe_by_default: bool, ranks_per_host: usize) -> Self {
         let mut c = Self::bare(t);
+        c.ranks_per_host = ranks_per_host;
         match Tuning::from_env(&c, probe_by_default) {
             Ok(t) => c.tuning = t,
             // Auto still works (the fixed rule); say why it is not tuned.
@@ -308,7 +329,34 @@ impl Communicator {
             flight,
             state: Mutex::new(State { transport: t, poisoned: None, scratch: Scratch::default() }),
             tuning: None,
+            ranks_per_host: 0,
         }
+    }
+
+    /// Ranks per host (consecutive ranks share a host), as detected for an
+    /// MPI communicator (MPI's shared-memory split) or set; 0 if unknown.
+    /// [`Algorithm::Hierarchical`] needs it.
+    pub fn ranks_per_host(&self) -> usize {
+        self.ranks_per_host
+    }
+
+    /// Declares `k` consecutive ranks per host (to model hosts with
+    /// in-process ranks, or to override detection). The same on every
+    /// rank; `k` must divide the number of ranks.
+    pub fn set_ranks_per_host(&mut self, k: usize) -> Result<()> {
+        if k == 0 || self.size % k != 0 {
+            return Err(Error::Tuning {
+                rank: self.rank,
+                detail: format!("{k} ranks per host does not divide {} ranks into equal hosts", self.size),
+            });
+        }
+        self.ranks_per_host = k;
+        Ok(())
+    }
+
+    /// Where an allreduce with `opts` on `dtype` runs.
+    fn shape(&self, opts: &AllreduceOpts, dtype: DType) -> Shape {
+        Shape { size: self.size, per_host: self.ranks_per_host, slice: opts.slice_elems(dtype), slots: opts.slots }
     }
 
     /// `Algorithm::Auto`'s cost model, if measured or loaded.
@@ -325,7 +373,7 @@ impl Communicator {
     /// The algorithm an allreduce of `count` elements of `dtype` with
     /// `opts` runs on this communicator.
     pub fn algorithm_for(&self, opts: &AllreduceOpts, dtype: DType, count: usize) -> Algorithm {
-        opts.resolve(dtype, count, self.tuning.as_ref())
+        opts.resolve(dtype, count, self.tuning.as_ref(), self.shape(opts, dtype))
     }
 
     /// This communicator with its traffic suffering `fault` (if
@@ -362,7 +410,8 @@ impl Communicator {
     /// Collective: `Auto`'s cost model is probed here unless
     /// `RINGFUSE_TUNING` says otherwise ([`crate::tuning`]).
     pub fn from_mpi<C: ::mpi::traits::Communicator>(comm: &C) -> Self {
-        Self::tuned(Box::new(crate::transport::mpi::MpiTransport::new(comm, None)), true)
+        let per_host = crate::mpi::ranks_per_host(comm);
+        Self::tuned(Box::new(crate::transport::mpi::MpiTransport::new(comm, None)), true, per_host)
     }
 
     /// Ends this rank's collective in flight, from any thread: its waits
@@ -433,13 +482,15 @@ impl Communicator {
     pub fn allreduce_with<T: Element>(&self, buf: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
         let count = buf.len();
         self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, size, _| {
-            let algo = opts.resolve(T::DTYPE, count, self.tuning.as_ref());
+            let shape = self.shape(opts, T::DTYPE);
+            let algo = opts.resolve(T::DTYPE, count, self.tuning.as_ref(), shape);
             let s = match algo {
                 Algorithm::RecursiveDoubling => Sched::Doubling(RecursiveDoubling { rank, size, count }),
                 Algorithm::Tree => Sched::Tree(DoubleTree { rank, size, count }),
                 Algorithm::HalvingDoubling => {
                     Sched::Halving(HalvingDoubling::new(rank, size, count, opts.slice_elems(T::DTYPE), opts.slots))
                 }
+                Algorithm::Hierarchical => Sched::Hier(Hierarchical { rank, size, count, per_host: shape.per_host }),
                 Algorithm::Auto | Algorithm::Ring => Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce }),
             };
             (s, Local::InPlace(buf))
@@ -695,6 +746,7 @@ impl Communicator {
             Sched::Doubling(s) => s.len(),
             Sched::Tree(s) => s.len(),
             Sched::Halving(s) => s.len(),
+            Sched::Hier(s) => s.len(),
         };
         self.flight.begin(&desc, steps);
         if self.size == 1 {
@@ -731,6 +783,7 @@ impl Communicator {
             Sched::Doubling(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
             Sched::Tree(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
             Sched::Halving(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
+            Sched::Hier(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
         };
         let r = match r {
             Ok(flags) if flags & FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {

@@ -40,7 +40,8 @@ impl Mpi {
     /// `RINGFUSE_TUNING` says otherwise ([`crate::tuning`]).
     pub fn world(&self) -> Communicator {
         let keep: Arc<dyn Any + Send + Sync> = self.universe.clone();
-        Communicator::tuned(Box::new(MpiTransport::new(&self.universe.world(), Some(keep))), true)
+        let world = self.universe.world();
+        Communicator::tuned(Box::new(MpiTransport::new(&world, Some(keep))), true, ranks_per_host(&world))
     }
 
     /// The rsmpi universe, for the application's own MPI calls.
@@ -51,5 +52,25 @@ impl Mpi {
     /// The thread support MPI granted.
     pub fn threading(&self) -> Threading {
         self.threading
+    }
+}
+
+/// Ranks per host of `comm` (MPI's shared-memory split), if every host has
+/// the same number of consecutive ranks; else 0 (hosts unknown, and
+/// [`crate::Algorithm::Hierarchical`] runs the ring). Collective.
+pub(crate) fn ranks_per_host<C: ::mpi::traits::Communicator>(comm: &C) -> usize {
+    use ::mpi::collective::SystemOperation;
+    use ::mpi::traits::{Communicator as _, CommunicatorCollectives};
+    let local = comm.split_shared(comm.rank());
+    let (k, r) = (local.size(), comm.rank());
+    // Consecutive and equal: local rank = rank mod k, on every rank.
+    let mine = [k, if local.rank() == r % k { k } else { 0 }];
+    let (mut lo, mut hi) = ([0i32; 2], [0i32; 2]);
+    comm.all_reduce_into(&mine[..], &mut lo[..], SystemOperation::min());
+    comm.all_reduce_into(&mine[..], &mut hi[..], SystemOperation::max());
+    if lo == hi && lo[1] == k && comm.size() % k == 0 {
+        k as usize
+    } else {
+        0
     }
 }

@@ -22,7 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use crate::comm::Algorithm;
-use crate::schedule::{self, Cursor, Hop, Prim, Schedule};
+use crate::schedule::{self, Cursor, Hop, Prim, Schedule, Shape};
 
 /// One kind of link.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -251,7 +251,8 @@ pub fn predict(cluster: &Cluster, plan: &Plan) -> Result<Prediction, SimError> {
     let hosts = n.div_ceil(cluster.ranks_per_host.max(1));
     let ranks: Vec<Rank> = (0..n)
         .map(|r| {
-            let sched = schedule::allreduce(plan.algo, r, n, plan.count, plan.slice, plan.per_round);
+            let shape = Shape { size: n, per_host: cluster.ranks_per_host, slice: plan.slice, slots: plan.per_round };
+            let sched = schedule::allreduce(plan.algo, r, plan.count, shape);
             let mut cursor = Cursor::new(&*sched, plan.slice, plan.per_round, false);
             let next = cursor.next(&*sched);
             Rank { sched, cursor, next, clock: 0.0, sent_early: false, inbox: Vec::new(), waiting_on: None }

@@ -104,7 +104,14 @@ impl Tuning {
     pub fn probe(comm: &Communicator) -> Result<Tuning> {
         let mut times = Vec::with_capacity(SIZES.len() * Algorithm::FIXED.len());
         let mut buf = vec![0f32; SIZES[SIZES.len() - 1] / 4];
-        for a in Algorithm::FIXED {
+        // An algorithm that would run the ring here (no hosts known for the
+        // hierarchical one) gets no line, so it is never predicted.
+        let runs: Vec<Algorithm> = (Algorithm::FIXED.into_iter())
+            .filter(|&a| {
+                a == Algorithm::Ring || comm.algorithm_for(&comm.defaults().clone().algorithm(a), DType::F32, 1) == a
+            })
+            .collect();
+        for &a in &runs {
             let opts = AllreduceOpts { algorithm: a, codec: Codec::Native, ..comm.defaults().clone() };
             for bytes in SIZES {
                 let buf = &mut buf[..bytes / 4];
@@ -123,7 +130,7 @@ impl Tuning {
         }
         // Every rank must choose alike: agree on the slowest rank's figures.
         comm.allreduce(&mut times, ReduceOp::Max)?;
-        let lines = (Algorithm::FIXED.iter().zip(times.chunks(SIZES.len())))
+        let lines = (runs.iter().zip(times.chunks(SIZES.len())))
             .map(|(a, t)| Line {
                 algo: a.name().to_string(),
                 points: SIZES.iter().copied().zip(t.iter().copied()).collect(),

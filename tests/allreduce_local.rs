@@ -126,3 +126,40 @@ fn sweep_tree_and_halving_f32() {
 fn sweep_tree_and_halving_f64() {
     sweep_algos::<f64>(&ALGO_RANKS, &[0, 1, 13, 1009]);
 }
+
+/// Hierarchical on in-process ranks declared as hosts (`per_host`
+/// consecutive ranks each): every op and element-wise codec, counts
+/// including 0, 1 and primes, bitwise identical and within the bound.
+fn hier_case<E: Element>(n: usize, per_host: usize, count: usize, op: ReduceOp, codec: Codec, variant: usize) {
+    let what = format!("hier {n}/{per_host} x{count} {:?} {op} {codec}", E::DTYPE);
+    let opts = opts_for(count, codec, variant).algorithm(Algorithm::Hierarchical);
+    let inputs: Vec<Vec<E>> = (0..n).map(|r| input::<E>(r, count, op, codec, 7)).collect();
+    let out = ringfuse::local::run(n, |mut comm| {
+        comm.set_ranks_per_host(per_host).unwrap();
+        assert_eq!(comm.algorithm_for(&opts, E::DTYPE, count), Algorithm::Hierarchical, "{what}");
+        let mut buf = inputs[comm.rank()].clone();
+        comm.allreduce_with(&mut buf, op, &opts).unwrap_or_else(|e| panic!("{what}: {e}"));
+        buf
+    });
+    for (r, o) in out.iter().enumerate() {
+        assert_eq!(bits(o), bits(&out[0]), "{what}: rank {r} differs from rank 0");
+    }
+    check_result(&inputs, &out[0], op, codec, &what);
+}
+
+#[test]
+fn sweep_hierarchical() {
+    let mut variant = 0;
+    for (n, per_host) in [(2, 1), (4, 2), (6, 2), (6, 3), (8, 2), (8, 4), (9, 3), (16, 4)] {
+        for count in [0usize, 1, 7, 101, 1009, 10007] {
+            for op in OPS {
+                for codec in [Codec::Native, Codec::Fp16, Codec::Bf16] {
+                    hier_case::<f32>(n, per_host, count, op, codec, variant);
+                    variant += 1;
+                }
+            }
+        }
+    }
+    hier_case::<f64>(6, 3, 1009, ReduceOp::Sum, Codec::Fp16, 0);
+    hier_case::<f32>(8, 4, 1 << 20, ReduceOp::Avg, Codec::Bf16, 0);
+}

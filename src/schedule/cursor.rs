@@ -30,6 +30,11 @@ pub struct Hop {
 /// Capping each step's run at `per_round = slots` slices keeps a rank's
 /// lead over its successor inside the successor's receive window (NCCL's
 /// chunk loop with a FIFO of NCCL_STEPS slots does the same).
+///
+/// Rounds run within a [phase](Schedule::phase): every hop of one phase
+/// comes before any of the next, because a later phase may cut the buffer
+/// into other blocks, whose slices round `c` of the earlier phase has not
+/// all finished.
 pub struct Cursor {
     round: usize,
     rounds: usize,
@@ -38,23 +43,43 @@ pub struct Cursor {
     slice: usize,
     per_round: usize,
     only_recv: bool,
+    /// Steps of the current phase.
+    phase: Range<usize>,
 }
 
 impl Cursor {
     /// Hops of `s` with slices of `slice` elements, `per_round` slices of
     /// a step per round; with `only_recv`, only the hops that receive.
     pub fn new<S: Schedule + ?Sized>(s: &S, slice: usize, per_round: usize, only_recv: bool) -> Self {
-        let most = (0..s.len()).map(|i| slice_count(s.block(s.step(i).block).len(), slice)).max().unwrap_or(0);
-        Cursor { round: 0, rounds: most.div_ceil(per_round), step: 0, k: 0, slice, per_round, only_recv }
+        let mut c = Cursor { round: 0, rounds: 0, step: 0, k: 0, slice, per_round, only_recv, phase: 0..0 };
+        c.enter(s, 0);
+        c
+    }
+
+    /// Starts the phase whose first step is `start`.
+    fn enter<S: Schedule + ?Sized>(&mut self, s: &S, start: usize) {
+        let n = s.len();
+        let p = if start < n { s.phase(start) } else { 0 };
+        let end = (start..n).find(|&i| s.phase(i) != p).unwrap_or(n);
+        let most = (start..end).map(|i| slice_count(s.block(s.step(i).block).len(), self.slice)).max().unwrap_or(0);
+        (self.phase, self.rounds, self.round, self.step, self.k) =
+            (start..end, most.div_ceil(self.per_round), 0, start, 0);
     }
 
     /// The next hop, `None` after the last.
     #[allow(clippy::should_implement_trait)] // it borrows the schedule per call
     pub fn next<S: Schedule + ?Sized>(&mut self, s: &S) -> Option<Hop> {
-        while self.round < self.rounds {
-            if self.step >= s.len() {
+        loop {
+            if self.round >= self.rounds {
+                if self.phase.end >= s.len() {
+                    return None;
+                }
+                self.enter(s, self.phase.end);
+                continue;
+            }
+            if self.step >= self.phase.end {
                 self.round += 1;
-                self.step = 0;
+                self.step = self.phase.start;
                 self.k = 0;
                 continue;
             }
@@ -77,6 +102,5 @@ impl Cursor {
                 range: slice_range(&block, self.slice, idx),
             });
         }
-        None
     }
 }

@@ -27,6 +27,7 @@ mod chunk;
 mod cursor;
 mod doubling;
 mod halving;
+mod hier;
 mod ring;
 mod tree;
 
@@ -34,6 +35,7 @@ pub use chunk::{block_range, slice_count, slice_range};
 pub use cursor::{Cursor, Hop};
 pub use doubling::RecursiveDoubling;
 pub use halving::HalvingDoubling;
+pub use hier::Hierarchical;
 pub use ring::{Chain, Ring, RingKind};
 pub use tree::{btree, dtree, DoubleTree, TreeNode};
 
@@ -115,23 +117,46 @@ pub trait Schedule {
     fn step(&self, i: usize) -> Step;
     /// Element range of block `b`.
     fn block(&self, b: usize) -> Range<usize>;
+    /// Which phase step `i` belongs to (non-decreasing in `i`): the
+    /// executor finishes every slice of one phase before the next (see
+    /// [`Cursor`]). One phase unless a schedule re-cuts the buffer.
+    fn phase(&self, _i: usize) -> usize {
+        0
+    }
 }
 
-/// The schedule rank `rank` of `size` runs for an allreduce of `count`
-/// elements with `algo` (already resolved: `Auto` means the ring), slices
-/// of `slice` elements and `slots` messages in flight, for tools that
-/// inspect one (wire bytes, the scale model).
-pub fn allreduce(
-    algo: crate::Algorithm,
-    rank: usize,
-    size: usize,
-    count: usize,
-    slice: usize,
-    slots: usize,
-) -> Box<dyn Schedule> {
+/// Where an allreduce runs: ranks, ranks per host, the executor's slice
+/// (elements per message) and slots (messages in flight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Ranks in all.
+    pub size: usize,
+    /// Ranks per host, consecutive ranks sharing one (0: not known).
+    pub per_host: usize,
+    /// Elements per message.
+    pub slice: usize,
+    /// Messages in flight each way.
+    pub slots: usize,
+}
+
+impl Shape {
+    /// Whether the hierarchical schedule applies: at least two hosts of
+    /// equal size.
+    pub fn hierarchical(&self) -> bool {
+        self.per_host >= 1 && self.size % self.per_host == 0 && self.size / self.per_host >= 2
+    }
+}
+
+/// The schedule rank `rank` runs for an allreduce of `count` elements with
+/// `algo` (already resolved: `Auto` means the ring; the hierarchical one
+/// where `shape` does not allow it, too), for tools that inspect one (wire
+/// bytes, the scale model).
+pub fn allreduce(algo: crate::Algorithm, rank: usize, count: usize, shape: Shape) -> Box<dyn Schedule> {
+    let Shape { size, per_host, slice, slots } = shape;
     use crate::Algorithm as A;
     match algo {
-        A::Auto | A::Ring => Box::new(Ring { rank, size, count, kind: RingKind::Allreduce }),
+        A::Hierarchical if shape.hierarchical() => Box::new(Hierarchical { rank, size, count, per_host }),
+        A::Auto | A::Ring | A::Hierarchical => Box::new(Ring { rank, size, count, kind: RingKind::Allreduce }),
         A::RecursiveDoubling => Box::new(RecursiveDoubling { rank, size, count }),
         A::Tree => Box::new(DoubleTree { rank, size, count }),
         A::HalvingDoubling => Box::new(HalvingDoubling::new(rank, size, count, slice, slots)),

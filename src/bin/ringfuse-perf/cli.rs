@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(short = 'c', long, value_delimiter = ',', value_parser = parse_codec, default_value = "native,fp16,bf16")]
     pub codec: Vec<Codec>,
     /// Allreduce algorithms, comma-separated (ring, doubling, tree, hd,
-    /// auto); each size runs once per codec and algorithm. An algorithm
+    /// hier, auto); each size runs once per codec and algorithm. An algorithm
     /// that cannot carry the dtype and codec runs the ring (see
     /// `Algorithm::supports`); the algo column says which ran.
     #[arg(short = 'a', long, value_delimiter = ',', value_parser = parse_algo, default_value = "auto")]
@@ -204,7 +204,7 @@ fn parse_op(s: &str) -> Result<ReduceOp, String> {
 }
 
 fn parse_algo(s: &str) -> Result<Algorithm, String> {
-    Algorithm::parse(s).ok_or_else(|| format!("unknown algorithm '{s}' (ring, doubling, tree, hd, auto)"))
+    Algorithm::parse(s).ok_or_else(|| format!("unknown algorithm '{s}' (ring, doubling, tree, hd, hier, auto)"))
 }
 
 fn parse_codec(s: &str) -> Result<Codec, String> {

@@ -98,11 +98,19 @@ fn call<E: Element>(
 }
 
 /// Payload bytes rank 0 sends in one call.
-fn wire_bytes(c: CollectiveArg, n: usize, count: usize, algo: Algorithm, bytes: impl Fn(usize) -> usize) -> usize {
+fn wire_bytes(
+    c: CollectiveArg,
+    comm: &Communicator,
+    count: usize,
+    algo: Algorithm,
+    bytes: impl Fn(usize) -> usize,
+) -> usize {
+    let n = comm.size();
     let kind = match c {
         // Slicing changes the order of the sends, not their bytes.
         CollectiveArg::Allreduce => {
-            return schedule::sent_bytes(&*schedule::allreduce(algo, 0, n, count, 1 << 16, 4), bytes)
+            let shape = schedule::Shape { size: n, per_host: comm.ranks_per_host(), slice: 1 << 16, slots: 4 };
+            return schedule::sent_bytes(&*schedule::allreduce(algo, 0, count, shape), bytes);
         }
         CollectiveArg::ReduceScatter => RingKind::ReduceScatter,
         CollectiveArg::Allgather => RingKind::Allgather,
@@ -207,7 +215,7 @@ pub fn measure<E: Element>(
             time_us: t * 1e6,
             algbw_gbps: algbw,
             busbw_gbps: algbw * c.bus_factor(n),
-            wire_bytes: wire_bytes(c, n, count, comm.algorithm_for(&opts[k], E::DTYPE, count), |m| {
+            wire_bytes: wire_bytes(c, comm, count, comm.algorithm_for(&opts[k], E::DTYPE, count), |m| {
                 codec.wire_bytes(E::DTYPE, m, opts[k].scale_block)
             }),
             max_rel_err: err,

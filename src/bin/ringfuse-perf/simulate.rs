@@ -31,7 +31,8 @@ fn point(args: &Args, n: usize, bytes: usize, codec: Codec) -> Result<Vec<Row>, 
         // fill is then under 2% of the time, and a 1 GiB buffer on 4096
         // ranks stays seconds to model.
         let slice = opts.slice_elems(dtype);
-        let block = schedule::allreduce(algo, 0, n, count, slice, opts.slots).block(0).len();
+        let shape = schedule::Shape { size: n, per_host: args.ranks_per_host, slice, slots: opts.slots };
+        let block = schedule::allreduce(algo, 0, count, shape).block(0).len();
         let slice = slice.max(block.div_ceil(MAX_SLICES));
         let plan = Plan { algo, count, wire_bytes_per_elem: wire, slice, per_round: opts.slots };
         predict(&cluster, &plan).map(|p| (algo, p)).map_err(|e| e.to_string())
