@@ -91,7 +91,9 @@ impl SlotPool {
         (bytemuck::cast_slice(&x[..]), bytemuck::cast_slice_mut(&mut y[..]))
     }
     /// Replaces slot `id` with a fresh one and hands back the old buffer,
-    /// which a carrier may still write into.
+    /// which a carrier may still write into (MPI's, after a cancel that
+    /// did not take).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     pub(crate) fn retire(&mut self, id: SlotId) -> Vec<u64> {
         std::mem::replace(&mut self.slots[id], vec![0u64; self.bytes.div_ceil(8)])
     }
