@@ -5,10 +5,18 @@
 //! ```text
 //! mpirun -np 3 mismatch count|dtype|slice|collective
 //! ```
-//! `count`: 1001 elements against 100000 (another algorithm as well);
+//! `count`: 1001 elements against 100000 (recursive doubling against the
+//! ring as well);
 //! `dtype`: f64 against f32 (messages twice as long); `slice`: 1 MiB
 //! slices against 4 KiB (messages longer than the peer's receive slots);
 //! `collective`: broadcast against allreduce.
+//!
+//! The allreduces run the ring, not `Auto`: a mismatch is named by the
+//! first rank that receives a message from a rank in another call, and
+//! with other schedules the ranks that disagree may only ever wait for
+//! each other (then every rank fails at its deadline, naming the peer it
+//! waited for, but no rank can name both calls). Which schedule `Auto`
+//! picks depends on the probe, so a test of the message must not.
 //!
 //! Every rank must fail within its deadline (2 s here) plus a margin; most
 //! fail within milliseconds. Under MPI one wait can run its whole deadline:
@@ -22,7 +30,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ringfuse::{AllreduceOpts, ReduceOp};
+use ringfuse::{Algorithm, AllreduceOpts, ReduceOp};
 
 fn main() -> ExitCode {
     let kind = std::env::args().nth(1).unwrap_or_default();
@@ -34,11 +42,14 @@ fn main() -> ExitCode {
     let comm = mpi.world();
     let odd = comm.rank() + 1 == comm.size();
     let deadline = Duration::from_secs(2);
-    let opts = AllreduceOpts::default().timeout(deadline).slice_bytes(4096);
+    let opts = AllreduceOpts::default().timeout(deadline).slice_bytes(4096).algorithm(Algorithm::Ring);
     let t0 = Instant::now();
     let mut v = vec![1f32; 100_000];
     let r = match (odd, kind.as_str()) {
-        (true, "count") => comm.allreduce_with(&mut v[..1001], ReduceOp::Sum, &opts),
+        (true, "count") => {
+            let doubling = opts.clone().algorithm(Algorithm::RecursiveDoubling);
+            comm.allreduce_with(&mut v[..1001], ReduceOp::Sum, &doubling)
+        }
         (true, "dtype") => comm.allreduce_with(&mut vec![1f64; 100_000], ReduceOp::Sum, &opts),
         (true, "slice") => comm.allreduce_with(&mut v, ReduceOp::Sum, &opts.clone().slice_bytes(1 << 20)),
         (true, _) => comm.broadcast_with(&mut v, 0, &opts),
