@@ -280,6 +280,9 @@ pub struct Communicator {
     ranks_per_host: usize,
 }
 
+// The tree carries its steps inline (about 330 bytes): built once per call
+// on the stack, where a Box would be an allocation per call.
+#[allow(clippy::large_enum_variant)]
 enum Sched {
     Ring(Ring),
     Chain(Chain),
@@ -486,7 +489,7 @@ impl Communicator {
             let algo = opts.resolve(T::DTYPE, count, self.tuning.as_ref(), shape);
             let s = match algo {
                 Algorithm::RecursiveDoubling => Sched::Doubling(RecursiveDoubling { rank, size, count }),
-                Algorithm::Tree => Sched::Tree(DoubleTree { rank, size, count }),
+                Algorithm::Tree => Sched::Tree(DoubleTree::new(rank, size, count)),
                 Algorithm::HalvingDoubling => {
                     Sched::Halving(HalvingDoubling::new(rank, size, count, opts.slice_elems(T::DTYPE), opts.slots))
                 }

@@ -158,7 +158,7 @@ pub fn allreduce(algo: crate::Algorithm, rank: usize, count: usize, shape: Shape
         A::Hierarchical if shape.hierarchical() => Box::new(Hierarchical { rank, size, count, per_host }),
         A::Auto | A::Ring | A::Hierarchical => Box::new(Ring { rank, size, count, kind: RingKind::Allreduce }),
         A::RecursiveDoubling => Box::new(RecursiveDoubling { rank, size, count }),
-        A::Tree => Box::new(DoubleTree { rank, size, count }),
+        A::Tree => Box::new(DoubleTree::new(rank, size, count)),
         A::HalvingDoubling => Box::new(HalvingDoubling::new(rank, size, count, slice, slots)),
     }
 }

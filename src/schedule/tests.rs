@@ -21,7 +21,7 @@ fn schedule(kind: Kind, rank: usize, size: usize) -> Box<dyn Schedule> {
         Kind::Ring(k) => Box::new(Ring { rank, size, count: 1000, kind: k }),
         Kind::Chain(root) => Box::new(Chain { rank, size, count: 1000, root }),
         Kind::Doubling => Box::new(RecursiveDoubling { rank, size, count: 1000 }),
-        Kind::Tree => Box::new(DoubleTree { rank, size, count: 1000 }),
+        Kind::Tree => Box::new(DoubleTree::new(rank, size, 1000)),
         Kind::Halving(window) => Box::new(HalvingDoubling { rank, size, count: 1000, window }),
     }
 }

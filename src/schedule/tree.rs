@@ -79,70 +79,67 @@ pub fn dtree(n: usize, rank: usize) -> [TreeNode; 2] {
 /// the same bits.
 #[derive(Clone, Copy, Debug)]
 pub struct DoubleTree {
-    /// This rank.
-    pub rank: usize,
-    /// Number of ranks.
-    pub size: usize,
     /// Elements in the buffer.
     pub count: usize,
+    /// This rank's steps, worked out once: the executor asks for them hop
+    /// by hop. At most 3 up and 2 down per tree.
+    steps: [Step; MAX_STEPS],
+    len: usize,
 }
 
-impl DoubleTree {
-    /// Steps of tree `t`, up (`down == false`) or down, into `out`.
-    /// Computed afresh on every call, without allocating: the executor
-    /// asks for steps hop by hop.
-    fn phase(&self, t: usize, down: bool, out: &mut impl FnMut(Step)) {
-        let node = dtree(self.size, self.rank)[t];
-        let step = |prim, from: usize, to: usize| Step { prim, block: t, recv_from: from, send_to: to };
-        let kids = node.children.iter().flatten().copied();
-        let (n_kids, last) = (kids.clone().count(), kids.clone().last());
-        match (down, node.parent, last) {
-            (false, None, None) => {}
-            (false, Some(p), None) => out(step(Prim::Send, p, p)),
-            (false, parent, Some(last)) => {
-                kids.take(n_kids - 1).for_each(|k| out(step(Prim::RecvReduce, k, k)));
-                match parent {
-                    Some(p) => out(step(Prim::RecvReduceSend, last, p)),
-                    None => out(step(Prim::RecvReduceCopy, last, last)),
-                }
-            }
-            (true, None, _) => kids.for_each(|k| out(step(Prim::CopySend, k, k))),
-            (true, Some(p), None) => out(step(Prim::Recv, p, p)),
-            (true, Some(p), Some(_)) => {
-                let mut kids = kids;
-                let first = kids.next().expect("has a child");
-                out(step(Prim::RecvCopySend, p, first));
-                kids.for_each(|k| out(step(Prim::CopySend, k, k)));
-            }
-        }
-    }
+const MAX_STEPS: usize = 10;
 
-    fn walk(&self, mut f: impl FnMut(Step)) {
-        if self.size <= 1 {
-            return;
+impl DoubleTree {
+    /// Rank `rank`'s schedule among `size` ranks for `count` elements.
+    pub fn new(rank: usize, size: usize, count: usize) -> DoubleTree {
+        let none = Step { prim: Prim::Recv, block: 0, recv_from: 0, send_to: 0 };
+        let mut me = DoubleTree { count, steps: [none; MAX_STEPS], len: 0 };
+        if size > 1 {
+            let nodes = dtree(size, rank);
+            for (t, down) in [(0, false), (1, false), (0, true), (1, true)] {
+                tree_steps(nodes[t], t, down, &mut |st| {
+                    me.steps[me.len] = st;
+                    me.len += 1;
+                });
+            }
         }
-        for (t, down) in [(0, false), (1, false), (0, true), (1, true)] {
-            self.phase(t, down, &mut f);
+        me
+    }
+}
+
+/// The steps of tree `t` at `node`, up (`down == false`) or down, into `out`.
+fn tree_steps(node: TreeNode, t: usize, down: bool, out: &mut impl FnMut(Step)) {
+    let step = |prim, from: usize, to: usize| Step { prim, block: t, recv_from: from, send_to: to };
+    let kids = node.children.iter().flatten().copied();
+    let (n_kids, last) = (kids.clone().count(), kids.clone().last());
+    match (down, node.parent, last) {
+        (false, None, None) => {}
+        (false, Some(p), None) => out(step(Prim::Send, p, p)),
+        (false, parent, Some(last)) => {
+            kids.take(n_kids - 1).for_each(|k| out(step(Prim::RecvReduce, k, k)));
+            match parent {
+                Some(p) => out(step(Prim::RecvReduceSend, last, p)),
+                None => out(step(Prim::RecvReduceCopy, last, last)),
+            }
+        }
+        (true, None, _) => kids.for_each(|k| out(step(Prim::CopySend, k, k))),
+        (true, Some(p), None) => out(step(Prim::Recv, p, p)),
+        (true, Some(p), Some(_)) => {
+            let mut kids = kids;
+            let first = kids.next().expect("has a child");
+            out(step(Prim::RecvCopySend, p, first));
+            kids.for_each(|k| out(step(Prim::CopySend, k, k)));
         }
     }
 }
 
 impl Schedule for DoubleTree {
     fn len(&self) -> usize {
-        let mut n = 0;
-        self.walk(|_| n += 1);
-        n
+        self.len
     }
 
     fn step(&self, i: usize) -> Step {
-        let (mut k, mut found) = (0, None);
-        self.walk(|s| {
-            if k == i {
-                found = Some(s);
-            }
-            k += 1;
-        });
-        found.expect("step index within len()")
+        self.steps[..self.len][i]
     }
 
     fn block(&self, b: usize) -> Range<usize> {
