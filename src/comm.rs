@@ -15,9 +15,7 @@ use crate::error::{BufferState, Error, Result};
 use crate::exec::{self, Ctx, Local, Scratch};
 use crate::flight::{FlightDump, FlightRecorder};
 use crate::op::{Collective, OpDesc};
-use crate::schedule::{
-    Chain, DoubleTree, HalvingDoubling, Hierarchical, RecursiveDoubling, Ring, RingKind, Schedule, Shape,
-};
+use crate::schedule::{self, AnySchedule, Chain, Ring, RingKind, Schedule, Shape};
 use crate::transport::fault::{Fault, FaultyTransport};
 use crate::transport::Transport;
 use crate::tuning::Tuning;
@@ -280,18 +278,6 @@ pub struct Communicator {
     ranks_per_host: usize,
 }
 
-// The tree carries its steps inline (about 330 bytes): built once per call
-// on the stack, where a Box would be an allocation per call.
-#[allow(clippy::large_enum_variant)]
-enum Sched {
-    Ring(Ring),
-    Chain(Chain),
-    Doubling(RecursiveDoubling),
-    Tree(DoubleTree),
-    Halving(HalvingDoubling),
-    Hier(Hierarchical),
-}
-
 impl Communicator {
     /// A communicator over any transport. If `RINGFUSE_FAULT` is set, its
     /// fault is injected (see [`crate::transport::fault`]).
@@ -484,19 +470,10 @@ impl Communicator {
     /// ```
     pub fn allreduce_with<T: Element>(&self, buf: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
         let count = buf.len();
-        self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, size, _| {
+        self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, _, _| {
             let shape = self.shape(opts, T::DTYPE);
             let algo = opts.resolve(T::DTYPE, count, self.tuning.as_ref(), shape);
-            let s = match algo {
-                Algorithm::RecursiveDoubling => Sched::Doubling(RecursiveDoubling { rank, size, count }),
-                Algorithm::Tree => Sched::Tree(DoubleTree::new(rank, size, count)),
-                Algorithm::HalvingDoubling => {
-                    Sched::Halving(HalvingDoubling::new(rank, size, count, opts.slice_elems(T::DTYPE), opts.slots))
-                }
-                Algorithm::Hierarchical => Sched::Hier(Hierarchical { rank, size, count, per_host: shape.per_host }),
-                Algorithm::Auto | Algorithm::Ring => Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce }),
-            };
-            (s, Local::InPlace(buf))
+            (schedule::allreduce(algo, rank, count, shape), Local::InPlace(buf))
         })
     }
 
@@ -534,7 +511,7 @@ impl Communicator {
         }
         let op = Some(ReduceOp::Sum);
         self.call::<f32>(Collective::Allreduce, count, op, None, opts, Some(residual), |rank, size, _| {
-            let s = Sched::Ring(Ring { rank, size, count, kind: RingKind::Allreduce });
+            let s = AnySchedule::Ring(Ring { rank, size, count, kind: RingKind::Allreduce });
             (s, Local::InPlace(buf))
         })
     }
@@ -569,7 +546,7 @@ impl Communicator {
         self.call::<T>(Collective::ReduceScatter, count, Some(op), None, opts, None, |rank, size, _| {
             let own = crate::schedule::block_range(count, size, rank);
             output.copy_from_slice(&input[own.clone()]);
-            let s = Sched::Ring(Ring { rank, size, count, kind: RingKind::ReduceScatter });
+            let s = AnySchedule::Ring(Ring { rank, size, count, kind: RingKind::ReduceScatter });
             (s, Local::Scatter { input, output, own })
         })
     }
@@ -599,7 +576,7 @@ impl Communicator {
             if size == 1 {
                 output.copy_from_slice(input);
             }
-            let s = Sched::Ring(Ring { rank, size, count, kind: RingKind::Allgather });
+            let s = AnySchedule::Ring(Ring { rank, size, count, kind: RingKind::Allgather });
             (s, Local::Gather { input, output, own })
         })
     }
@@ -617,7 +594,7 @@ impl Communicator {
             return Err(Error::Root { rank: self.rank, op, root, size: self.size });
         }
         self.call::<T>(Collective::Broadcast, count, None, Some(root), opts, None, |rank, size, _| {
-            (Sched::Chain(Chain { rank, size, count, root }), Local::InPlace(buf))
+            (AnySchedule::Chain(Chain { rank, size, count, root }), Local::InPlace(buf))
         })
     }
 
@@ -703,7 +680,7 @@ impl Communicator {
         root: Option<usize>,
         opts: &AllreduceOpts,
         residual: Option<&mut [f32]>,
-        build: impl FnOnce(usize, usize, ()) -> (Sched, Local<'b, T>),
+        build: impl FnOnce(usize, usize, ()) -> (AnySchedule, Local<'b, T>),
     ) -> Result<()> {
         let desc0 = self.desc::<T>(kind, count, op, root, opts);
         if opts.codec.is_block_scaled() && !(1..=crate::codec::MAX_SCALE_BLOCK).contains(&opts.scale_block) {
@@ -743,14 +720,7 @@ impl Communicator {
                 *r = 0.0; // stays 0 where nothing is encoded (one rank)
             }
         }
-        let steps = match &sched {
-            Sched::Ring(s) => s.len(),
-            Sched::Chain(s) => s.len(),
-            Sched::Doubling(s) => s.len(),
-            Sched::Tree(s) => s.len(),
-            Sched::Halving(s) => s.len(),
-            Sched::Hier(s) => s.len(),
-        };
+        let steps = sched.len();
         self.flight.begin(&desc, steps);
         if self.size == 1 {
             self.flight.end(desc.seq, None);
@@ -780,14 +750,7 @@ impl Communicator {
             residual,
         };
         let (codec, block) = (opts.codec, opts.scale_block);
-        let r = match &sched {
-            Sched::Ring(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
-            Sched::Chain(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
-            Sched::Doubling(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
-            Sched::Tree(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
-            Sched::Halving(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
-            Sched::Hier(s) => dispatch::<T, _>(&mut cx, s, &mut local, reduce, avg, codec, block),
-        };
+        let r = dispatch::<T, _>(&mut cx, &sched, &mut local, reduce, avg, codec, block);
         let r = match r {
             Ok(flags) if flags & FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {
                 Err(Error::Fp16Overflow { rank: self.rank, op: desc.clone() })

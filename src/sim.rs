@@ -22,7 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use crate::comm::Algorithm;
-use crate::schedule::{self, Cursor, Hop, Prim, Schedule, Shape};
+use crate::schedule::{self, AnySchedule, Cursor, Hop, Prim, Shape};
 
 /// One kind of link.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -107,7 +107,7 @@ pub enum SimError {
 }
 
 struct Rank {
-    sched: Box<dyn Schedule>,
+    sched: AnySchedule,
     cursor: Cursor,
     next: Option<Hop>,
     clock: f64,
@@ -239,7 +239,7 @@ impl Sim<'_> {
             let rk = &mut self.ranks[r];
             rk.clock = t;
             rk.sent_early = false;
-            rk.next = rk.cursor.next(&*rk.sched);
+            rk.next = rk.cursor.next(&rk.sched);
             self.schedule(r);
         }
     }
@@ -253,8 +253,8 @@ pub fn predict(cluster: &Cluster, plan: &Plan) -> Result<Prediction, SimError> {
         .map(|r| {
             let shape = Shape { size: n, per_host: cluster.ranks_per_host, slice: plan.slice, slots: plan.per_round };
             let sched = schedule::allreduce(plan.algo, r, plan.count, shape);
-            let mut cursor = Cursor::new(&*sched, plan.slice, plan.per_round, false);
-            let next = cursor.next(&*sched);
+            let mut cursor = Cursor::new(&sched, plan.slice, plan.per_round, false);
+            let next = cursor.next(&sched);
             Rank { sched, cursor, next, clock: 0.0, sent_early: false, inbox: Vec::new(), waiting_on: None }
         })
         .collect();

@@ -147,19 +147,68 @@ impl Shape {
     }
 }
 
+/// Any of the schedules, as one type: what a collective call runs (the
+/// executor is built once for it rather than once per schedule).
+// The tree carries its steps inline (about 330 bytes): built once per call
+// on the stack, where a Box would be an allocation per call.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum AnySchedule {
+    /// A ring (allreduce, reduce-scatter or allgather).
+    Ring(Ring),
+    /// Broadcast's chain.
+    Chain(Chain),
+    /// Recursive doubling.
+    Doubling(RecursiveDoubling),
+    /// The double binary tree.
+    Tree(DoubleTree),
+    /// Recursive halving-doubling.
+    Halving(HalvingDoubling),
+    /// Hierarchical.
+    Hier(Hierarchical),
+}
+
+impl AnySchedule {
+    fn get(&self) -> &dyn Schedule {
+        match self {
+            AnySchedule::Ring(s) => s,
+            AnySchedule::Chain(s) => s,
+            AnySchedule::Doubling(s) => s,
+            AnySchedule::Tree(s) => s,
+            AnySchedule::Halving(s) => s,
+            AnySchedule::Hier(s) => s,
+        }
+    }
+}
+
+impl Schedule for AnySchedule {
+    fn len(&self) -> usize {
+        self.get().len()
+    }
+    fn step(&self, i: usize) -> Step {
+        self.get().step(i)
+    }
+    fn block(&self, b: usize) -> Range<usize> {
+        self.get().block(b)
+    }
+    fn phase(&self, i: usize) -> usize {
+        self.get().phase(i)
+    }
+}
+
 /// The schedule rank `rank` runs for an allreduce of `count` elements with
 /// `algo` (already resolved: `Auto` means the ring; the hierarchical one
-/// where `shape` does not allow it, too), for tools that inspect one (wire
-/// bytes, the scale model).
-pub fn allreduce(algo: crate::Algorithm, rank: usize, count: usize, shape: Shape) -> Box<dyn Schedule> {
+/// where `shape` does not allow it, too): what a communicator runs, and
+/// what tools inspect (wire bytes, the scale model).
+pub fn allreduce(algo: crate::Algorithm, rank: usize, count: usize, shape: Shape) -> AnySchedule {
     let Shape { size, per_host, slice, slots } = shape;
     use crate::Algorithm as A;
     match algo {
-        A::Hierarchical if shape.hierarchical() => Box::new(Hierarchical { rank, size, count, per_host }),
-        A::Auto | A::Ring | A::Hierarchical => Box::new(Ring { rank, size, count, kind: RingKind::Allreduce }),
-        A::RecursiveDoubling => Box::new(RecursiveDoubling { rank, size, count }),
-        A::Tree => Box::new(DoubleTree::new(rank, size, count)),
-        A::HalvingDoubling => Box::new(HalvingDoubling::new(rank, size, count, slice, slots)),
+        A::Hierarchical if shape.hierarchical() => AnySchedule::Hier(Hierarchical { rank, size, count, per_host }),
+        A::Auto | A::Ring | A::Hierarchical => AnySchedule::Ring(Ring { rank, size, count, kind: RingKind::Allreduce }),
+        A::RecursiveDoubling => AnySchedule::Doubling(RecursiveDoubling { rank, size, count }),
+        A::Tree => AnySchedule::Tree(DoubleTree::new(rank, size, count)),
+        A::HalvingDoubling => AnySchedule::Halving(HalvingDoubling::new(rank, size, count, slice, slots)),
     }
 }
 

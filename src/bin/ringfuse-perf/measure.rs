@@ -110,7 +110,7 @@ fn wire_bytes(
         // Slicing changes the order of the sends, not their bytes.
         CollectiveArg::Allreduce => {
             let shape = schedule::Shape { size: n, per_host: comm.ranks_per_host(), slice: 1 << 16, slots: 4 };
-            return schedule::sent_bytes(&*schedule::allreduce(algo, 0, count, shape), bytes);
+            return schedule::sent_bytes(&schedule::allreduce(algo, 0, count, shape), bytes);
         }
         CollectiveArg::ReduceScatter => RingKind::ReduceScatter,
         CollectiveArg::Allgather => RingKind::Allgather,

@@ -2,7 +2,7 @@
 //! (`ringfuse::sim`) for rank counts this machine does not have.
 
 use rayon::prelude::*;
-use ringfuse::schedule;
+use ringfuse::schedule::{self, Schedule};
 use ringfuse::sim::{predict, Cluster, Link, Plan, Prediction};
 use ringfuse::{Algorithm, AllreduceOpts, Codec};
 
