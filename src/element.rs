@@ -74,6 +74,12 @@ pub trait Element: sealed::Sealed + bytemuck::Pod + Send + Sync + PartialEq + st
     fn to_bits_u64(self) -> u64;
 }
 
+/// `dst[i] = src[i]` widened to `f32` (the accumulator every kernel and
+/// bucket works in).
+pub(crate) fn widen<E: Element>(src: &[E], dst: &mut [f32]) {
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
+}
+
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
     type Acc = f32;

@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::cpu::hop::HopKernels;
-use crate::element::{Element, ReduceOp};
+use crate::element::{widen, Element, ReduceOp};
 use crate::error::{BufferState, Error, Result};
 use crate::flight::{Dir, FlightRecorder};
 use crate::op::OpDesc;
@@ -239,19 +239,15 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                 if st.prim == Prim::Send {
                     if let Some(res) = cx.residual.as_deref_mut() {
                         let res = &mut res[range.clone()];
-                        for (r, l) in res.iter_mut().zip(local.read(range.clone())) {
-                            *r = l.to_f32();
-                        }
+                        widen(local.read(range.clone()), res);
                         k.sub_decoded(&buf[HEADER..HEADER + payload_bytes], res);
                     }
-                }
-                if st.prim == Prim::CopySend {
-                    flags |= flags_seen;
                 }
                 if st.prim == Prim::CopySend {
                     // The value is final: the sender keeps exactly what the
                     // others will decode (a no-op only for a native wire on
                     // an in-place buffer).
+                    flags |= flags_seen;
                     flags_seen |= flags;
                     if !(native && matches!(local, Local::InPlace(_))) {
                         *touched = true;
@@ -271,9 +267,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                 // the kernel forms it (received + local, in f32).
                 let mut res = cx.residual.as_deref_mut().map(|r| &mut r[range.clone()]);
                 if let Some(res) = res.as_deref_mut() {
-                    for (r, l) in res.iter_mut().zip(local.read(range.clone())) {
-                        *r = l.to_f32();
-                    }
+                    widen(local.read(range.clone()), res);
                     k.add_decoded(recv_p, res);
                 }
                 let over = if st.prim == Prim::RecvReduceSend {

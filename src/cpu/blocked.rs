@@ -255,9 +255,7 @@ pub(crate) fn exchange<E: Element, Q: Quant>(
     let mut fin = fin.as_mut().map(|(avg, out)| (*avg, split_mut::<Q>(out, n, block)));
     blocks(n, block, |j, r| {
         let t = &mut tmp[..r.len()];
-        for (t, l) in t.iter_mut().zip(&local[r.clone()]) {
-            *t = l.to_f32();
-        }
+        crate::element::widen(&local[r.clone()], t);
         let mut ms = 0f32;
         put_block::<Q>(t, &mut ms, &mut mine[..r.len()]);
         for ((t, m), c) in t.iter_mut().zip(&mine[..r.len()]).zip(&tc[r.clone()]) {

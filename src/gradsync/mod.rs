@@ -281,7 +281,7 @@ impl GradSync {
             let len = dst.len();
             return Err(self.err(format!("parameter {param} has {} elements, registered with {len}", grad.len())));
         }
-        dst.iter_mut().zip(grad).for_each(|(d, g)| *d = g.to_f32());
+        crate::element::widen(grad, dst);
         self.mark_written(param)
     }
 
