@@ -5,7 +5,11 @@
 # one ringfuse-perf rank per host over Open MPI's TCP transport. An rsh
 # agent enters the target namespace instead of ssh-ing to a machine.
 #
-#   ci/netsim.sh [--hosts N] [--rate 1gbit] [--delay 100us] [-- ringfuse-perf args...]
+#   ci/netsim.sh [--hosts N] [--rate 1gbit] [--delay 100us] [--deadline 1200]
+#                [-- ringfuse-perf args...]
+#
+# --deadline bounds the whole mpirun in seconds: Open MPI waits for ever
+# for a daemon that died before reporting, so the script must not.
 #
 # Addresses come from 198.18.0.0/24 (RFC 2544's benchmarking range); no
 # traffic leaves the namespaces this script creates, and it removes them
@@ -13,14 +17,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-HOSTS=4 RATE=1gbit DELAY=100us
+HOSTS=4 RATE=1gbit DELAY=100us DEADLINE=1200
 while (($#)); do
     case $1 in
         --hosts) HOSTS=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
         --delay) DELAY=$2; shift 2 ;;
+        --deadline) DEADLINE=$2; shift 2 ;;
         --) shift; break ;;
-        -h | --help) sed -n 2,13p "$0"; exit 0 ;;
+        -h | --help) sed -n 2,17p "$0"; exit 0 ;;
         *) echo "netsim: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -36,7 +41,11 @@ BR="${P}br"
 WORK=$(mktemp -d)
 cleanup() {
     set +e
-    for ((i = 0; i <= HOSTS; i++)); do ip netns del "${P}h$i" 2>/dev/null; done
+    # Daemons of a killed job outlive mpirun; they live in our namespaces.
+    for ((i = 0; i <= HOSTS; i++)); do
+        ip netns pids "${P}h$i" 2>/dev/null | xargs -r kill -9 2>/dev/null
+        ip netns del "${P}h$i" 2>/dev/null
+    done
     ip netns del "${P}probe" 2>/dev/null
     ip link del "$BR" 2>/dev/null
     rm -rf "$WORK"
@@ -80,12 +89,18 @@ for ((i = 0; i <= HOSTS; i++)); do
     fi
 done
 
-# Open MPI calls the agent as `agent HOST COMMAND...`, like ssh.
+# Open MPI calls the agent as `agent HOST COMMAND...`, like ssh. Each
+# host gets its own TMPDIR, as a real machine has its own /tmp: the
+# namespaces share one filesystem and one hostname, so their daemons would
+# otherwise build (and tear down) the same Open MPI session directory
+# /tmp/ompi.HOST.UID at once, and a daemon whose mkdir loses that race
+# dies before it reports to mpirun, which then waits for it for ever
+# (seen about 1 launch in 20).
 cat > "$WORK/agent" <<AGENT
 #!/bin/sh
 host=\$1; shift
 i=\$(( \${host##*.} - 1 ))
-exec ip netns exec "${P}h\$i" sh -c "\$*"
+exec ip netns exec "${P}h\$i" env TMPDIR="$WORK/tmp\$i" sh -c "\$*"
 AGENT
 chmod +x "$WORK/agent"
 
@@ -95,9 +110,15 @@ echo "netsim: $HOSTS hosts, $RATE links, delay $( ((NETEM)) && echo "$DELAY" || 
 
 source ci/env.sh
 export OMPI_MCA_btl=tcp,self
-ip netns exec "${P}h0" env HOME="$WORK" \
+for ((i = 0; i <= HOSTS; i++)); do mkdir -p "$WORK/tmp$i"; done
+rc=0
+timeout -k 10 "$DEADLINE" ip netns exec "${P}h0" env HOME="$WORK" TMPDIR="$WORK/tmp0" \
     mpirun --allow-run-as-root --oversubscribe -np "$HOSTS" --host "$hosts" \
     --mca plm_rsh_agent "$WORK/agent" --mca plm_rsh_no_tree_spawn 1 \
     --mca btl tcp,self --mca btl_tcp_if_include 198.18.0.0/24 --mca oob_tcp_if_include 198.18.0.0/24 \
     -x RINGFUSE_TIMEOUT_MS \
-    "$PERF" "${PERF_ARGS[@]}"
+    "$PERF" "${PERF_ARGS[@]}" || rc=$?
+if ((rc == 124 || rc == 137)); then
+    echo "netsim: mpirun did not finish within --deadline ${DEADLINE}s; killed (ranks time out on their own, so this is a launch that never completed)" >&2
+fi
+exit $rc
