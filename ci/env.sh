@@ -5,3 +5,6 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # Shared memory only (no network probing) unless a caller sets otherwise.
 export OMPI_MCA_btl="${OMPI_MCA_btl:-self,vader}"
 MPIRUN=(mpirun --oversubscribe --bind-to none)
+# NVRTC 13 from ci/setup.sh's wheel, for the CUDA kernel compile check.
+NVRTC_LIB=$(echo "$(pwd)"/.venv/lib/python3*/site-packages/nvidia/cu13/lib)
+export NVRTC_LIB

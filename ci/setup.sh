@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine with only the Rust toolchain
 # lacks: Open MPI (runtime and headers, for rsmpi), libclang (rsmpi's
-# bindgen) and iproute2 (ip/tc for ci/netsim.sh). Idempotent: does nothing when everything is already there.
+# bindgen), iproute2 (ip/tc for ci/netsim.sh), g++ and NVRTC 13 (the CUDA
+# kernels' checks; no GPU or CUDA toolkit needed). Idempotent: does
+# nothing when everything is already there.
 set -euo pipefail
 
 need=()
@@ -13,6 +15,11 @@ ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/de
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # ip and tc, for ci/netsim.sh's simulated hosts.
 command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need+=(iproute2)
+# g++ builds the CUDA kernels' host twin (feature cuda); python3 with venv
+# holds NVIDIA's NVRTC wheel for the kernel compile check.
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
 
 if ((${#need[@]})); then
     echo "ci/setup.sh: installing ${need[*]}"
@@ -22,3 +29,14 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 echo "ci/setup.sh: $(mpirun --version 2>&1 | head -1)"
+
+# CUDA 13's NVRTC from NVIDIA's wheel, in .venv: enough to compile the
+# kernels exactly as the library does at run time (they include no CUDA
+# header, so the runtime wheel with the headers is not needed).
+NVRTC_WHEEL=nvidia-cuda-nvrtc==13.0.88
+if [[ ! -f .venv/.nvrtc-13.0.88 ]]; then
+    echo "ci/setup.sh: installing $NVRTC_WHEEL into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "$NVRTC_WHEEL"
+    touch .venv/.nvrtc-13.0.88
+fi

@@ -7,18 +7,27 @@ bash ci/setup.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-# Feature candle (the candle integration) on for every step, so its code
-# is linted and tested too and the library builds once per profile.
+# Features candle (the candle integration) and cuda (the CUDA kernels,
+# which build and test without CUDA) on for every step, so their code is
+# linted and tested too and the library builds once per profile.
+FEATURES=candle,cuda
 echo "== cargo clippy"
-cargo clippy --all-targets --features candle -q -- -D warnings
+cargo clippy --all-targets --features $FEATURES -q -- -D warnings
 echo "== cargo doc (missing docs are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features candle -q
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features $FEATURES -q
 echo "== unit, in-process and doc tests"
-cargo test --features candle -q 2>&1 | tee target/test.log | grep -E "^test result|FAILED|panicked|^error" || true
+cargo test --features $FEATURES -q 2>&1 | tee target/test.log | grep -E "^test result|FAILED|panicked|^error" || true
 # tee hides cargo's exit code: judge by the log.
 if grep -qE "FAILED|^error" target/test.log || ! grep -q "^test result: ok" target/test.log; then
     echo "cargo test failed"; exit 1
 fi
+echo "== CUDA kernels compile with NVRTC 13 for sm_80 and sm_90 (no GPU needed)"
+source ci/env.sh
+LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    cargo test --features $FEATURES -q --test cuda -- --include-ignored every_kernel_compiles 2>&1 |
+    tee target/nvrtc.log | grep -E "^test result|FAILED|panicked" || true
+grep -q "^test result: ok. 1 passed" target/nvrtc.log || { cat target/nvrtc.log; echo "kernel compile check failed"; exit 1; }
+echo "GPU tests (the kernels on a device, bit for bit): not run here, no GPU; ci/gpu.sh runs them"
 echo "== MPI tier"
 bash ci/mpi_examples.sh
 echo "== fault matrix under mpirun, short form (bash ci/faults.sh for all of it)"

@@ -204,6 +204,15 @@ pub enum Error {
     /// MPI could not be initialised or was initialised twice.
     #[error("mpi: {0}")]
     MpiInit(String),
+    /// A CUDA library, device, kernel compilation or launch failed
+    /// (feature `cuda`).
+    #[error("cuda: {what}: {detail}")]
+    Cuda {
+        /// What was being done: `nvrtc sm_90`, `device 0`, a kernel's name.
+        what: String,
+        /// What went wrong, as the library said it.
+        detail: String,
+    },
 }
 
 /// What a failed collective left in the caller's buffer.

@@ -12,7 +12,7 @@
 //! | public face | [`Communicator`], [`AllreduceOpts`] | `allreduce`, `reduce_scatter`, `allgather`, `broadcast`, `barrier` |
 //! | start-up | [`mpi`] (feature `mpi`), [`local`] | ranks as MPI processes, or as threads in one process |
 //! | wire formats | [`codec`] | `Native`, `Fp16`, `Bf16`, their rounding and error bounds |
-//! | fused kernels | [`cpu`] | decode-reduce-encode, AVX2/F16C with run-time detection |
+//! | fused kernels | [`cpu`], `cuda` (feature `cuda`) | decode-reduce-encode, AVX2/F16C with run-time detection; the CUDA kernels of `kernels/fused.cu` |
 //! | schedules | [`schedule`] | pure code: NCCL's ring primitives, recursive doubling, chain broadcast |
 //! | executor | `exec` (internal) | walks a schedule over a transport, slots in flight |
 //! | carriers | [`transport`] | MPI point-to-point, in-process mailboxes |
@@ -59,6 +59,8 @@ pub mod candle;
 pub mod codec;
 mod comm;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod element;
 pub mod error;
 mod exec;

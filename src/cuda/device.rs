@@ -1,0 +1,124 @@
+//! One GPU with the kernels loaded, and one stream their launches queue on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig};
+
+use super::{compile, ffi, kernel_names, Hop};
+use crate::error::{Error, Result};
+
+const THREADS: u32 = 256;
+
+/// A GPU with every kernel of `kernels/fused.cu` loaded.
+pub struct Device {
+    ordinal: usize,
+    name: String,
+    stream: Arc<CudaStream>,
+    funcs: HashMap<String, CudaFunction>,
+    overflow: CudaSlice<i32>,
+    max_blocks: u32,
+}
+
+fn err(what: impl Into<String>) -> impl FnOnce(cudarc::driver::DriverError) -> Error {
+    let what = what.into();
+    move |e| Error::Cuda { what, detail: e.to_string() }
+}
+
+impl Device {
+    /// How many CUDA devices there are: 0 without a driver or a device.
+    pub fn count() -> usize {
+        if !ffi::driver_present() {
+            return 0;
+        }
+        CudaContext::device_count().map(|n| n.max(0) as usize).unwrap_or(0)
+    }
+
+    /// Opens device `ordinal`, compiles (or loads) the kernels for it and
+    /// makes the stream its hops run on.
+    pub fn open(ordinal: usize) -> Result<Device> {
+        let what = format!("device {ordinal}");
+        if !ffi::driver_present() {
+            return Err(Error::Cuda { what, detail: "no CUDA driver (libcuda.so) on this machine".into() });
+        }
+        let ctx = CudaContext::new(ordinal).map_err(err(&what))?;
+        let name = ctx.name().map_err(err(&what))?;
+        let attr = |a| ctx.attribute(a).map_err(err(&what));
+        let major = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let minor = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let module = ctx.load_module(compile::ptx_for(major, minor)?).map_err(err(&what))?;
+        let mut funcs = HashMap::new();
+        for k in kernel_names() {
+            let f = module.load_function(&k).map_err(err(format!("{what}: kernel {k}")))?;
+            funcs.insert(k, f);
+        }
+        let stream = ctx.new_stream().map_err(err(&what))?;
+        let overflow = stream.alloc_zeros::<i32>(1).map_err(err(&what))?;
+        // Enough blocks to fill every SM several times over; the grid-stride
+        // loop takes the rest.
+        let max_blocks = (sms.max(1) as u32) * 16;
+        Ok(Device { ordinal, name: format!("{name} (sm_{major}{minor})"), stream, funcs, overflow, max_blocks })
+    }
+
+    /// The device's name and compute capability.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stream every hop of this device is queued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Copies `bytes` to a new device buffer.
+    pub fn upload(&self, bytes: &[u8]) -> Result<CudaSlice<u8>> {
+        self.stream.clone_htod(bytes).map_err(err(format!("device {}: upload", self.ordinal)))
+    }
+
+    /// Copies a device buffer back (waits for the stream).
+    pub fn download(&self, buf: &CudaSlice<u8>) -> Result<Vec<u8>> {
+        self.stream.clone_dtoh(buf).map_err(err(format!("device {}: download", self.ordinal)))
+    }
+
+    /// Queues `hop` over `n` elements at byte offsets into device buffers:
+    /// `recv` and `out` hold wire elements, `local` buffer elements; pass
+    /// `None` where the kind does not touch them.
+    pub fn hop(
+        &self,
+        hop: &Hop,
+        n: usize,
+        recv: Option<(&CudaSlice<u8>, usize)>,
+        local: (&mut CudaSlice<u8>, usize),
+        out: Option<(&mut CudaSlice<u8>, usize)>,
+    ) -> Result<()> {
+        let (ws, bs) = (hop.wire.size(), hop.buffer.size());
+        hop.check(n, recv.map_or(0, |_| n * ws), n * bs, out.as_ref().map_or(0, |_| n * ws))?;
+        let name = hop.kernel_name()?;
+        let f = self.funcs.get(&name).ok_or_else(|| Error::Cuda { what: name.clone(), detail: "not loaded".into() })?;
+        let groups = n.div_ceil(8).max(1) as u64;
+        let blocks = groups.div_ceil(THREADS as u64).min(self.max_blocks as u64) as u32;
+        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+        ffi::launch(
+            &self.stream,
+            f,
+            hop,
+            cfg,
+            n,
+            recv.map(|(b, o)| (b, o, n * ws)),
+            (&*local.0, local.1, n * bs),
+            out.map(|(b, o)| (&*b, o, n * ws)),
+            &self.overflow,
+        )
+    }
+
+    /// Waits for the stream, then returns and clears the overflow flag the
+    /// hops since the last call set.
+    pub fn take_overflow(&mut self) -> Result<bool> {
+        let what = format!("device {}: overflow flag", self.ordinal);
+        let v = self.stream.clone_dtoh(&self.overflow).map_err(err(&what))?;
+        self.stream.memset_zeros(&mut self.overflow).map_err(err(&what))?;
+        Ok(v[0] != 0)
+    }
+}
