@@ -27,5 +27,5 @@ done
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo "ci/gpu.sh: nvidia-smi not found"
 # --include-ignored: here the GPU tests must run, and fail if they cannot.
 target/gpu/cuda-tests --include-ignored --test-threads 1 2>&1 | tee target/gpu/log.txt
-grep -q "^test result: ok. 3 passed" target/gpu/log.txt || { echo "ci/gpu.sh: FAILED"; exit 1; }
+grep -q "^test result: ok. 4 passed" target/gpu/log.txt || { echo "ci/gpu.sh: FAILED"; exit 1; }
 echo "ci/gpu.sh: all GPU checks passed on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"

@@ -29,6 +29,24 @@ fn every_kernel_compiles_with_nvrtc_for_sm80_and_sm90() {
     }
 }
 
+/// The second request for an architecture's PTX comes from the cache
+/// file the first one wrote, with the same text.
+#[test]
+#[ignore = "needs libnvrtc from CUDA 13 on the loader path; ci/test.sh installs it and runs this"]
+fn nvrtc_output_is_cached_on_disk() {
+    let dir = std::env::temp_dir().join(format!("ringfuse-ptx-cache-{}", std::process::id()));
+    let cache = cuda::PtxCache::at(&dir);
+    let path = cache.path("sm_80").unwrap();
+    assert!(!path.exists());
+    let first = cache.get("sm_80").unwrap_or_else(|e| panic!("{e}")).to_src();
+    assert!(path.exists(), "{} not written", path.display());
+    // A cached file is what the second call returns: mark it and look.
+    std::fs::write(&path, format!("{first}// cached\n")).unwrap();
+    let second = cache.get("sm_80").unwrap().to_src();
+    assert_eq!(second, format!("{first}// cached\n"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Without a driver or device, opening one is an error that says so (no
 /// panic); with one, it opens and names itself.
 #[test]

@@ -1,6 +1,8 @@
 //! PTX for the kernels: `nvcc`'s from build time where there was one,
 //! otherwise NVRTC's, compiled from [`super::SOURCE`] for the device.
 
+use std::path::{Path, PathBuf};
+
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 use super::ffi;
@@ -40,9 +42,64 @@ pub fn compile_ptx(arch: &'static str) -> Result<Ptx> {
     compile_ptx_with_opts(super::SOURCE, opts).map_err(|e| Error::Cuda { what: what(), detail: e.to_string() })
 }
 
+/// NVRTC's PTX kept on disk, one file per source version and
+/// architecture: compiling every kernel takes NVRTC about 15 s, reading
+/// the file a millisecond. Files are written whole and renamed into place,
+/// so ranks starting together on one host never read half a file.
+pub struct PtxCache {
+    dir: Option<PathBuf>,
+}
+
+impl PtxCache {
+    /// `$RINGFUSE_CACHE_DIR`, else `$XDG_CACHE_HOME/ringfuse`, else
+    /// `~/.cache/ringfuse`; no cache if none is set.
+    pub fn default_dir() -> PtxCache {
+        let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let dir = env("RINGFUSE_CACHE_DIR")
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("ringfuse")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache/ringfuse")));
+        PtxCache { dir }
+    }
+
+    /// A cache in `dir`.
+    pub fn at(dir: &Path) -> PtxCache {
+        PtxCache { dir: Some(dir.to_path_buf()) }
+    }
+
+    /// Where `arch`'s PTX of this source lives, if there is a cache.
+    pub fn path(&self, arch: &str) -> Option<PathBuf> {
+        let key = crc32c::crc32c(super::SOURCE.as_bytes());
+        self.dir.as_ref().map(|d| d.join(format!("fused-{key:08x}-{arch}.ptx")))
+    }
+
+    /// The cached PTX for `arch`, or NVRTC's, which is then cached. A cache
+    /// that cannot be read or written only costs the compile.
+    pub fn get(&self, arch: &'static str) -> Result<Ptx> {
+        let path = self.path(arch);
+        if let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            if text.contains(".entry") {
+                return Ok(Ptx::from_src(text));
+            }
+        }
+        let ptx = compile_ptx(arch)?;
+        if let Some(p) = path {
+            let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+            let written = p
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|_| std::fs::write(&tmp, ptx.to_src()))
+                .and_then(|_| std::fs::rename(&tmp, &p));
+            if let Err(e) = written {
+                tracing::debug!("ptx cache {}: {e}", p.display());
+            }
+        }
+        Ok(ptx)
+    }
+}
+
 /// The PTX a device of compute capability `major.minor` runs: `nvcc`'s
 /// from the build when there was one (compute_80, JIT-compiled by the
-/// driver), else NVRTC's for the device itself.
+/// driver), else NVRTC's for the device itself, through the cache.
 pub(super) fn ptx_for(major: i32, minor: i32) -> Result<Ptx> {
     #[cfg(ringfuse_nvcc_ptx)]
     {
@@ -50,7 +107,7 @@ pub(super) fn ptx_for(major: i32, minor: i32) -> Result<Ptx> {
         return Ok(Ptx::from_src(include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"))));
     }
     #[cfg(not(ringfuse_nvcc_ptx))]
-    compile_ptx(arch_name(major, minor))
+    PtxCache::default_dir().get(arch_name(major, minor))
 }
 
 // NVRTC takes a &'static str; an unlisted device gets compute_80 PTX,

@@ -32,7 +32,7 @@ pub mod host;
 #[cfg(test)]
 mod tests;
 
-pub use compile::{compile_ptx, nvrtc_available, ARCHS};
+pub use compile::{compile_ptx, nvrtc_available, PtxCache, ARCHS};
 pub use device::Device;
 
 use crate::element::{DType, ReduceOp};
