@@ -11,7 +11,7 @@
 //! and beta: the textbook formulas (`2(n-1)` latencies for the ring,
 //! `log2 n` for recursive doubling, ...) miss what decides close calls on
 //! a real machine — how the kernels, the slot pipeline and the transport's
-//! eager and rendezvous protocols cost per step. Two sizes per algorithm
+//! eager and rendezvous protocols cost per step. A few sizes per algorithm
 //! measure exactly those, for this communicator's ranks and links.
 //!
 //! The probe times each fixed algorithm on an `f32` sum at each of
@@ -36,10 +36,18 @@ use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};
 
 /// The probe's buffer sizes, bytes: latency, the middle, bandwidth (the
-/// largest a 1 Gbit/s link moves for every algorithm within the budget).
-pub const SIZES: [usize; 3] = [8, 16 << 10, 512 << 10];
+/// largest a 1 Gbit/s link moves for every algorithm within the budget),
+/// and points on either side of where transports switch protocol: Open
+/// MPI's shared-memory eager limit is 4 KiB *including* headers, so one
+/// 4 KiB message (recursive doubling) goes by rendezvous at 1.6x the time
+/// of two 2 KiB ones (the ring on 2 ranks), and at 8 KiB the ring's
+/// halves cross it too: cliffs that a line drawn from 8 B to 16 KiB does
+/// not see. Small sizes cost microseconds, so the grid is dense there.
+pub const SIZES: [usize; 9] = [8, 1 << 10, 2 << 10, 4 << 10, 8 << 10, 16 << 10, 64 << 10, 128 << 10, 512 << 10];
 /// Runs per algorithm and size; the fastest counts.
-pub const REPS: usize = 3;
+pub const REPS: usize = 5;
+/// Calls below this many bytes are timed in batches (up to 16) per run.
+const BATCH_BYTES: usize = 64 << 10;
 /// How much faster than the ring another algorithm must be predicted.
 pub const MARGIN: f64 = 0.9;
 
@@ -115,6 +123,9 @@ impl Tuning {
             let opts = AllreduceOpts { algorithm: a, codec: Codec::Native, ..comm.defaults().clone() };
             for bytes in SIZES {
                 let buf = &mut buf[..bytes / 4];
+                // Small calls run in batches: ranks leave a barrier a few
+                // microseconds apart, as long as a whole call there.
+                let batch = (BATCH_BYTES / bytes).clamp(1, 16);
                 let mut best = f64::INFINITY;
                 for _ in 0..REPS {
                     buf.fill(1.0);
@@ -122,8 +133,10 @@ impl Tuning {
                     // time that rank's lateness, not the algorithm.
                     comm.barrier()?;
                     let t0 = Instant::now();
-                    comm.allreduce_with(buf, ReduceOp::Sum, &opts)?;
-                    best = best.min(t0.elapsed().as_secs_f64());
+                    for _ in 0..batch {
+                        comm.allreduce_with(buf, ReduceOp::Sum, &opts)?;
+                    }
+                    best = best.min(t0.elapsed().as_secs_f64() / batch as f64);
                 }
                 times.push(best);
             }
