@@ -47,6 +47,19 @@ for np in 2 3; do
     timeout 300 "${MPIRUN[@]}" -np $np target/release/ringfuse-perf -d bf16 -o max -b 4 -e 1M -f 64 -n 2 -w 1 >/dev/null
 done
 echo "ringfuse-perf: every row within the codec bound and identical on all ranks (it exits non-zero otherwise)"
+echo "== the same over the shared-memory carrier (RINGFUSE_TRANSPORT=shm)"
+for np in 2 3 4; do
+    RINGFUSE_TRANSPORT=shm timeout 300 "${MPIRUN[@]}" -x RINGFUSE_TRANSPORT -np $np target/release/ringfuse-perf \
+        -b 4 -e 4M -f 16 -c native,fp16,bf16,int8 -a ring,doubling,tree,hd,auto -n 2 -w 1 2>&1 | tee target/shm.log >/dev/null
+    # A carrier that could not be set up falls back to MPI with a warning:
+    # that would test nothing new here.
+    ! grep -q "shared memory carrier unavailable" target/shm.log || { cat target/shm.log; exit 1; }
+    for coll in reduce_scatter allgather broadcast; do
+        RINGFUSE_TRANSPORT=shm timeout 300 "${MPIRUN[@]}" -x RINGFUSE_TRANSPORT -np $np target/release/ringfuse-perf \
+            --collective $coll -b 4 -e 1M -f 32 -n 2 -w 1 >/dev/null
+    done
+done
+echo "shm carrier: every row within the codec bound and identical on all ranks"
 echo "== simulated cluster (3 namespaces, TCP)"
 if ip netns add rfprobe$$ 2>/dev/null; then
     ip netns del rfprobe$$

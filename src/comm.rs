@@ -400,7 +400,7 @@ impl Communicator {
     /// `RINGFUSE_TUNING` says otherwise ([`crate::tuning`]).
     pub fn from_mpi<C: ::mpi::traits::Communicator>(comm: &C) -> Self {
         let per_host = crate::mpi::ranks_per_host(comm);
-        Self::tuned(Box::new(crate::transport::mpi::MpiTransport::new(comm, None)), true, per_host)
+        Self::tuned(crate::mpi::carrier(comm, None, per_host), true, per_host)
     }
 
     /// Ends this rank's collective in flight, from any thread: its waits

@@ -41,7 +41,8 @@ impl Mpi {
     pub fn world(&self) -> Communicator {
         let keep: Arc<dyn Any + Send + Sync> = self.universe.clone();
         let world = self.universe.world();
-        Communicator::tuned(Box::new(MpiTransport::new(&world, Some(keep))), true, ranks_per_host(&world))
+        let per_host = ranks_per_host(&world);
+        Communicator::tuned(carrier(&world, Some(keep), per_host), true, per_host)
     }
 
     /// The rsmpi universe, for the application's own MPI calls.
@@ -53,6 +54,42 @@ impl Mpi {
     pub fn threading(&self) -> Threading {
         self.threading
     }
+}
+
+/// The carrier `RINGFUSE_TRANSPORT` asks for: `mpi` (the default) or
+/// `shm` (shared memory, when every rank is on one host; otherwise, or if
+/// setting it up fails on any rank, MPI, with a warning). Collective.
+pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
+    comm: &C,
+    keep: Option<Arc<dyn Any + Send + Sync>>,
+    per_host: usize,
+) -> Box<dyn crate::transport::Transport> {
+    use ::mpi::collective::SystemOperation;
+    use ::mpi::traits::CommunicatorCollectives;
+    if std::env::var("RINGFUSE_TRANSPORT").as_deref() == Ok("shm") {
+        let (rank, size) = (comm.rank() as usize, comm.size() as usize);
+        if per_host != size {
+            tracing::warn!("ringfuse: RINGFUSE_TRANSPORT=shm needs every rank on one host; using MPI");
+        } else {
+            let mut share = |pid: u32, fd: i32| {
+                let mine = [pid as i64, fd as i64];
+                let mut all = vec![0i64; 2 * size];
+                comm.all_gather_into(&mine[..], &mut all[..]);
+                all.chunks(2).map(|c| (c[0] as u32, c[1] as i32)).collect()
+            };
+            let mut agree = |ok: bool| {
+                let mut all = 0i32;
+                comm.all_reduce_into(&(ok as i32), &mut all, SystemOperation::min());
+                all == 1
+            };
+            let setup = crate::transport::shm::Setup { rank, size, share: &mut share, agree: &mut agree };
+            match crate::transport::shm::ShmTransport::new(setup, keep.clone()) {
+                Ok(t) => return Box::new(t),
+                Err(e) => tracing::warn!("ringfuse: shared memory carrier unavailable ({e}); using MPI"),
+            }
+        }
+    }
+    Box::new(MpiTransport::new(comm, keep))
 }
 
 /// Ranks per host of `comm` (MPI's shared-memory split), if every host has

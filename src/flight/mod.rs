@@ -113,17 +113,20 @@ impl FlightRecorder {
         e.slice.store(slice as u32, Relaxed);
     }
 
-    /// About to block on a message.
+    /// About to block on a message. The last progress is stamped here,
+    /// not at every message: a rank only stops progressing by blocking,
+    /// and a message that is already there then costs no clock read.
     pub(crate) fn waiting(&self, seq: u64, dir: Dir, peer: usize, step: usize) {
         let packed = (dir as u64) << 62 | (peer as u64 & 0x3fff_ffff) << 32 | step as u64 & 0xffff_ffff;
-        self.entry(seq).waiting.store(packed, Relaxed);
+        let e = self.entry(seq);
+        e.progress_ns.store(now_ns(), Relaxed);
+        e.waiting.store(packed, Relaxed);
     }
 
     /// The wait ended with its message.
     pub(crate) fn moved(&self, seq: u64, dir: Dir) {
         let e = self.entry(seq);
         e.waiting.store(0, Relaxed);
-        e.progress_ns.store(now_ns(), Relaxed);
         match dir {
             Dir::Recv => e.recvd.fetch_add(1, Relaxed),
             Dir::Send => e.sent.fetch_add(1, Relaxed),

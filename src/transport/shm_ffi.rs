@@ -1,0 +1,166 @@
+//! The only `unsafe` of the shared-memory carrier: anonymous memory files
+//! (`memfd_create`), mapping them, mapping a peer's through
+//! `/proc/<pid>/fd/<fd>`, and reading and writing them.
+//!
+//! A [`Segment`] is one mapping. Who may touch which bytes when is the
+//! protocol's business (`shm.rs`): a sender writes a slot only while no
+//! message on it is in flight; a receiver copies a message out only after
+//! the sender published it (release/acquire on the counters) and before it
+//! acknowledges it. Across processes Rust cannot check that, so this
+//! module never hands out references into a peer's memory: peers' bytes
+//! are only copied out, and counters are read and written as atomics.
+
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::AtomicU64;
+
+/// One mapping of a shared memory file.
+pub(super) struct Segment {
+    ptr: *mut u8,
+    len: usize,
+    // Kept open by the owner, so peers can open it through /proc for as
+    // long as the owner lives; peers' mappings need no descriptor.
+    fd: Option<OwnedFd>,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; the raw pointer
+// is only an address, valid until Drop, wherever the value moves.
+unsafe impl Send for Segment {}
+
+fn map(fd: i32, len: usize) -> io::Result<*mut u8> {
+    // SAFETY: a fresh shared mapping of `len` bytes of an open file; the
+    // kernel picks the address, and the result is checked.
+    let p =
+        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p as *mut u8)
+}
+
+impl Segment {
+    /// A new zeroed file of `len` bytes in memory, mapped. Its pages are
+    /// allocated now (`fallocate`), so a short machine fails here with an
+    /// error instead of killing the process with SIGBUS on first touch.
+    pub(super) fn create(len: usize) -> io::Result<Segment> {
+        let len = len.max(64);
+        let name = CString::new("ringfuse").expect("no NUL");
+        // SAFETY: memfd_create with a valid C string; the result is checked
+        // and owned from here on.
+        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor we just opened and own alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sizing and allocating our own file.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above; fallocate returns the error number itself.
+        let rc = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len as libc::off_t) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(if rc > 0 { rc } else { libc::EIO }));
+        }
+        let ptr = map(fd.as_raw_fd(), len)?;
+        Ok(Segment { ptr, len, fd: Some(fd) })
+    }
+
+    /// Maps the whole of process `pid`'s descriptor `fd` (a segment that
+    /// process created and keeps open).
+    pub(super) fn open_peer(pid: u32, fd: i32) -> io::Result<Segment> {
+        let path = CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL");
+        // SAFETY: open with a valid C string; checked, and closed by OwnedFd
+        // once mapped (the mapping keeps the file).
+        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor we just opened and own alone.
+        let file = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: fstat fills a zeroed stat of the right type; checked.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = st.st_size as usize;
+        if len == 0 {
+            return Err(io::Error::other(format!("/proc/{pid}/fd/{fd} is empty")));
+        }
+        let ptr = map(file.as_raw_fd(), len)?;
+        Ok(Segment { ptr, len, fd: None })
+    }
+
+    /// The descriptor peers open this segment by (the owner's only).
+    pub(super) fn fd(&self) -> i32 {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The counter at byte `off`.
+    pub(super) fn counter(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.len, "counter {off} outside a segment of {} bytes", self.len);
+        // SAFETY: in bounds and 8-aligned (mappings are page-aligned); the
+        // bytes are only ever accessed as this atomic, by every process.
+        unsafe { &*(self.ptr.add(off) as *const AtomicU64) }
+    }
+
+    /// This process's own bytes `off..off + len`, to write (a slot no
+    /// message is in flight on: peers do not read it now).
+    pub(super) fn own_mut(&mut self, off: usize, len: usize) -> &mut [u8] {
+        assert!(off + len <= self.len, "range {off}+{len} outside a segment of {} bytes", self.len);
+        // SAFETY: in bounds; `&mut self` excludes other borrows in this
+        // process, and the protocol keeps peers off slots not in flight.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) }
+    }
+
+    /// Own bytes `a` to read and `b` to write at once; they must not overlap.
+    pub(super) fn own_pair(&mut self, a: (usize, usize), b: (usize, usize)) -> (&[u8], &mut [u8]) {
+        assert!(a.0 + a.1 <= self.len && b.0 + b.1 <= self.len, "slot outside its segment");
+        assert!(a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0, "slot pair overlaps");
+        // SAFETY: both in bounds and disjoint (checked); `&mut self` as in
+        // `own_mut`.
+        unsafe {
+            (std::slice::from_raw_parts(self.ptr.add(a.0), a.1), std::slice::from_raw_parts_mut(self.ptr.add(b.0), b.1))
+        }
+    }
+
+    /// Copies bytes `off..off + dst.len()` (a published message) out.
+    pub(super) fn copy_out(&self, off: usize, dst: &mut [u8]) -> io::Result<()> {
+        if off.checked_add(dst.len()).is_none_or(|end| end > self.len) {
+            return Err(io::Error::other(format!(
+                "message {off}+{} outside a segment of {} bytes",
+                dst.len(),
+                self.len
+            )));
+        }
+        // SAFETY: in bounds (checked); the sender published these bytes
+        // (acquire) and leaves them alone until this receiver acknowledges.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    /// Writes 8-byte words at `off` (a message descriptor in own memory).
+    pub(super) fn write_words(&mut self, off: usize, words: &[u64]) {
+        self.own_mut(off, 8 * words.len()).copy_from_slice(bytemuck::cast_slice(words));
+    }
+
+    /// Reads 8-byte words at `off` (a peer's published descriptor).
+    pub(super) fn read_words(&self, off: usize, words: &mut [u64]) -> io::Result<()> {
+        self.copy_out(off, bytemuck::cast_slice_mut(words))
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping this value made; nothing
+        // borrowed from it outlives `self`.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
