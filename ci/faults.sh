@@ -3,11 +3,15 @@
 # 4 processes, rank 1 spoiling its second message (or exiting there). Each cell exits
 # non-zero if a rule in tests/common/faults.rs is broken. Prints the table.
 # Usage: ci/faults.sh [--short]   (--short: 5 faults x 6 collectives)
+# RINGFUSE_TRANSPORT=shm in the environment runs it over the shared-memory
+# carrier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/env.sh
 cargo build --release --example faults -q
 export RINGFUSE_TIMEOUT_MS="${RINGFUSE_TIMEOUT_MS:-1000}" RINGFUSE_FLIGHT_ON_ERROR=0
+carrier=()
+[[ -n ${RINGFUSE_TRANSPORT:-} ]] && carrier=(-x RINGFUSE_TRANSPORT)
 faults=(delay=250ms delay=2500ms drop duplicate truncate corrupt corrupt-header kill exit)
 [[ "${1:-}" == "--short" ]] && faults=(delay=250ms drop corrupt kill exit)
 colls=(allreduce/ring allreduce/doubling reduce_scatter allgather broadcast barrier)
@@ -20,8 +24,8 @@ echo "|---|---|---|"
 for f in "${faults[@]}"; do
     # `exit` ends rank 1's process mid-call. mpirun would then kill the
     # whole job at once; told not to, it lets the survivors find out alone.
-    extra=()
-    [[ $f == exit ]] && extra=(--mca orte_abort_on_non_zero_status 0)
+    extra=("${carrier[@]}")
+    [[ $f == exit ]] && extra+=(--mca orte_abort_on_non_zero_status 0)
     for c in "${colls[@]}"; do
         rc=0
         rm -f "$FAULTS_DIR"/*
@@ -44,9 +48,9 @@ echo "| mismatch | outcome per rank |"
 echo "|---|---|"
 cargo build --release --example mismatch -q
 for kind in count dtype slice collective; do
-    extra=()
+    extra=("${carrier[@]}")
     # Open MPI 4.1.4's single-copy path crashes on a truncated receive.
-    [[ $kind == slice ]] && extra=(--mca btl_vader_single_copy_mechanism none)
+    [[ $kind == slice ]] && extra+=(--mca btl_vader_single_copy_mechanism none)
     rc=0
     out=$(timeout 60 "${MPIRUN[@]}" "${extra[@]}" -x RINGFUSE_FLIGHT_ON_ERROR -np 3 \
         target/release/examples/mismatch "$kind" 2>"$err") || rc=$?

@@ -60,6 +60,8 @@ for np in 2 3 4; do
     done
 done
 echo "shm carrier: every row within the codec bound and identical on all ranks"
+echo "== fault matrix over the shm carrier, short form"
+RINGFUSE_TRANSPORT=shm bash ci/faults.sh --short | tail -1
 echo "== simulated cluster (3 namespaces, TCP)"
 if ip netns add rfprobe$$ 2>/dev/null; then
     ip netns del rfprobe$$

@@ -16,7 +16,7 @@
 //!
 //! The probe times each fixed algorithm on an `f32` sum at each of
 //! [`SIZES`] (the fastest of [`REPS`] runs, each started by a barrier;
-//! its calls take the communicator's first sequence numbers; on shared
+//! its calls are forgotten after, so the user's first call is `#0`; on shared
 //! memory
 //! a few milliseconds in all, on a 1 Gbit/s link tens), then takes every
 //! constant's maximum over the ranks, so every rank predicts, and picks,

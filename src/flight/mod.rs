@@ -106,6 +106,15 @@ impl FlightRecorder {
         e.seq1.store(desc.seq + 1, std::sync::atomic::Ordering::Release);
     }
 
+    /// Forgets every record (the tuning probe's calls, before the
+    /// communicator's sequence numbers start again from 0).
+    pub(crate) fn forget(&self) {
+        for e in self.entries.iter() {
+            e.seq1.store(0, std::sync::atomic::Ordering::Release);
+        }
+        self.errors.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// The hop being worked on.
     pub(crate) fn hop(&self, seq: u64, step: usize, slice: usize) {
         let e = self.entry(seq);
