@@ -8,7 +8,9 @@ use ringfuse::{Algorithm, Codec, DType, ReduceOp};
 /// Bandwidth of ringfuse's collectives against MPI's own, nccl-tests style.
 /// Run under mpirun; rank 0 prints.
 #[derive(Parser, Debug, Clone)]
-#[command(version, about)]
+// A flag given twice takes its last value, so wrappers (ci/bench.sh) can
+// set defaults that the caller's own arguments override.
+#[command(version, about, args_override_self = true)]
 pub struct Args {
     /// Smallest buffer, bytes (suffixes K, M, G).
     #[arg(short = 'b', long, default_value = "8", value_parser = parse_bytes)]
