@@ -46,7 +46,7 @@ use crate::error::{Error, Result};
 pub const SIZES: [usize; 9] = [8, 1 << 10, 2 << 10, 4 << 10, 8 << 10, 16 << 10, 64 << 10, 128 << 10, 512 << 10];
 /// Runs per algorithm and size; the fastest counts.
 pub const REPS: usize = 5;
-/// Calls below this many bytes are timed in batches (up to 16) per run.
+/// Calls below this many bytes are timed in batches (up to 8) per run.
 const BATCH_BYTES: usize = 64 << 10;
 /// How much faster than the ring another algorithm must be predicted.
 pub const MARGIN: f64 = 0.9;
@@ -125,9 +125,12 @@ impl Tuning {
                 let buf = &mut buf[..bytes / 4];
                 // Small calls run in batches: ranks leave a barrier a few
                 // microseconds apart, as long as a whole call there.
-                let batch = (BATCH_BYTES / bytes).clamp(1, 16);
+                // A batch is already an average, so it needs fewer runs;
+                // both depend on the size alone, so every rank calls alike.
+                let batch = (BATCH_BYTES / bytes).clamp(1, 8);
+                let reps = if batch > 1 { REPS.min(3) } else { REPS };
                 let mut best = f64::INFINITY;
-                for _ in 0..REPS {
+                for _ in 0..reps {
                     buf.fill(1.0);
                     // Start together: a call entered late by one rank would
                     // time that rank's lateness, not the algorithm.
