@@ -73,6 +73,35 @@ pub trait Transport: Send {
     fn cancel_all(&mut self);
 }
 
+/// The wait loop of the polling carriers: calls `poll` until it yields a
+/// value, and every `every` polls checks the deadline and the abort flag
+/// and yields the core (so ranks that outnumber the cores let their peers
+/// run). `every` is how many polls a few microseconds hold: an MPI_Test
+/// drives Open MPI's progress engine, a shared-memory poll is one load.
+pub(crate) fn poll_until<T>(
+    deadline: Instant,
+    abort: &AtomicBool,
+    every: u32,
+    mut poll: impl FnMut() -> Result<Option<T>, WaitError>,
+) -> Result<T, WaitError> {
+    let mut polls = 0u32;
+    loop {
+        if let Some(v) = poll()? {
+            return Ok(v);
+        }
+        polls = polls.wrapping_add(1);
+        if polls % every == 0 {
+            if Instant::now() >= deadline {
+                return Err(WaitError::Timeout);
+            }
+            if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(WaitError::Aborted);
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
 /// Slots backed by `u64`s, so every slot is 8-byte aligned and a payload
 /// after a 16-byte header can be viewed as `f64`s.
 #[derive(Default)]

@@ -6,7 +6,7 @@
 //! messages never match the application's own.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,25 +74,7 @@ impl Transport for MpiTransport {
     }
 
     fn wait(&mut self, id: SlotId, deadline: Instant, abort: &AtomicBool) -> Result<usize, WaitError> {
-        let mut polls = 0u32;
-        loop {
-            if let Some(n) = self.inflight.test(id).map_err(WaitError::Failed)? {
-                return Ok(n);
-            }
-            polls = polls.wrapping_add(1);
-            // Polling drives Open MPI's progress engine, so spin; but yield
-            // now and then, so oversubscribed ranks (more ranks than cores)
-            // let their peers run.
-            if polls % 64 == 0 {
-                if Instant::now() >= deadline {
-                    return Err(WaitError::Timeout);
-                }
-                if abort.load(Ordering::Relaxed) {
-                    return Err(WaitError::Aborted);
-                }
-                std::thread::yield_now();
-            }
-        }
+        super::poll_until(deadline, abort, 64, || self.inflight.test(id).map_err(WaitError::Failed))
     }
 
     fn cancel_all(&mut self) {

@@ -21,7 +21,7 @@
 //! the abort flag; a peer that died leaves its peers to time out.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,28 +138,17 @@ impl ShmTransport {
         (id * self.slot_bytes, self.slot_bytes)
     }
 
-    /// Polls `ready` until it holds, the deadline passes or abort is raised.
-    fn spin(deadline: Instant, abort: &AtomicBool, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
-        let mut polls = 0u32;
-        loop {
-            if ready() {
-                return Ok(());
+    /// Waits until `counter` exceeds `seq`. A poll here is a load, not an
+    /// MPI_Test: the clock is read and the core yielded every few
+    /// microseconds, not every few polls.
+    fn await_count(counter: &AtomicU64, seq: u64, deadline: Instant, abort: &AtomicBool) -> Result<(), WaitError> {
+        super::poll_until(deadline, abort, 2048, || {
+            if counter.load(Ordering::Acquire) > seq {
+                return Ok(Some(()));
             }
-            polls = polls.wrapping_add(1);
-            // A poll here is a load, not an MPI_Test: look at the clock and
-            // yield (a system call) every few microseconds, not every poll.
-            if polls % 2048 == 0 {
-                if Instant::now() >= deadline {
-                    return Err(WaitError::Timeout);
-                }
-                if abort.load(Ordering::Relaxed) {
-                    return Err(WaitError::Aborted);
-                }
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
+            std::hint::spin_loop();
+            Ok(None)
+        })
     }
 
     /// Copies message `seq` from `peer` into slot `id`; returns its length.
@@ -176,16 +165,18 @@ impl ShmTransport {
                 self.slot_bytes
             ));
         }
-        if !self.peer_data.iter().any(|(p, f, _)| (*p, *f) == (peer, fd)) {
-            let s =
-                Segment::open_peer(self.pids[peer], fd).map_err(|e| format!("cannot map peer {peer}'s slots: {e}"))?;
-            self.peer_data.push((peer, fd, s));
-        }
+        let at = match self.peer_data.iter().position(|(p, f, _)| (*p, *f) == (peer, fd)) {
+            Some(i) => i,
+            None => {
+                let s = Segment::open_peer(self.pids[peer], fd)
+                    .map_err(|e| format!("cannot map peer {peer}'s slots: {e}"))?;
+                self.peer_data.push((peer, fd, s));
+                self.peer_data.len() - 1
+            }
+        };
         let (mine_off, _) = self.slot_range(id);
-        let cur = self.data.last_mut().ok_or("no slots reserved")?;
-        let dst = cur.own_mut(mine_off, len);
-        let src = &self.peer_data.iter().find(|(p, f, _)| (*p, *f) == (peer, fd)).expect("mapped above").2;
-        src.copy_out(off, dst).map_err(|e| e.to_string())?;
+        let dst = self.data.last_mut().ok_or("no slots reserved")?.own_mut(mine_off, len);
+        self.peer_data[at].2.copy_out(off, dst).map_err(|e| e.to_string())?;
         // Acknowledge in order: the sender reuses a descriptor only after
         // every earlier message to this rank was copied out.
         if seq == self.acked[peer] {
@@ -280,14 +271,13 @@ impl Transport for ShmTransport {
         match self.posted.get(id).copied().flatten() {
             None => Err(WaitError::Failed(format!("nothing posted on slot {id}"))),
             Some(Posted::Send { peer, seq, len }) => {
-                let done = self.ctl.counter(consumed(peer));
-                Self::spin(deadline, abort, || done.load(Ordering::Acquire) > seq)?;
+                Self::await_count(self.ctl.counter(consumed(peer)), seq, deadline, abort)?;
                 self.posted[id] = None;
                 Ok(len)
             }
             Some(Posted::Recv { peer, seq, tag }) => {
                 let ready = self.peer_ctl(peer).map_err(WaitError::Failed)?.counter(published(self.rank));
-                Self::spin(deadline, abort, || ready.load(Ordering::Acquire) > seq)?;
+                Self::await_count(ready, seq, deadline, abort)?;
                 let n = self.take(id, peer, seq, tag).map_err(WaitError::Failed)?;
                 self.posted[id] = None;
                 Ok(n)
