@@ -106,10 +106,7 @@ fn device_kernels_match_their_host_build_bit_for_bit() {
                         let mut hop = Hop::new(kind, b, w, op);
                         (hop.mine_first, hop.fin) = (mine_first, fin);
                         hop.avg_ranks = (op == ReduceOp::Avg).then_some(5);
-                        let reads = kind != Kind::Encode;
-                        let writes =
-                            matches!(kind, Kind::Encode | Kind::DecodeReduceEncode | Kind::DecodeReduceStoreEncode)
-                                || fin;
+                        let (reads, writes) = (kind.reads_recv(), kind.writes_out(fin));
                         // Host build.
                         let mut h_local = local.clone();
                         let mut h_out = vec![0u8; if writes { n * w.size() } else { 0 }];

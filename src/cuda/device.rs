@@ -6,7 +6,8 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig};
 
-use super::{compile, ffi, kernel_names, Hop};
+use super::{compile, ffi, kernels, Hop, Kind};
+use crate::element::DType;
 use crate::error::{Error, Result};
 
 const THREADS: u32 = 256;
@@ -16,7 +17,7 @@ pub struct Device {
     ordinal: usize,
     name: String,
     stream: Arc<CudaStream>,
-    funcs: HashMap<String, CudaFunction>,
+    funcs: HashMap<(Kind, DType, DType), CudaFunction>,
     overflow: CudaSlice<i32>,
     max_blocks: u32,
 }
@@ -50,9 +51,9 @@ impl Device {
         let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let module = ctx.load_module(compile::ptx_for(major, minor)?).map_err(err(&what))?;
         let mut funcs = HashMap::new();
-        for k in kernel_names() {
-            let f = module.load_function(&k).map_err(err(format!("{what}: kernel {k}")))?;
-            funcs.insert(k, f);
+        for (key, name) in kernels() {
+            let f = module.load_function(&name).map_err(err(format!("{what}: kernel {name}")))?;
+            funcs.insert(key, f);
         }
         let stream = ctx.new_stream().map_err(err(&what))?;
         let overflow = stream.alloc_zeros::<i32>(1).map_err(err(&what))?;
@@ -95,8 +96,10 @@ impl Device {
     ) -> Result<()> {
         let (ws, bs) = (hop.wire.size(), hop.buffer.size());
         hop.check(n, recv.map_or(0, |_| n * ws), n * bs, out.as_ref().map_or(0, |_| n * ws))?;
-        let name = hop.kernel_name()?;
-        let f = self.funcs.get(&name).ok_or_else(|| Error::Cuda { what: name.clone(), detail: "not loaded".into() })?;
+        // Looked up by key: a hop formats no name.
+        let Some(f) = self.funcs.get(&hop.key()) else {
+            return Err(Error::Cuda { what: hop.kernel_name()?, detail: "not loaded".into() });
+        };
         let groups = n.div_ceil(8).max(1) as u64;
         let blocks = groups.div_ceil(THREADS as u64).min(self.max_blocks as u64) as u32;
         let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };

@@ -112,27 +112,28 @@ pub(super) fn launch(
     out: Option<Range<'_>>,
     overflow: &CudaSlice<i32>,
 ) -> Result<()> {
-    let name = hop.kernel_name()?;
+    // Named only for an error: a launch formats nothing.
+    let name = || hop.kernel_name().unwrap_or_default();
     let mut ptrs = [0u64; 3];
     // cudarc's guards record the stream's use of each buffer when dropped,
-    // so they live until the launch is queued.
-    let mut guards = Vec::with_capacity(3);
+    // so they live until the launch is queued (an array: no allocation).
+    let mut guards = [None, None, None];
     for (i, (r, size)) in
         [(recv, hop.wire.size()), (Some(local), hop.buffer.size()), (out, hop.wire.size())].into_iter().enumerate()
     {
         if let Some((buf, off, len)) = r {
             if off.checked_add(len).is_none_or(|end| end > buf.len()) {
                 return Err(Error::Cuda {
-                    what: name,
+                    what: name(),
                     detail: format!("range {off}+{len} outside a buffer of {} bytes", buf.len()),
                 });
             }
             let (base, guard) = cudarc::driver::DevicePtr::device_ptr(buf, stream);
-            guards.push(guard);
+            guards[i] = Some(guard);
             let p = base + off as u64;
             if p % size as u64 != 0 {
                 return Err(Error::Cuda {
-                    what: name,
+                    what: name(),
                     detail: "a device range is not aligned to its element size".into(),
                 });
             }
@@ -151,5 +152,5 @@ pub(super) fn launch(
     // after the kernel on the same stream.
     let launched = unsafe { args.launch(cfg) };
     drop(guards);
-    launched.map(|_| ()).map_err(|e| Error::Cuda { what: name, detail: e.to_string() })
+    launched.map(|_| ()).map_err(|e| Error::Cuda { what: name(), detail: e.to_string() })
 }

@@ -81,11 +81,14 @@ impl Kind {
         }
     }
 
-    fn reads_recv(self) -> bool {
+    /// Whether the kernel reads a received wire slice.
+    pub fn reads_recv(self) -> bool {
         self != Kind::Encode
     }
 
-    fn writes_out(self, fin: bool) -> bool {
+    /// Whether the kernel writes an outgoing wire slice (`fin`: an
+    /// exchange whose result is final).
+    pub fn writes_out(self, fin: bool) -> bool {
         matches!(self, Kind::Encode | Kind::DecodeReduceEncode | Kind::DecodeReduceStoreEncode)
             || (self == Kind::Exchange && fin)
     }
@@ -138,7 +141,17 @@ impl Hop {
                 detail: format!("no device kernel for {} buffers over a {} wire", self.buffer, self.wire),
             });
         }
-        Ok(format!("rf_{}_{}_{}", self.kind.name(), self.buffer, self.wire))
+        Ok(self.name())
+    }
+
+    // The entry point's name, for a pair already known to be built.
+    fn name(&self) -> String {
+        format!("rf_{}_{}_{}", self.kind.name(), self.buffer, self.wire)
+    }
+
+    /// What selects the kernel: kind, buffer and wire.
+    fn key(&self) -> (Kind, DType, DType) {
+        (self.kind, self.buffer, self.wire)
     }
 
     /// Checks the byte lengths of one call on `n` elements: `local` holds
@@ -170,7 +183,17 @@ impl Hop {
     }
 }
 
+/// Every kernel: its (kind, buffer, wire) and its entry point's name.
+fn kernels() -> impl Iterator<Item = ((Kind, DType, DType), String)> {
+    PAIRS.iter().flat_map(|&(b, w)| {
+        Kind::ALL.iter().map(move |&k| {
+            let hop = Hop::new(k, b, w, ReduceOp::Sum);
+            (hop.key(), hop.name())
+        })
+    })
+}
+
 /// Every entry point's name.
 pub fn kernel_names() -> Vec<String> {
-    PAIRS.iter().flat_map(|&(b, w)| Kind::ALL.iter().map(move |&k| format!("rf_{}_{b}_{w}", k.name()))).collect()
+    kernels().map(|(_, name)| name).collect()
 }
