@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cpu::hop::HopKernels;
 use crate::element::{widen, Element, ReduceOp};
@@ -25,7 +25,7 @@ use crate::error::{BufferState, Error, Result};
 use crate::flight::{Dir, FlightRecorder};
 use crate::op::OpDesc;
 use crate::schedule::{Cursor, Hop, Prim, Schedule, Step};
-use crate::transport::{SlotId, Transport, WaitError};
+use crate::transport::{Deadline, SlotId, Transport, WaitError};
 use crate::wire::{self, describe, Header, FLAG_ABORT, FLAG_CHECKSUM, FLAG_OVERFLOW, HEADER};
 
 /// Per-call settings the executor needs.
@@ -510,9 +510,9 @@ fn wait(cx: &mut Ctx<'_>, id: SlotId, peer: usize, dir: &'static str, step: usiz
         Ok(None) => {}
         Err(e) => return Err(transport_err(cx, peer, format!("{e:?}"))),
     }
-    let start = Instant::now();
     cx.flight.waiting(cx.desc.seq, fdir, peer, step);
-    let r = cx.t.wait(id, start + cx.timeout, cx.abort).map_err(|e| {
+    let mut deadline = Deadline::after(cx.timeout);
+    let r = cx.t.wait(id, &mut deadline, cx.abort).map_err(|e| {
         let buffer = BufferState::Untouched;
         match e {
             WaitError::Timeout => Error::Timeout {
@@ -522,7 +522,9 @@ fn wait(cx: &mut Ctx<'_>, id: SlotId, peer: usize, dir: &'static str, step: usiz
                 dir,
                 step,
                 msg,
-                waited: start.elapsed(),
+                // The carrier gave up `timeout` after its first clock read,
+                // microseconds into the wait.
+                waited: cx.timeout,
                 buffer,
             },
             WaitError::Failed(detail) => {

@@ -13,9 +13,9 @@
 
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{SlotId, Transport, WaitError};
+use super::{Deadline, SlotId, Transport, WaitError};
 
 /// What happens to the chosen message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +99,9 @@ impl FaultyTransport {
 }
 
 impl Transport for FaultyTransport {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
     fn rank(&self) -> usize {
         self.inner.rank()
     }
@@ -183,7 +186,7 @@ impl Transport for FaultyTransport {
         self.inner.post_recv(id, peer, tag)
     }
 
-    fn wait(&mut self, id: SlotId, deadline: Instant, abort: &AtomicBool) -> Result<usize, WaitError> {
+    fn wait(&mut self, id: SlotId, deadline: &mut Deadline, abort: &AtomicBool) -> Result<usize, WaitError> {
         if let Some(len) = self.fake.get_mut(id).and_then(Option::take) {
             return Ok(len);
         }

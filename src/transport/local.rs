@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// Longest sleep between checks of the abort flag.
 const ABORT_POLL: Duration = Duration::from_millis(5);
 
-use super::{SlotId, SlotPool, Transport, WaitError};
+use super::{Deadline, SlotId, SlotPool, Transport, WaitError};
 
 struct Msg {
     src: usize,
@@ -131,6 +131,10 @@ impl LocalTransport {
 }
 
 impl Transport for LocalTransport {
+    fn name(&self) -> &'static str {
+        "threads"
+    }
+
     fn rank(&self) -> usize {
         self.rank
     }
@@ -192,7 +196,9 @@ impl Transport for LocalTransport {
         Ok(())
     }
 
-    fn wait(&mut self, id: SlotId, deadline: Instant, abort: &AtomicBool) -> Result<usize, WaitError> {
+    fn wait(&mut self, id: SlotId, deadline: &mut Deadline, abort: &AtomicBool) -> Result<usize, WaitError> {
+        // A condition variable needs the instant up front.
+        let deadline = deadline.at();
         let (peer, tag) = match std::mem::replace(&mut self.posted[id], Posted::Idle) {
             Posted::Idle => return Err(WaitError::Failed(format!("slot {id} has nothing posted"))),
             Posted::Sent { peer, nth, len } => return self.wait_matched(peer, nth, len, deadline, abort),

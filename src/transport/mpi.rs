@@ -8,13 +8,12 @@
 use std::any::Any;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 use ::mpi::topology::Communicator as _;
 use ::mpi::traits::AsRaw;
 
 use super::mpi_ffi::{InFlight, SendComm};
-use super::{SlotId, Transport, WaitError};
+use super::{Deadline, SlotId, Transport, WaitError};
 
 /// One rank's MPI carrier.
 pub struct MpiTransport {
@@ -45,6 +44,10 @@ impl MpiTransport {
 }
 
 impl Transport for MpiTransport {
+    fn name(&self) -> &'static str {
+        "mpi"
+    }
+
     fn rank(&self) -> usize {
         self.rank
     }
@@ -73,7 +76,7 @@ impl Transport for MpiTransport {
         self.inflight.recv(id, peer, tag, comm)
     }
 
-    fn wait(&mut self, id: SlotId, deadline: Instant, abort: &AtomicBool) -> Result<usize, WaitError> {
+    fn wait(&mut self, id: SlotId, deadline: &mut Deadline, abort: &AtomicBool) -> Result<usize, WaitError> {
         super::poll_until(deadline, abort, 64, || self.inflight.test(id).map_err(WaitError::Failed))
     }
 

@@ -23,10 +23,9 @@
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::shm_ffi::Segment;
-use super::{SlotId, Transport, WaitError};
+use super::{Deadline, SlotId, Transport, WaitError};
 
 /// Descriptors per peer: messages to one peer in flight at most.
 pub const RING: usize = 256;
@@ -141,7 +140,12 @@ impl ShmTransport {
     /// Waits until `counter` exceeds `seq`. A poll here is a load, not an
     /// MPI_Test: the clock is read and the core yielded every few
     /// microseconds, not every few polls.
-    fn await_count(counter: &AtomicU64, seq: u64, deadline: Instant, abort: &AtomicBool) -> Result<(), WaitError> {
+    fn await_count(
+        counter: &AtomicU64,
+        seq: u64,
+        deadline: &mut Deadline,
+        abort: &AtomicBool,
+    ) -> Result<(), WaitError> {
         super::poll_until(deadline, abort, 2048, || {
             if counter.load(Ordering::Acquire) > seq {
                 return Ok(Some(()));
@@ -194,6 +198,10 @@ impl ShmTransport {
 }
 
 impl Transport for ShmTransport {
+    fn name(&self) -> &'static str {
+        "shm"
+    }
+
     fn rank(&self) -> usize {
         self.rank
     }
@@ -267,7 +275,7 @@ impl Transport for ShmTransport {
         Ok(())
     }
 
-    fn wait(&mut self, id: SlotId, deadline: Instant, abort: &AtomicBool) -> Result<usize, WaitError> {
+    fn wait(&mut self, id: SlotId, deadline: &mut Deadline, abort: &AtomicBool) -> Result<usize, WaitError> {
         match self.posted.get(id).copied().flatten() {
             None => Err(WaitError::Failed(format!("nothing posted on slot {id}"))),
             Some(Posted::Send { peer, seq, len }) => {
