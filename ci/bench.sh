@@ -3,7 +3,8 @@
 # (8 B to 256 MiB, f32 sum, codecs native/fp16/bf16, MPI_Allreduce side by
 # side) under `mpirun -np 2`. Prints the table; writes the plot and JSON to
 # target/bench/. Extra arguments go to ringfuse-perf (e.g. -e 16M).
-# RINGFUSE_TRANSPORT=shm ci/bench.sh runs it over the shared-memory carrier.
+# It runs over the default carrier, shared memory (both ranks are on this
+# host); RINGFUSE_TRANSPORT=mpi ci/bench.sh runs it over MPI point-to-point.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh >/dev/null

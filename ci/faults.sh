@@ -3,8 +3,8 @@
 # 4 processes, rank 1 spoiling its second message (or exiting there). Each cell exits
 # non-zero if a rule in tests/common/faults.rs is broken. Prints the table.
 # Usage: ci/faults.sh [--short]   (--short: 5 faults x 6 collectives)
-# RINGFUSE_TRANSPORT=shm in the environment runs it over the shared-memory
-# carrier.
+# It runs over the default carrier (shared memory, one host);
+# RINGFUSE_TRANSPORT=mpi in the environment runs it over MPI instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/env.sh

@@ -30,38 +30,36 @@ grep -q "^test result: ok. 2 passed" target/nvrtc.log || { cat target/nvrtc.log;
 echo "GPU tests (the kernels on a device, bit for bit): not run here, no GPU; ci/gpu.sh runs them"
 echo "== MPI tier"
 bash ci/mpi_examples.sh
-echo "== fault matrix under mpirun, short form (bash ci/faults.sh for all of it)"
+echo "== fault matrix under mpirun (shared-memory carrier), short form (bash ci/faults.sh for all of it)"
 bash ci/faults.sh --short
 echo "== flight recorder: SIGUSR1 dumps of a hung job, merged by ringfuse-trace"
 bash ci/trace.sh
 echo "== ringfuse-perf --check sweep under mpirun (correctness only; no timing is asserted)"
 source ci/env.sh
 cargo build --release --bin ringfuse-perf -q
-for np in 2 3; do
-    for coll in allreduce reduce_scatter allgather broadcast; do
+# One host: the default carrier is shared memory; RINGFUSE_TRANSPORT=mpi
+# forces MPI point-to-point. Both get the whole sweep.
+for carrier in shm mpi; do
+    ask=$( [[ $carrier == mpi ]] && echo mpi || echo auto )
+    for np in 2 3 4; do
         # --check is on by default: any element outside the bound, or ranks
         # that differ, make ringfuse-perf (and so this script) fail.
-        timeout 300 "${MPIRUN[@]}" -np $np target/release/ringfuse-perf --collective $coll \
-            -b 4 -e 4M -f 16 -n 2 -w 1 >/dev/null
+        RINGFUSE_TRANSPORT=$ask timeout 300 "${MPIRUN[@]}" -x RINGFUSE_TRANSPORT -np $np target/release/ringfuse-perf \
+            -b 4 -e 4M -f 16 -c native,fp16,bf16,int8 -a ring,doubling,tree,hd,auto -n 2 -w 1 2>&1 | tee target/sweep.log >/dev/null
+        # The header names the carrier that ran: a shared-memory set-up that
+        # fell back to MPI would test nothing new.
+        grep -q "carrier $carrier" target/sweep.log || { cat target/sweep.log; echo "expected carrier $carrier"; exit 1; }
+        for coll in reduce_scatter allgather broadcast; do
+            RINGFUSE_TRANSPORT=$ask timeout 300 "${MPIRUN[@]}" -x RINGFUSE_TRANSPORT -np $np \
+                target/release/ringfuse-perf --collective $coll -b 4 -e 1M -f 32 -n 2 -w 1 >/dev/null
+        done
+        RINGFUSE_TRANSPORT=$ask timeout 300 "${MPIRUN[@]}" -x RINGFUSE_TRANSPORT -np $np \
+            target/release/ringfuse-perf -d bf16 -o max -b 4 -e 1M -f 64 -n 2 -w 1 >/dev/null
     done
-    timeout 300 "${MPIRUN[@]}" -np $np target/release/ringfuse-perf -d bf16 -o max -b 4 -e 1M -f 64 -n 2 -w 1 >/dev/null
+    echo "carrier $carrier: every row within the codec bound and identical on all ranks (ringfuse-perf exits non-zero otherwise)"
 done
-echo "ringfuse-perf: every row within the codec bound and identical on all ranks (it exits non-zero otherwise)"
-echo "== the same over the shared-memory carrier (RINGFUSE_TRANSPORT=shm)"
-for np in 2 3 4; do
-    RINGFUSE_TRANSPORT=shm timeout 300 "${MPIRUN[@]}" -x RINGFUSE_TRANSPORT -np $np target/release/ringfuse-perf \
-        -b 4 -e 4M -f 16 -c native,fp16,bf16,int8 -a ring,doubling,tree,hd,auto -n 2 -w 1 2>&1 | tee target/shm.log >/dev/null
-    # A carrier that could not be set up falls back to MPI with a warning:
-    # that would test nothing new here.
-    ! grep -q "shared memory carrier unavailable" target/shm.log || { cat target/shm.log; exit 1; }
-    for coll in reduce_scatter allgather broadcast; do
-        RINGFUSE_TRANSPORT=shm timeout 300 "${MPIRUN[@]}" -x RINGFUSE_TRANSPORT -np $np target/release/ringfuse-perf \
-            --collective $coll -b 4 -e 1M -f 32 -n 2 -w 1 >/dev/null
-    done
-done
-echo "shm carrier: every row within the codec bound and identical on all ranks"
-echo "== fault matrix over the shm carrier, short form"
-RINGFUSE_TRANSPORT=shm bash ci/faults.sh --short | tail -1
+echo "== fault matrix over the MPI carrier, short form (the default, shm, ran above)"
+RINGFUSE_TRANSPORT=mpi bash ci/faults.sh --short | tail -1
 echo "== simulated cluster (3 namespaces, TCP)"
 if ip netns add rfprobe$$ 2>/dev/null; then
     ip netns del rfprobe$$

@@ -276,6 +276,7 @@ pub struct Communicator {
     tuning: Option<Tuning>,
     /// Ranks per host (consecutive ranks share one); 0 if not known.
     ranks_per_host: usize,
+    carrier: &'static str,
 }
 
 impl Communicator {
@@ -325,10 +326,18 @@ impl Communicator {
             seq: AtomicU64::new(0),
             aborted: AtomicBool::new(false),
             flight,
+            carrier: t.name(),
             state: Mutex::new(State { transport: t, poisoned: None, scratch: Scratch::default() }),
             tuning: None,
             ranks_per_host: 0,
         }
+    }
+
+    /// What carries this communicator's messages: `shm` (shared memory,
+    /// the default when every rank is on one host), `mpi`, or `threads`
+    /// (in-process ranks). See `RINGFUSE_TRANSPORT` in [`crate::mpi`].
+    pub fn carrier(&self) -> &'static str {
+        self.carrier
     }
 
     /// Ranks per host (consecutive ranks share a host), as detected for an

@@ -15,7 +15,7 @@
 //! | fused kernels | [`cpu`], `cuda` (feature `cuda`) | decode-reduce-encode, AVX2/F16C with run-time detection; the CUDA kernels of `kernels/fused.cu` |
 //! | schedules | [`schedule`] | pure code: NCCL's ring primitives, recursive doubling, chain broadcast |
 //! | executor | `exec` (internal) | walks a schedule over a transport, slots in flight |
-//! | carriers | [`transport`] | MPI point-to-point, shared memory (`RINGFUSE_TRANSPORT=shm`, one host), in-process mailboxes |
+//! | carriers | [`transport`] | MPI point-to-point, shared memory (the default when every rank is on one host; `RINGFUSE_TRANSPORT`), in-process mailboxes |
 //! | training | [`GradSync`], `candle` (feature `candle`) | buckets, overlap with backward, error feedback; candle's `GradStore` |
 //!
 //! ## Quick start

@@ -56,9 +56,17 @@ impl Mpi {
     }
 }
 
-/// The carrier `RINGFUSE_TRANSPORT` asks for: `mpi` (the default) or
-/// `shm` (shared memory, when every rank is on one host; otherwise, or if
-/// setting it up fails on any rank, MPI, with a warning). Collective.
+/// The carrier, as `RINGFUSE_TRANSPORT` says. Collective.
+///
+/// - unset or `auto`: shared memory when every rank is on one host (as
+///   Open MPI and NCCL themselves carry messages inside a host), else MPI;
+/// - `shm`: the same, but a warning when it cannot be had;
+/// - `mpi`: MPI point-to-point always.
+///
+/// Shared memory falls back to MPI when setting it up fails on any rank
+/// (another PID namespace per rank, no memfd), so every rank gets the
+/// same carrier; the ranks also agree on trying it, in case their
+/// environments differ.
 pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
     comm: &C,
     keep: Option<Arc<dyn Any + Send + Sync>>,
@@ -66,27 +74,39 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
 ) -> Box<dyn crate::transport::Transport> {
     use ::mpi::collective::SystemOperation;
     use ::mpi::traits::CommunicatorCollectives;
-    if std::env::var("RINGFUSE_TRANSPORT").as_deref() == Ok("shm") {
-        let (rank, size) = (comm.rank() as usize, comm.size() as usize);
-        if per_host != size {
-            tracing::warn!("ringfuse: RINGFUSE_TRANSPORT=shm needs every rank on one host; using MPI");
-        } else {
-            let mut share = |pid: u32, fd: i32| {
-                let mine = [pid as i64, fd as i64];
-                let mut all = vec![0i64; 2 * size];
-                comm.all_gather_into(&mine[..], &mut all[..]);
-                all.chunks(2).map(|c| (c[0] as u32, c[1] as i32)).collect()
-            };
-            let mut agree = |ok: bool| {
-                let mut all = 0i32;
-                comm.all_reduce_into(&(ok as i32), &mut all, SystemOperation::min());
-                all == 1
-            };
-            let setup = crate::transport::shm::Setup { rank, size, share: &mut share, agree: &mut agree };
-            match crate::transport::shm::ShmTransport::new(setup, keep.clone()) {
-                Ok(t) => return Box::new(t),
-                Err(e) => tracing::warn!("ringfuse: shared memory carrier unavailable ({e}); using MPI"),
-            }
+    let (rank, size) = (comm.rank() as usize, comm.size() as usize);
+    let asked = std::env::var("RINGFUSE_TRANSPORT").unwrap_or_default();
+    let one_host = size > 1 && per_host == size;
+    let insist = asked == "shm";
+    let mut try_shm = match asked.as_str() {
+        "" | "auto" | "shm" => one_host,
+        "mpi" => false,
+        other => {
+            tracing::warn!("ringfuse: rank {rank}: RINGFUSE_TRANSPORT={other} is not auto, shm or mpi; using auto");
+            one_host
+        }
+    };
+    let mut agree = |ok: bool| {
+        let mut all = 0i32;
+        comm.all_reduce_into(&(ok as i32), &mut all, SystemOperation::min());
+        all == 1
+    };
+    if insist && !one_host {
+        tracing::warn!("ringfuse: RINGFUSE_TRANSPORT=shm needs every rank on one host; using MPI");
+    }
+    try_shm = agree(try_shm);
+    if try_shm {
+        let mut share = |pid: u32, fd: i32| {
+            let mine = [pid as i64, fd as i64];
+            let mut all = vec![0i64; 2 * size];
+            comm.all_gather_into(&mine[..], &mut all[..]);
+            all.chunks(2).map(|c| (c[0] as u32, c[1] as i32)).collect()
+        };
+        let setup = crate::transport::shm::Setup { rank, size, share: &mut share, agree: &mut agree };
+        match crate::transport::shm::ShmTransport::new(setup, keep.clone()) {
+            Ok(t) => return Box::new(t),
+            Err(e) if insist => tracing::warn!("ringfuse: shared memory carrier unavailable ({e}); using MPI"),
+            Err(e) => tracing::info!("ringfuse: shared memory carrier unavailable ({e}); using MPI"),
         }
     }
     Box::new(MpiTransport::new(comm, keep))

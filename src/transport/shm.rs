@@ -1,5 +1,5 @@
-//! Carrier over shared memory, for ranks on one host (opt in with
-//! `RINGFUSE_TRANSPORT=shm`; MPI only sets it up).
+//! Carrier over shared memory, for ranks on one host (the default there;
+//! `RINGFUSE_TRANSPORT=mpi` opts out; MPI only sets it up).
 //!
 //! Every rank keeps its slots in its own memory file, which the other
 //! ranks map. A send publishes where the message lies; the receiver copies

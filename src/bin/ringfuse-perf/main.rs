@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     let host = mpi::environment::processor_name().unwrap_or_default();
     let dtype = args.dtype.dtype();
     if lead {
-        report::header(args.collective.name(), comm.size(), dtype.name(), args.op.name(), &host);
+        report::header(args.collective.name(), comm.size(), dtype.name(), args.op.name(), &host, comm.carrier());
         match comm.tuning() {
             Some(t) => {
                 let lines: Vec<String> = (t.lines.iter())
@@ -130,7 +130,8 @@ fn main() -> ExitCode {
     if lead {
         let n = comm.size();
         if let Some(p) = &args.json {
-            report::json(p, n, &host, &rows).unwrap_or_else(|e| eprintln!("--json {}: {e}", p.display()));
+            report::json(p, n, &host, comm.carrier(), &rows)
+                .unwrap_or_else(|e| eprintln!("--json {}: {e}", p.display()));
         }
         if let Some(p) = &args.csv {
             report::csv(p, &rows).unwrap_or_else(|e| eprintln!("--csv {}: {e}", p.display()));
@@ -161,7 +162,7 @@ fn simulate_main(args: &Args, sizes: &[usize]) -> ExitCode {
     };
     report::sim_table(args, &rows);
     if let Some(p) = &args.json {
-        let doc = serde_json::json!({ "ranks": args.ranks, "host": "simulated", "rows": rows });
+        let doc = serde_json::json!({ "ranks": args.ranks, "host": "simulated", "carrier": "model", "rows": rows });
         let text = serde_json::to_string_pretty(&doc).expect("serialisable");
         std::fs::write(p, text).unwrap_or_else(|e| eprintln!("--json {}: {e}", p.display()));
     }

@@ -7,8 +7,8 @@ use plotters::prelude::*;
 
 use crate::measure::Row;
 
-pub fn header(collective: &str, n: usize, dtype: &str, op: &str, host: &str) {
-    println!("# ringfuse-perf: {collective}, {n} ranks, dtype {dtype}, op {op}, host {host}");
+pub fn header(collective: &str, n: usize, dtype: &str, op: &str, host: &str, carrier: &str) {
+    println!("# ringfuse-perf: {collective}, {n} ranks, dtype {dtype}, op {op}, host {host}, carrier {carrier}");
     println!("# time: median over iterations of the slowest rank; busbw as nccl-tests defines it");
     println!(
         "# {:>11} {:>11} {:>10} {:>8} {:>10} {:>8} {:>8} {:>11} {:>11} {:>6} {:>5} {:>10} {:>7}",
@@ -55,8 +55,8 @@ pub fn row(r: &Row) {
     );
 }
 
-pub fn json(path: &Path, ranks: usize, host: &str, rows: &[Row]) -> std::io::Result<()> {
-    let doc = serde_json::json!({ "ranks": ranks, "host": host, "rows": rows });
+pub fn json(path: &Path, ranks: usize, host: &str, carrier: &str, rows: &[Row]) -> std::io::Result<()> {
+    let doc = serde_json::json!({ "ranks": ranks, "host": host, "carrier": carrier, "rows": rows });
     std::fs::write(path, serde_json::to_string_pretty(&doc)?)
 }
 
@@ -160,7 +160,7 @@ pub fn sim_table(args: &crate::cli::Args, rows: &[Row]) {
     for &n in &args.ranks {
         let mine: Vec<&Row> = rows.iter().filter(|r| r.ranks == Some(n)).collect();
         if let Some(first) = mine.first() {
-            header("allreduce (predicted)", n, first.dtype, first.op, "simulated");
+            header("allreduce (predicted)", n, first.dtype, first.op, "simulated", "model");
             mine.into_iter().for_each(row);
         }
     }
