@@ -207,7 +207,7 @@ pub fn allreduce(algo: crate::Algorithm, rank: usize, count: usize, shape: Shape
         A::Hierarchical if shape.hierarchical() => AnySchedule::Hier(Hierarchical { rank, size, count, per_host }),
         A::Auto | A::Ring | A::Hierarchical => AnySchedule::Ring(Ring { rank, size, count, kind: RingKind::Allreduce }),
         A::RecursiveDoubling => AnySchedule::Doubling(RecursiveDoubling { rank, size, count }),
-        A::Tree => AnySchedule::Tree(DoubleTree::new(rank, size, count)),
+        A::Tree => AnySchedule::Tree(DoubleTree::new(rank, size, count, slice, slots)),
         A::HalvingDoubling => AnySchedule::Halving(HalvingDoubling::new(rank, size, count, slice, slots)),
     }
 }

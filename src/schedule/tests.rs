@@ -12,7 +12,9 @@ enum Kind {
     Ring(RingKind),
     Chain(usize),
     Doubling,
-    Tree,
+    /// The double tree with this slice (of 1000 elements): 500 or more
+    /// keeps the trees apart, less pipelines them in one order.
+    Tree(usize),
     Halving(usize),
 }
 
@@ -21,7 +23,7 @@ fn schedule(kind: Kind, rank: usize, size: usize) -> Box<dyn Schedule> {
         Kind::Ring(k) => Box::new(Ring { rank, size, count: 1000, kind: k }),
         Kind::Chain(root) => Box::new(Chain { rank, size, count: 1000, root }),
         Kind::Doubling => Box::new(RecursiveDoubling { rank, size, count: 1000 }),
-        Kind::Tree => Box::new(DoubleTree::new(rank, size, 1000)),
+        Kind::Tree(slice) => Box::new(DoubleTree::new(rank, size, 1000, slice, 4)),
         Kind::Halving(window) => Box::new(HalvingDoubling { rank, size, count: 1000, window }),
     }
 }
@@ -57,7 +59,7 @@ fn simulate(kind: Kind, n: usize) -> Vec<Vec<Sig>> {
     let scheds: Vec<_> = (0..n).map(|r| schedule(kind, r, n)).collect();
     let blocks = match kind {
         Kind::Chain(_) | Kind::Doubling => 1,
-        Kind::Tree => 2,
+        Kind::Tree(_) => 2,
         Kind::Halving(_) => HalvingDoubling { rank: 0, size: n, count: 0, window: 1 }.leaves(),
         Kind::Ring(_) => n,
     };
@@ -169,7 +171,9 @@ fn recursive_doubling_gives_every_rank_every_contribution_once() {
 
 #[test]
 fn double_tree_and_halving_doubling_give_every_rank_every_contribution_once() {
-    for kind in [Kind::Tree, Kind::Halving(1), Kind::Halving(2), Kind::Halving(4), Kind::Halving(64)] {
+    for kind in
+        [Kind::Tree(1000), Kind::Tree(100), Kind::Halving(1), Kind::Halving(2), Kind::Halving(4), Kind::Halving(64)]
+    {
         for n in SIZES.into_iter().chain([10, 11, 12, 13, 15, 17, 31, 100]) {
             let have = simulate(kind, n);
             assert!(have.iter().all(|h| h.iter().all(|&m| m == Sig::all(n))), "{kind:?} n={n}");
@@ -183,7 +187,14 @@ fn double_tree_and_halving_doubling_give_every_rank_every_contribution_once() {
 #[test]
 fn every_allreduce_schedule_holds_from_64_to_1024_ranks() {
     for n in [64, 100, 128, 255, 256, 513, 1024] {
-        for kind in [Kind::Tree, Kind::Halving(1), Kind::Halving(4), Kind::Doubling, Kind::Ring(RingKind::Allreduce)] {
+        for kind in [
+            Kind::Tree(1000),
+            Kind::Tree(100),
+            Kind::Halving(1),
+            Kind::Halving(4),
+            Kind::Doubling,
+            Kind::Ring(RingKind::Allreduce),
+        ] {
             if matches!(kind, Kind::Ring(_)) && n > 256 {
                 continue; // n blocks x n ranks x 2n steps: minutes, and the proptest covers the ring
             }
@@ -346,7 +357,8 @@ mod properties {
                 Just(Kind::Ring(RingKind::ReduceScatter)),
                 Just(Kind::Ring(RingKind::Allgather)),
                 Just(Kind::Doubling),
-                Just(Kind::Tree),
+                Just(Kind::Tree(1000)),
+                Just(Kind::Tree(100)),
                 (1usize..8).prop_map(Kind::Halving),
                 (0..n).prop_map(Kind::Chain),
             ]
@@ -362,7 +374,7 @@ mod properties {
             let have = simulate(kind, n);
             for (r, h) in have.iter().enumerate() {
                 match kind {
-                    Kind::Ring(RingKind::Allreduce) | Kind::Doubling | Kind::Tree | Kind::Halving(_) => {
+                    Kind::Ring(RingKind::Allreduce) | Kind::Doubling | Kind::Tree(_) | Kind::Halving(_) => {
                         prop_assert!(h.iter().all(|&m| m == Sig::all(n)))
                     }
                     Kind::Ring(RingKind::ReduceScatter) => prop_assert_eq!(h[r], Sig::all(n)),

@@ -360,6 +360,43 @@ mod tests {
         })
     }
 
+    /// Allreduces `input(rank)` with `opts` on the shared-memory ranks
+    /// `comms`, `calls` times over (the last result kept), and asserts each
+    /// rank's result is bitwise what in-process ranks give; `what` names
+    /// the case in a failure.
+    fn check_against_in_process(
+        comms: &[Communicator],
+        input: &(dyn Fn(usize) -> Vec<f32> + Sync),
+        opts: &AllreduceOpts,
+        calls: usize,
+        what: &str,
+    ) {
+        let want = crate::local::run(comms.len(), |c| {
+            let mut b = input(c.rank());
+            c.allreduce_with(&mut b, ReduceOp::Sum, opts).unwrap();
+            b
+        });
+        let got: Vec<Vec<f32>> = std::thread::scope(|s| {
+            let hs: Vec<_> = comms
+                .iter()
+                .map(|c| {
+                    s.spawn(move || {
+                        let mut b = Vec::new();
+                        for _ in 0..calls {
+                            b = input(c.rank());
+                            c.allreduce_with(&mut b, ReduceOp::Sum, opts).unwrap();
+                        }
+                        b
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g == w, "{what}: rank {r} differs from in-process ranks");
+        }
+    }
+
     /// Allreduce over shared memory gives the bits in-process ranks give,
     /// for every codec, across slice boundaries and several calls (slots
     /// reused, descriptors wrapping past the ring).
@@ -373,30 +410,32 @@ mod tests {
                     (0..count).map(|j| ((j * 7 + rank * 13) % 101) as f32 * 0.37 - 18.0).collect()
                 };
                 let opts = AllreduceOpts::default().codec(codec).slice_bytes(4096);
-                let want = crate::local::run(n, |c| {
-                    let mut b = input(c.rank());
-                    c.allreduce_with(&mut b, ReduceOp::Sum, &opts).unwrap();
-                    b
-                });
-                let got: Vec<Vec<f32>> = std::thread::scope(|s| {
-                    let hs: Vec<_> = comms
-                        .iter()
-                        .map(|c| {
-                            let opts = &opts;
-                            s.spawn(move || {
-                                let mut b = input(c.rank());
-                                for _ in 0..3 {
-                                    b = input(c.rank());
-                                    c.allreduce_with(&mut b, ReduceOp::Sum, opts).unwrap();
-                                }
-                                b
-                            })
-                        })
-                        .collect();
-                    hs.into_iter().map(|h| h.join().unwrap()).collect()
-                });
-                for r in 0..n {
-                    assert!(got[r] == want[r], "n {n} codec {codec:?}: rank {r} differs from in-process ranks");
+                check_against_in_process(&comms, &input, &opts, 3, &format!("n {n} codec {codec:?}"));
+            }
+        }
+    }
+
+    /// Every algorithm over the strictest carrier (a send completes only
+    /// when its receiver has copied it), pipelined (many slices per
+    /// block) and not (one slice), bitwise equal to in-process ranks. A
+    /// schedule whose ranks could each wait for the other to take a send
+    /// fails here at the deadline; the in-process carrier completes a send
+    /// once the receive is posted and does not show it.
+    #[test]
+    fn every_algorithm_runs_over_shared_memory_pipelined_or_not() {
+        use crate::Algorithm as A;
+        for n in [3usize, 4, 5] {
+            let comms = comms(n);
+            for algo in [A::Ring, A::Tree, A::HalvingDoubling, A::RecursiveDoubling] {
+                for count in [1000usize, 100_003] {
+                    let input = |rank: usize| -> Vec<f32> {
+                        (0..count).map(|j| ((j * 5 + rank * 11) % 97) as f32 * 0.5 - 20.0).collect()
+                    };
+                    let opts = AllreduceOpts::default()
+                        .algorithm(algo)
+                        .slice_bytes(4096)
+                        .timeout(std::time::Duration::from_secs(20));
+                    check_against_in_process(&comms, &input, &opts, 1, &format!("n {n} {algo:?} count {count}"));
                 }
             }
         }
