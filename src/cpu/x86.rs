@@ -156,6 +156,17 @@ unsafe fn round_trip(k: WireKind, v: __m256) -> __m256 {
     }
 }
 
+/// A final value: divided by `div` for Avg, stored to the wire at
+/// `out[i..]` and, decoded, to `local[i..]` (every rank keeps exactly what
+/// the others decode). Returns the overflow mask of `store`.
+#[inline(always)]
+unsafe fn finish(k: WireKind, avg: bool, div: __m256, v: __m256, out: *mut u8, local: *mut f32, i: usize) -> __m256 {
+    let v = if avg { _mm256_div_ps(v, div) } else { v };
+    let over = store(k, out, i, v);
+    _mm256_storeu_ps(local.add(i), load(k, out, i));
+    over
+}
+
 #[inline(always)]
 unsafe fn combine(op: ReduceOp, a: __m256, b: __m256) -> __m256 {
     match op {
@@ -236,12 +247,8 @@ pub unsafe fn reduce_store_encode(
         let div = _mm256_set1_ps(avg_ranks.unwrap_or(1) as f32);
         let mut i = 0;
         while i + 8 <= n {
-            let mut a = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
-            if avg_ranks.is_some() {
-                a = _mm256_div_ps(a, div);
-            }
-            over = _mm256_or_ps(over, store(k, out, i, a));
-            _mm256_storeu_ps(local.add(i), load(k, out, i));
+            let a = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
+            over = _mm256_or_ps(over, finish(k, avg_ranks.is_some(), div, a, out, local, i));
             i += 8;
         }
         any(over)
@@ -271,15 +278,11 @@ pub unsafe fn exchange(
         while i + 8 <= n {
             let m = round_trip(k, _mm256_loadu_ps(local.add(i)));
             let t = load(k, theirs, i);
-            let mut v = if mine_first { combine(op, m, t) } else { combine(op, t, m) };
+            let v = if mine_first { combine(op, m, t) } else { combine(op, t, m) };
             if out.is_null() {
                 _mm256_storeu_ps(local.add(i), v);
             } else {
-                if avg_ranks.is_some() {
-                    v = _mm256_div_ps(v, div);
-                }
-                over = _mm256_or_ps(over, store(k, out, i, v));
-                _mm256_storeu_ps(local.add(i), load(k, out, i));
+                over = _mm256_or_ps(over, finish(k, avg_ranks.is_some(), div, v, out, local, i));
             }
             i += 8;
         }
