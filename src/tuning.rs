@@ -5,7 +5,8 @@
 //! largest size by the last segment's cost per byte. `Auto` runs the
 //! ring unless another algorithm is predicted at least [`MARGIN`] faster:
 //! the ring is the bandwidth-optimal reference, and a probe's noise should
-//! not flip a close call.
+//! not flip a close call. Past twice the largest size probed only the
+//! ring and the hierarchical schedule compete ([`Tuning::best`]).
 //!
 //! Why measured per algorithm rather than derived from one link's alpha
 //! and beta: the textbook formulas (`2(n-1)` latencies for the ring,
@@ -93,11 +94,19 @@ impl Tuning {
 
     /// The algorithm with the least predicted time among those that
     /// [support](Algorithm::supports) the buffer and codec, the ring
-    /// unless another beats it by [`MARGIN`].
+    /// unless another beats it by [`MARGIN`]. Past twice the largest size
+    /// probed only the ring and the hierarchical schedule (rings as well)
+    /// compete: there the others cut a block into several slices, which
+    /// the probe never saw, and they fall behind the ring while their
+    /// lines still slope below it (on 8 netsim hosts halving-doubling took
+    /// 0.76x the ring's time at 256 KiB, then 1.30x at 2 MiB and 1.50x at
+    /// 16 MiB, where `Auto` had picked it).
     pub fn best(&self, dtype: DType, codec: Codec, wire_bytes: usize) -> Algorithm {
+        let probed = self.lines.iter().filter_map(|l| l.points.last()).map(|p| p.0).max().unwrap_or(0);
+        let in_range = |a: Algorithm| wire_bytes <= 2 * probed || a == Algorithm::Hierarchical;
         let ring = self.predict(Algorithm::Ring, wire_bytes).unwrap_or(f64::INFINITY);
         let mut best = (Algorithm::Ring, ring * MARGIN);
-        for a in Algorithm::FIXED.into_iter().filter(|a| *a != Algorithm::Ring) {
+        for a in Algorithm::FIXED.into_iter().filter(|a| *a != Algorithm::Ring && in_range(*a)) {
             if let (true, Some(t)) = (a.supports(dtype, codec), self.predict(a, wire_bytes)) {
                 if t < best.1 {
                     best = (a, t);

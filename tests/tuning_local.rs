@@ -30,8 +30,15 @@ fn the_probe_gives_every_rank_the_same_constants_and_auto_follows_them() {
         assert_eq!(l.points.len(), ringfuse::tuning::SIZES.len());
         assert!(l.points.iter().all(|p| p.1 > 0.0), "{l:?}");
     }
-    // Each pick is the model's minimum, the ring unless beaten by the margin.
+    // Each pick is the model's minimum, the ring unless beaten by the
+    // margin; past twice the largest probed size, the ring.
+    let probed = *ringfuse::tuning::SIZES.last().unwrap();
     for (&c, &a) in [1usize, 1 << 10, 1 << 20, 1 << 26].iter().zip(picked) {
+        if c * 4 > 2 * probed {
+            // No hosts declared: the hierarchical schedule is not measured.
+            assert_eq!(a, Algorithm::Ring, "{c} elements");
+            continue;
+        }
         let ring = t.predict(Algorithm::Ring, c * 4).unwrap();
         let best = Algorithm::FIXED.iter().filter_map(|&x| t.predict(x, c * 4)).fold(f64::INFINITY, f64::min);
         if a == Algorithm::Ring {
@@ -52,16 +59,38 @@ fn lines_join_the_measured_points() {
     assert!(near(l.at(3008), 6e-6), "extended by the last segment");
 }
 
+/// Past twice the largest size probed, the ring (or the hierarchical
+/// schedule), however the other lines slope.
+#[test]
+fn auto_runs_the_ring_past_twice_the_probed_sizes() {
+    let line = |algo: Algorithm, per_byte: f64| ringfuse::tuning::Line {
+        algo: algo.name().into(),
+        points: vec![(8, 1e-6), (512 << 10, 1e-6 + per_byte * (512 << 10) as f64)],
+    };
+    let t = Tuning { ranks: 8, lines: vec![line(Algorithm::Ring, 2e-9), line(Algorithm::HalvingDoubling, 1e-9)] };
+    assert_eq!(t.best(DType::F32, Codec::Native, 256 << 10), Algorithm::HalvingDoubling);
+    assert_eq!(t.best(DType::F32, Codec::Native, 1 << 20), Algorithm::HalvingDoubling);
+    assert_eq!(t.best(DType::F32, Codec::Native, (1 << 20) + 1), Algorithm::Ring);
+    assert_eq!(t.best(DType::F32, Codec::Native, 16 << 20), Algorithm::Ring);
+    // The hierarchical schedule, rings too, still competes there.
+    let mut t = t;
+    t.lines.push(line(Algorithm::Hierarchical, 0.5e-9));
+    assert_eq!(t.best(DType::F32, Codec::Native, 16 << 20), Algorithm::Hierarchical);
+}
+
 #[test]
 fn auto_never_picks_an_algorithm_that_cannot_carry_the_buffer() {
-    // A model in which the tree wins everything.
+    // A model in which the tree wins everything it measured.
     let t = Tuning {
         ranks: 4,
         lines: Algorithm::FIXED
             .iter()
             .map(|a| ringfuse::tuning::Line {
                 algo: a.name().into(),
-                points: vec![(8, if *a == Algorithm::Tree { 1e-9 } else { 1.0 })],
+                points: {
+                    let t = if *a == Algorithm::Tree { 1e-9 } else { 1.0 };
+                    vec![(8, t), (1 << 20, t)]
+                },
             })
             .collect(),
     };
