@@ -15,12 +15,20 @@ echo "== cargo clippy"
 cargo clippy --all-targets --features $FEATURES -q -- -D warnings
 echo "== cargo doc (missing docs are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features $FEATURES -q
+# cargo test with these arguments, its log in $1; tee hides cargo's exit
+# code, so the log is judged.
+run_tests() {
+    local log=$1
+    shift
+    cargo test "$@" 2>&1 | tee "$log" | grep -E "^test result|FAILED|panicked|^error" || true
+    if grep -qE "FAILED|^error" "$log" || ! grep -q "^test result: ok" "$log"; then
+        echo "cargo test $* failed"; exit 1
+    fi
+}
 echo "== unit, in-process and doc tests"
-cargo test --features $FEATURES -q 2>&1 | tee target/test.log | grep -E "^test result|FAILED|panicked|^error" || true
-# tee hides cargo's exit code: judge by the log.
-if grep -qE "FAILED|^error" target/test.log || ! grep -q "^test result: ok" target/test.log; then
-    echo "cargo test failed"; exit 1
-fi
+run_tests target/test.log --features $FEATURES -q
+echo "== unit tests again in release (the optimiser reorders float code: a NaN payload rule held in debug and broke in release once)"
+run_tests target/test-release.log --release --features $FEATURES -q --lib
 echo "== CUDA kernels compile with NVRTC 13 for sm_80 and sm_90 (no GPU needed)"
 source ci/env.sh
 LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
