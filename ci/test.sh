@@ -47,8 +47,8 @@ source ci/env.sh
 cargo build --release --bin ringfuse-perf -q
 # One host: the default carrier is shared memory; RINGFUSE_TRANSPORT=mpi
 # forces MPI point-to-point. Both get the whole sweep.
-for carrier in shm mpi; do
-    ask=$( [[ $carrier == mpi ]] && echo mpi || echo auto )
+for ask in auto mpi; do
+    carrier=${ask/auto/shm}
     for np in 2 3 4; do
         # --check is on by default: any element outside the bound, or ranks
         # that differ, make ringfuse-perf (and so this script) fail.

@@ -78,7 +78,7 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
     let asked = std::env::var("RINGFUSE_TRANSPORT").unwrap_or_default();
     let one_host = size > 1 && per_host == size;
     let insist = asked == "shm";
-    let mut try_shm = match asked.as_str() {
+    let try_shm = match asked.as_str() {
         "" | "auto" | "shm" => one_host,
         "mpi" => false,
         other => {
@@ -94,8 +94,7 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
     if insist && !one_host {
         tracing::warn!("ringfuse: RINGFUSE_TRANSPORT=shm needs every rank on one host; using MPI");
     }
-    try_shm = agree(try_shm);
-    if try_shm {
+    if agree(try_shm) {
         let mut share = |pid: u32, fd: i32| {
             let mine = [pid as i64, fd as i64];
             let mut all = vec![0i64; 2 * size];
