@@ -5,8 +5,12 @@
 # one ringfuse-perf rank per host over Open MPI's TCP transport. An rsh
 # agent enters the target namespace instead of ssh-ing to a machine.
 #
-#   ci/netsim.sh [--hosts N] [--rate 1gbit] [--delay 100us] [--deadline 1200]
-#                [-- ringfuse-perf args...]
+#   ci/netsim.sh [--hosts N] [--rate 1gbit] [--delay 100us] [--burst 256kb]
+#                [--deadline 1200] [-- ringfuse-perf args...]
+#
+# --burst is the token bucket of the tbf shaper used where the kernel has
+# no netem: after an idle moment that many bytes pass at memory speed
+# before the rate holds (`ringfuse-perf --simulate --link-burst` models it).
 #
 # --deadline bounds the whole mpirun in seconds: Open MPI waits for ever
 # for a daemon that died before reporting, so the script must not.
@@ -17,15 +21,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-HOSTS=4 RATE=1gbit DELAY=100us DEADLINE=1200
+HOSTS=4 RATE=1gbit DELAY=100us BURST=256kb DEADLINE=1200
 while (($#)); do
     case $1 in
         --hosts) HOSTS=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
         --delay) DELAY=$2; shift 2 ;;
+        --burst) BURST=$2; shift 2 ;;
         --deadline) DEADLINE=$2; shift 2 ;;
         --) shift; break ;;
-        -h | --help) sed -n 2,17p "$0"; exit 0 ;;
+        -h | --help) sed -n 2,20p "$0"; exit 0 ;;
         *) echo "netsim: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -83,8 +88,8 @@ for ((i = 0; i <= HOSTS; i++)); do
             ip netns exec "$ns" tc qdisc add dev eth0 root netem delay "$DELAY" rate "$RATE" limit 100000
             tc qdisc add dev "${P}p$i" root netem rate "$RATE" limit 100000
         else
-            ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$RATE" burst 256kb latency 100ms
-            tc qdisc add dev "${P}p$i" root tbf rate "$RATE" burst 256kb latency 100ms
+            ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$RATE" burst "$BURST" latency 100ms
+            tc qdisc add dev "${P}p$i" root tbf rate "$RATE" burst "$BURST" latency 100ms
         fi
     fi
 done

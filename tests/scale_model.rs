@@ -8,9 +8,11 @@ fn cluster(ranks: usize, per_host: usize, latency_s: f64) -> Cluster {
     Cluster {
         ranks,
         ranks_per_host: per_host,
-        intra: Link { latency_s: 1e-6, bytes_per_s: 20e9 },
-        inter: Link { latency_s, bytes_per_s: 12.5e9 },
+        intra: Link { latency_s: 1e-6, bytes_per_s: 20e9, burst_bytes: 0.0 },
+        inter: Link { latency_s, bytes_per_s: 12.5e9, burst_bytes: 0.0 },
         reduce_bytes_per_s: 1e15, // kernels free: only the links count
+        overhead_s: 0.0,
+        cpus: 0,
     }
 }
 
@@ -59,4 +61,46 @@ fn small_buffers_favour_the_tree_and_large_ones_the_ring() {
     let big = 1 << 26;
     assert!(t(Algorithm::Ring, big) < t(Algorithm::Tree, big));
     assert!(t(Algorithm::Ring, big) < 0.5 * t(Algorithm::RecursiveDoubling, big));
+}
+
+/// A shaped link's token bucket, on a 2-rank ring (each rank sends two
+/// blocks of 4000 B a latency apart) with a bucket of 6000 B, 100 us of
+/// latency and 10 MB/s, so the bucket refills 1000 B per latency.
+#[test]
+fn a_token_bucket_lets_a_burst_through_and_refills_at_the_rate() {
+    let (latency, rate) = (100e-6, 1e7);
+    let mut c = cluster(2, 1, latency);
+    let ring = |c: &Cluster| predict(c, &plan(Algorithm::Ring, 2000)).unwrap().time_s;
+    c.inter = Link { latency_s: latency, bytes_per_s: rate, burst_bytes: 1e9 };
+    assert!((ring(&c) - 2.0 * latency).abs() < 1e-9, "a bucket larger than every call: latency only");
+    c.inter.burst_bytes = 0.0;
+    let want = 2.0 * (latency + 4000.0 / rate);
+    assert!((ring(&c) - want).abs() / want < 0.01, "no bucket: {} vs {want}", ring(&c));
+    // First call: block 1 from the full bucket (2000 B left), block 2 at
+    // t=100 us with 3000 B, done at 200 us, arrives at 300 us. A barrier
+    // (one latency) later, the second call starts at 400 us with 2000 B:
+    // block 1 done at 600, arrives 700; block 2 finds 1000 B, done at
+    // 1000, arrives 1100 us: 700 us after its start.
+    c.inter.burst_bytes = 6000.0;
+    assert!((ring(&c) - 700e-6).abs() < 7e-6, "{} vs 700 us", ring(&c));
+}
+
+/// CPU time per message: with a core per rank, recursive doubling pays
+/// it twice per round (its send and its receive); on one shared core,
+/// every rank's messages queue for it.
+#[test]
+fn message_overhead_queues_for_shared_cores() {
+    let (latency, o) = (10e-6, 5e-6);
+    let mut c = cluster(8, 1, latency);
+    c.overhead_s = o;
+    let doubling = |c: &Cluster| predict(c, &plan(Algorithm::RecursiveDoubling, 2)).unwrap();
+    let own = doubling(&c);
+    let want = 3.0 * (latency + 2.0 * o);
+    assert!((own.time_s - want).abs() / want < 0.01, "{} vs {want}", own.time_s);
+    c.cpus = 1;
+    let shared = doubling(&c).time_s;
+    // 8 ranks x 3 rounds x (a send and a receive), one after another.
+    assert!(shared >= 48.0 * o, "{shared}");
+    c.cpus = 8;
+    assert!((doubling(&c).time_s - own.time_s).abs() < 1e-9, "8 cores for 8 ranks is a core each");
 }

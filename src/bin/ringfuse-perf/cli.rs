@@ -71,6 +71,11 @@ pub struct Args {
     /// (`ringfuse::sim`) for every --ranks; no mpirun needed.
     #[arg(long)]
     pub simulate: bool,
+    /// With --simulate: predict every row of this measured `--json` file
+    /// (its rank count, sizes, codecs and algorithms) and print measured
+    /// against predicted.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
     /// With --simulate: rank counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "8,64,512,4096")]
     pub ranks: Vec<usize>,
@@ -83,6 +88,19 @@ pub struct Args {
     /// With --simulate: network rate per host (bit/s: 100mbit, 1gbit, 25gbit).
     #[arg(long, default_value = "1gbit", value_parser = parse_rate)]
     pub link_rate: f64,
+    /// With --simulate: token bucket of each host's network port, bytes
+    /// (0: none). `ci/netsim.sh` shapes its links with `tbf burst 256kb`.
+    #[arg(long, default_value = "0", value_parser = parse_bytes)]
+    pub link_burst: u64,
+    /// With --simulate: CPU time a message costs its sender and again its
+    /// receiver (LogP's o).
+    #[arg(long, default_value = "0s", value_parser = parse_seconds)]
+    pub overhead: f64,
+    /// With --simulate: cores all ranks share for that CPU time and the
+    /// kernels (0: a core per rank). `ci/netsim.sh`'s hosts share this
+    /// machine's cores.
+    #[arg(long, default_value_t = 0)]
+    pub cpus: usize,
     /// With --simulate: shared-memory latency per message.
     #[arg(long, default_value = "2us", value_parser = parse_seconds)]
     pub shm_latency: f64,

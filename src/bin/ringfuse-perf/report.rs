@@ -147,16 +147,7 @@ fn draw(
 /// `--simulate`'s tables: the measured table's columns, one table per
 /// rank count (error and MPI columns empty: nothing ran).
 pub fn sim_table(args: &crate::cli::Args, rows: &[Row]) {
-    println!(
-        "# scale model: {} ranks per host; network {:.0} us + {:.3} GB/s per host; \
-         shared memory {:.1} us + {:.1} GB/s per rank; kernel {:.1} GB/s",
-        args.ranks_per_host,
-        args.link_latency * 1e6,
-        args.link_rate / 1e9,
-        args.shm_latency * 1e6,
-        args.shm_rate / 1e9,
-        args.reduce_rate as f64 / 1e9
-    );
+    model_line(args);
     for &n in &args.ranks {
         let mine: Vec<&Row> = rows.iter().filter(|r| r.ranks == Some(n)).collect();
         if let Some(first) = mine.first() {
@@ -164,6 +155,26 @@ pub fn sim_table(args: &crate::cli::Args, rows: &[Row]) {
             mine.into_iter().for_each(row);
         }
     }
+}
+
+/// The scale model's constants, as a comment line.
+pub fn model_line(args: &crate::cli::Args) {
+    let cpus = match args.cpus {
+        0 => "a core per rank".to_string(),
+        c => format!("{c} cores shared by all ranks"),
+    };
+    println!(
+        "# scale model: {} ranks per host; network {:.0} us + {:.3} GB/s per host, burst {} B; \
+         shared memory {:.1} us + {:.1} GB/s per rank; kernel {:.1} GB/s; {:.1} us CPU per message end, {cpus}",
+        args.ranks_per_host,
+        args.link_latency * 1e6,
+        args.link_rate / 1e9,
+        args.link_burst,
+        args.shm_latency * 1e6,
+        args.shm_rate / 1e9,
+        args.reduce_rate as f64 / 1e9,
+        args.overhead * 1e6,
+    );
 }
 
 fn human(b: f64) -> String {

@@ -13,14 +13,16 @@ use crate::measure::Row;
 const MAX_SLICES: usize = 64;
 
 /// One rank count, size and codec: a row per `--algo`.
-fn point(args: &Args, n: usize, bytes: usize, codec: Codec) -> Result<Vec<Row>, String> {
+pub fn point(args: &Args, n: usize, bytes: usize, codec: Codec) -> Result<Vec<Row>, String> {
     let dtype = args.dtype.dtype();
     let cluster = Cluster {
         ranks: n,
         ranks_per_host: args.ranks_per_host,
-        intra: Link { latency_s: args.shm_latency, bytes_per_s: args.shm_rate },
-        inter: Link { latency_s: args.link_latency, bytes_per_s: args.link_rate },
+        intra: Link { latency_s: args.shm_latency, bytes_per_s: args.shm_rate, burst_bytes: 0.0 },
+        inter: Link { latency_s: args.link_latency, bytes_per_s: args.link_rate, burst_bytes: args.link_burst as f64 },
         reduce_bytes_per_s: args.reduce_rate as f64,
+        overhead_s: args.overhead,
+        cpus: args.cpus,
     };
     let count = bytes / dtype.size();
     let opts = AllreduceOpts { codec, ..AllreduceOpts::default() };
