@@ -7,6 +7,7 @@
 //! ```
 
 mod cli;
+mod compare;
 mod inputs;
 mod measure;
 mod report;
@@ -153,6 +154,15 @@ fn main() -> ExitCode {
 
 /// `--simulate`: predictions, no MPI.
 fn simulate_main(args: &Args, sizes: &[usize]) -> ExitCode {
+    if let Some(measured) = &args.compare {
+        return match compare::compare(args, measured) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringfuse-perf --simulate --compare: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rows = match simulate::rows(args, sizes) {
         Ok(r) => r,
         Err(e) => {
