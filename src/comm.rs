@@ -104,6 +104,9 @@ impl Algorithm {
     }
 }
 
+/// Message payload when neither the call nor the carrier says otherwise.
+pub const DEFAULT_SLICE_BYTES: usize = 256 << 10;
+
 /// Per-call options. `AllreduceOpts::default()` is what the plain methods
 /// use; every field can be set with a builder method.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,7 +114,9 @@ pub struct AllreduceOpts {
     /// Wire format (default [`Codec::Native`]).
     pub codec: Codec,
     /// Payload bytes of one message on the wire (the pipelining unit).
-    /// Default 256 KiB.
+    /// Default 0: the carrier's size ([`Communicator::message_bytes`]),
+    /// [`DEFAULT_SLICE_BYTES`] except over MPI between hosts
+    /// ([`crate::mpi::ACROSS_HOSTS_SLICE_BYTES`]).
     pub slice_bytes: usize,
     /// Messages in flight each way per rank (default 4). Extra memory per
     /// rank is about `(2 * slots + 2) * slice_bytes`, whatever the buffer.
@@ -158,7 +163,7 @@ impl Default for AllreduceOpts {
         };
         AllreduceOpts {
             codec: Codec::Native,
-            slice_bytes: 256 << 10,
+            slice_bytes: 0,
             slots: 4,
             timeout,
             algorithm,
@@ -197,8 +202,16 @@ impl AllreduceOpts {
     /// kernels then run on full vectors except at a block's end) and, for
     /// block-scaled codecs, of the scale block (so every scale but a
     /// slice's last covers a full block).
+    /// A `slice_bytes` of 0 counts as [`DEFAULT_SLICE_BYTES`] here; a
+    /// communicator puts its carrier's size in its place.
     pub fn slice_elems(&self, dtype: DType) -> usize {
-        let mut slice = ((self.slice_bytes / self.codec.code_bytes(dtype)) & !31).max(32);
+        self.slice_elems_or(dtype, DEFAULT_SLICE_BYTES)
+    }
+
+    /// [`Self::slice_elems`] with `carrier` bytes where `slice_bytes` is 0.
+    pub(crate) fn slice_elems_or(&self, dtype: DType, carrier: usize) -> usize {
+        let bytes = if self.slice_bytes == 0 { carrier } else { self.slice_bytes };
+        let mut slice = ((bytes / self.codec.code_bytes(dtype)) & !31).max(32);
         if self.codec.is_block_scaled() && slice >= self.scale_block {
             slice -= slice % self.scale_block;
         }
@@ -277,6 +290,8 @@ pub struct Communicator {
     /// Ranks per host (consecutive ranks share one); 0 if not known.
     ranks_per_host: usize,
     carrier: &'static str,
+    /// The carrier's message size, for calls with `slice_bytes` 0.
+    message_bytes: usize,
 }
 
 impl Communicator {
@@ -327,6 +342,7 @@ impl Communicator {
             aborted: AtomicBool::new(false),
             flight,
             carrier: t.name(),
+            message_bytes: t.message_bytes(),
             state: Mutex::new(State { transport: t, poisoned: None, scratch: Scratch::default() }),
             tuning: None,
             ranks_per_host: 0,
@@ -338,6 +354,16 @@ impl Communicator {
     /// (in-process ranks). See `RINGFUSE_TRANSPORT` in [`crate::mpi`].
     pub fn carrier(&self) -> &'static str {
         self.carrier
+    }
+
+    /// Payload bytes per message of a call with `opts`: its `slice_bytes`,
+    /// or the carrier's size when that is 0.
+    pub fn message_bytes(&self, opts: &AllreduceOpts) -> usize {
+        if opts.slice_bytes == 0 {
+            self.message_bytes
+        } else {
+            opts.slice_bytes
+        }
     }
 
     /// Ranks per host (consecutive ranks share a host), as detected for an
@@ -363,7 +389,8 @@ impl Communicator {
 
     /// Where an allreduce with `opts` on `dtype` runs.
     fn shape(&self, opts: &AllreduceOpts, dtype: DType) -> Shape {
-        Shape { size: self.size, per_host: self.ranks_per_host, slice: opts.slice_elems(dtype), slots: opts.slots }
+        let slice = opts.slice_elems_or(dtype, self.message_bytes);
+        Shape { size: self.size, per_host: self.ranks_per_host, slice, slots: opts.slots }
     }
 
     /// `Algorithm::Auto`'s cost model, if measured or loaded.
@@ -712,12 +739,12 @@ impl Communicator {
                 ),
             });
         }
-        if opts.slots == 0 || opts.slice_bytes < 64 {
+        if opts.slots == 0 || (1..64).contains(&opts.slice_bytes) {
             return Err(Error::Unsupported {
                 rank: self.rank,
                 op: desc0,
                 detail: format!(
-                    "slots must be >= 1 and slice_bytes >= 64 (got {} and {})",
+                    "slots must be >= 1 and slice_bytes 0 (the carrier's) or >= 64 (got {} and {})",
                     opts.slots, opts.slice_bytes
                 ),
             });
@@ -745,7 +772,7 @@ impl Communicator {
             // Nothing travels, so no wire rounding applies; Avg divides by 1.
             return Ok(());
         }
-        let slice = opts.slice_elems(T::DTYPE);
+        let slice = opts.slice_elems_or(T::DTYPE, self.message_bytes);
         let reduce = op.unwrap_or(ReduceOp::Sum);
         let avg = (reduce == ReduceOp::Avg).then_some(self.size);
         let State { transport, scratch, .. } = &mut *st;
@@ -847,5 +874,37 @@ mod tests {
         };
         assert!(run(false).iter().all(|r| matches!(r, Ok(x) if *x == 2.0)));
         assert!(run(true).iter().all(|r| matches!(r, Err(Error::Timeout { .. }))), "step-major walk should deadlock");
+    }
+
+    /// A call that leaves `slice_bytes` at 0 slices by its carrier's
+    /// message size; one that sets it, by its own.
+    #[test]
+    fn the_carrier_sizes_messages_unless_the_call_does() {
+        use crate::transport::local::{LocalTransport, LocalWorld};
+        let world = LocalWorld::new(2);
+        let sends: Vec<(u32, u32, usize)> = std::thread::scope(|s| {
+            let ranks: Vec<_> = (0..2)
+                .map(|rank| {
+                    let world = world.clone();
+                    s.spawn(move || {
+                        let t = LocalTransport::new(world, rank).with_message_bytes(4096);
+                        let comm = Communicator::from_transport(Box::new(t));
+                        let ring = AllreduceOpts::default().algorithm(Algorithm::Ring);
+                        // 256 KiB: a block of 128 KiB per rank and step.
+                        let mut v = vec![1f32; 1 << 16];
+                        comm.allreduce_with(&mut v, ReduceOp::Sum, &ring).unwrap();
+                        assert!(v.iter().all(|&x| x == 2.0));
+                        comm.allreduce_with(&mut v, ReduceOp::Sum, &ring.clone().slice_bytes(64 << 10)).unwrap();
+                        assert!(v.iter().all(|&x| x == 4.0));
+                        let ops = comm.flight_record().ops;
+                        (ops[0].msgs_sent, ops[1].msgs_sent, comm.message_bytes(&ring))
+                    })
+                })
+                .collect();
+            ranks.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // Two steps (reduce-scatter, allgather) of a 128 KiB block: 32
+        // messages each at 4 KiB, 2 at 64 KiB.
+        assert_eq!(sends, vec![(64, 4, 4096); 2]);
     }
 }

@@ -78,7 +78,7 @@ pub mod verify;
 pub mod wire;
 
 pub use codec::Codec;
-pub use comm::{Algorithm, AllreduceOpts, Communicator};
+pub use comm::{Algorithm, AllreduceOpts, Communicator, DEFAULT_SLICE_BYTES};
 pub use element::{DType, Element, ReduceOp};
 pub use error::{BufferState, Error, Result};
 pub use gradsync::{GradSync, GradSyncOpts, StepReport};

@@ -102,6 +102,9 @@ impl Transport for FaultyTransport {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
+    fn message_bytes(&self) -> usize {
+        self.inner.message_bytes()
+    }
     fn rank(&self) -> usize {
         self.inner.rank()
     }

@@ -85,13 +85,29 @@ pub struct LocalTransport {
     // Message buffers (count, bytes) this rank has put in the world's
     // spare pool.
     lent: (usize, usize),
+    message_bytes: usize,
 }
 
 impl LocalTransport {
     /// Rank `rank` of `world`.
     pub fn new(world: Arc<LocalWorld>, rank: usize) -> Self {
         let n = world.boxes.len();
-        LocalTransport { world, rank, pool: SlotPool::default(), posted: Vec::new(), sent_to: vec![0; n], lent: (0, 0) }
+        LocalTransport {
+            world,
+            rank,
+            pool: SlotPool::default(),
+            posted: Vec::new(),
+            sent_to: vec![0; n],
+            lent: (0, 0),
+            message_bytes: crate::comm::DEFAULT_SLICE_BYTES,
+        }
+    }
+
+    /// The same, reporting `bytes` as its message size, as a carrier that
+    /// moves such messages best would ([`Transport::message_bytes`]).
+    pub fn with_message_bytes(mut self, bytes: usize) -> Self {
+        self.message_bytes = bytes;
+        self
     }
 }
 
@@ -133,6 +149,9 @@ impl LocalTransport {
 impl Transport for LocalTransport {
     fn name(&self) -> &'static str {
         "threads"
+    }
+    fn message_bytes(&self) -> usize {
+        self.message_bytes
     }
 
     fn rank(&self) -> usize {

@@ -65,6 +65,11 @@ impl Deadline {
 pub trait Transport: Send {
     /// What carries the bytes: `mpi`, `shm`, `threads`.
     fn name(&self) -> &'static str;
+    /// Payload bytes per message this carrier moves best; calls that leave
+    /// [`crate::AllreduceOpts::slice_bytes`] at 0 slice by it.
+    fn message_bytes(&self) -> usize {
+        crate::comm::DEFAULT_SLICE_BYTES
+    }
     /// This rank.
     fn rank(&self) -> usize;
     /// Number of ranks.

@@ -23,6 +23,7 @@ pub struct MpiTransport {
     comm: Option<SendComm>,
     rank: usize,
     size: usize,
+    message_bytes: usize,
     // Declared last so it drops last: keeps MPI initialised while `comm`
     // is freed.
     _keep_mpi: Option<Arc<dyn Any + Send + Sync>>,
@@ -35,7 +36,21 @@ impl MpiTransport {
         let comm = comm.duplicate();
         super::mpi_ffi::errors_return(comm.as_raw());
         let (rank, size) = (comm.rank() as usize, comm.size() as usize);
-        MpiTransport { inflight: InFlight::default(), comm: Some(SendComm(comm)), rank, size, _keep_mpi: keep }
+        MpiTransport {
+            inflight: InFlight::default(),
+            comm: Some(SendComm(comm)),
+            rank,
+            size,
+            message_bytes: crate::comm::DEFAULT_SLICE_BYTES,
+            _keep_mpi: keep,
+        }
+    }
+
+    /// The same, slicing by `bytes` where a call does not say (see
+    /// [`Transport::message_bytes`]).
+    pub fn with_message_bytes(mut self, bytes: usize) -> Self {
+        self.message_bytes = bytes;
+        self
     }
 
     fn raw(&self) -> ::mpi::ffi::MPI_Comm {
@@ -46,6 +61,9 @@ impl MpiTransport {
 impl Transport for MpiTransport {
     fn name(&self) -> &'static str {
         "mpi"
+    }
+    fn message_bytes(&self) -> usize {
+        self.message_bytes
     }
 
     fn rank(&self) -> usize {
