@@ -57,6 +57,10 @@ pub fn compare(args: &Args, path: &Path) -> Result<(), String> {
     let n = doc["ranks"].as_u64().ok_or(format!("{}: no \"ranks\" number", path.display()))? as usize;
     let dtype = args.dtype.dtype();
     let rows = measured_rows(&doc, dtype.name()).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The run's message size (files from before it was recorded: the
+    // default of their day, 256 KiB), unless --slice-bytes overrides it.
+    let slice = args.slice_bytes.or(doc["slice_bytes"].as_u64()).unwrap_or(256 << 10);
+    let args = &Args { slice_bytes: Some(slice), ..args.clone() };
     let predicted: Vec<Result<f64, String>> = rows
         .par_iter()
         .map(|m| {
@@ -66,7 +70,7 @@ pub fn compare(args: &Args, path: &Path) -> Result<(), String> {
         })
         .collect();
     crate::report::model_line(args);
-    println!("# {n} ranks, measured: {}", path.display());
+    println!("# {n} ranks, {slice} B messages, measured: {}", path.display());
     println!("#       bytes      codec     algo  measured_us predicted_us  ratio");
     let mut agree = 0;
     for (m, p) in rows.iter().zip(predicted) {

@@ -79,11 +79,18 @@ fn main() -> ExitCode {
     };
     let comm = mpi.world();
     let world = mpi.universe().world();
+    let asked = args.slice_bytes.map_or(comm.defaults().slice_bytes, |s| s as usize);
+    let slice_bytes = comm.message_bytes(&comm.defaults().clone().slice_bytes(asked));
+    let slots = args.slots.unwrap_or(comm.defaults().slots);
     let lead = comm.rank() == 0;
     let host = mpi::environment::processor_name().unwrap_or_default();
     let dtype = args.dtype.dtype();
     if lead {
         report::header(args.collective.name(), comm.size(), dtype.name(), args.op.name(), &host, comm.carrier());
+        println!(
+            "# messages: {} B of payload each (--slice-bytes), {} in flight each way (--slots)",
+            slice_bytes, slots
+        );
         match comm.tuning() {
             Some(t) => {
                 let lines: Vec<String> = (t.lines.iter())
@@ -131,7 +138,7 @@ fn main() -> ExitCode {
     if lead {
         let n = comm.size();
         if let Some(p) = &args.json {
-            report::json(p, n, &host, comm.carrier(), &rows)
+            report::json(p, n, &host, comm.carrier(), slice_bytes, &rows)
                 .unwrap_or_else(|e| eprintln!("--json {}: {e}", p.display()));
         }
         if let Some(p) = &args.csv {

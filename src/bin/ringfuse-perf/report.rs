@@ -55,8 +55,15 @@ pub fn row(r: &Row) {
     );
 }
 
-pub fn json(path: &Path, ranks: usize, host: &str, carrier: &str, rows: &[Row]) -> std::io::Result<()> {
-    let doc = serde_json::json!({ "ranks": ranks, "host": host, "carrier": carrier, "rows": rows });
+pub fn json(
+    path: &Path,
+    ranks: usize,
+    host: &str,
+    carrier: &str,
+    slice_bytes: usize,
+    rows: &[Row],
+) -> std::io::Result<()> {
+    let doc = serde_json::json!({ "ranks": ranks, "host": host, "carrier": carrier, "slice_bytes": slice_bytes, "rows": rows });
     std::fs::write(path, serde_json::to_string_pretty(&doc)?)
 }
 

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 use ringfuse::schedule::{self, Schedule};
 use ringfuse::sim::{predict, Cluster, Link, Plan, Prediction};
-use ringfuse::{Algorithm, AllreduceOpts, Codec};
+use ringfuse::{Algorithm, AllreduceOpts, Codec, DEFAULT_SLICE_BYTES};
 
 use crate::cli::{Args, CollectiveArg};
 use crate::measure::Row;
@@ -25,7 +25,15 @@ pub fn point(args: &Args, n: usize, bytes: usize, codec: Codec) -> Result<Vec<Ro
         cpus: args.cpus,
     };
     let count = bytes / dtype.size();
-    let opts = AllreduceOpts { codec, ..AllreduceOpts::default() };
+    // The library's slicing on such a cluster: ranks on several hosts
+    // talk over MPI, which slices by its across-hosts size.
+    let carrier = if n > args.ranks_per_host { ringfuse::mpi::ACROSS_HOSTS_SLICE_BYTES } else { DEFAULT_SLICE_BYTES };
+    let opts = AllreduceOpts {
+        codec,
+        slice_bytes: args.slice_bytes.map_or(carrier, |s| s as usize),
+        slots: args.slots.unwrap_or(AllreduceOpts::default().slots),
+        ..AllreduceOpts::default()
+    };
     let wire = codec.wire_bytes(dtype, count.max(1), opts.scale_block) as f64 / count.max(1) as f64;
     let run = |algo: Algorithm| {
         let algo = if algo.supports(dtype, codec) { algo } else { Algorithm::Ring };
