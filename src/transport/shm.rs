@@ -8,17 +8,24 @@
 //! shared-memory path costs a `process_vm_readv` system call per message
 //! (or two copies through a FIFO) and its matching engine.
 //!
-//! Layout of a rank's control file, one block per peer `p`:
-//! `published` (messages this rank has sent to `p`; written here),
-//! `consumed` (how many of them `p` has copied out; written by `p`), each
-//! on its own cache line, then a ring of [`RING`] descriptors
-//! `[data file, offset, length, tag]`. Messages to one peer are numbered,
-//! so they match in posting order (MPI's non-overtaking rule).
+//! Layout of a rank's control file, one block per peer `p`: `consumed`
+//! (how many messages to `p` it has copied out; written by `p`) on its own
+//! cache line, then a ring of [`RING`] entries of [`ENTRY`] bytes,
+//! `[stamp, data file, offset, length, tag, inline bytes...]`. The sender
+//! writes the entry, then its stamp (the message's number + 1, release);
+//! the receiver polls the stamp of the entry it expects, so seeing a
+//! message and reading where it lies is one cache line. Messages to one
+//! peer are numbered, so they match in posting order (MPI's
+//! non-overtaking rule).
 //!
-//! A send completes when its receiver has copied it (as MPI's synchronous
-//! send): the executor's schedules are built to run under rendezvous, so
-//! this cannot deadlock them. Every wait spins against its deadline and
-//! the abort flag; a peer that died leaves its peers to time out.
+//! A message of at most [`INLINE`] bytes travels inside its entry (as Open
+//! MPI's shared-memory "fast boxes" do): the receiver's poll brings the
+//! bytes along, and the send completes at once. A larger one stays in the
+//! sender's slot, and its send completes when the receiver has copied it
+//! (as MPI's synchronous send): the executor's schedules are built to run
+//! under rendezvous, so this cannot deadlock them. Every wait spins
+//! against its deadline and the abort flag; a peer that died leaves its
+//! peers to time out.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,25 +36,41 @@ use super::{Deadline, SlotId, Transport, WaitError};
 
 /// Descriptors per peer: messages to one peer in flight at most.
 pub const RING: usize = 256;
-const DESC_WORDS: usize = 4;
-const HEAD: usize = 128; // published at 0, consumed at 64: two cache lines
-const BLOCK: usize = HEAD + RING * DESC_WORDS * 8;
+/// Bytes of one ring entry: five cache lines.
+pub const ENTRY: usize = 320;
+const FIELDS: usize = 5; // stamp, data file, offset, length, tag
+/// Messages up to this many bytes travel inside their entry: a 16-byte
+/// header and 264 bytes of payload, which covers the small calls (up to
+/// 256 B) where a second cache line per message showed against
+/// `MPI_Allreduce`.
+pub const INLINE: usize = ENTRY - FIELDS * 8;
+const HEAD: usize = 64; // consumed, alone on its cache line
+const BLOCK: usize = HEAD + RING * ENTRY;
+/// The offset field of an inline message.
+const IN_ENTRY: u64 = u64::MAX;
 
-fn published(peer: usize) -> usize {
+fn consumed(peer: usize) -> usize {
     peer * BLOCK
 }
-fn consumed(peer: usize) -> usize {
-    peer * BLOCK + 64
-}
-fn desc(peer: usize, seq: u64) -> usize {
-    peer * BLOCK + HEAD + (seq as usize % RING) * DESC_WORDS * 8
+fn entry(peer: usize, seq: u64) -> usize {
+    peer * BLOCK + HEAD + (seq as usize % RING) * ENTRY
 }
 
 /// A posted operation on one slot.
 #[derive(Clone, Copy)]
 enum Posted {
-    Send { peer: usize, seq: u64, len: usize },
-    Recv { peer: usize, seq: u64, tag: u32 },
+    /// `inline`: the bytes went with the entry, nothing to wait for.
+    Send {
+        peer: usize,
+        seq: u64,
+        len: usize,
+        inline: bool,
+    },
+    Recv {
+        peer: usize,
+        seq: u64,
+        tag: u32,
+    },
 }
 
 /// One rank's shared-memory carrier.
@@ -69,6 +92,10 @@ pub struct ShmTransport {
     next_recv: Vec<u64>,
     // Per sender: messages copied out in order, and any copied ahead.
     acked: Vec<u64>,
+    // Per receiver: how many of this rank's messages it had copied out
+    // when last read (a peer's line: read again only when the ring looks
+    // full).
+    their_acks: Vec<u64>,
     ahead: Vec<Vec<u64>>,
     broken: Option<String>,
     _keep: Option<Arc<dyn Any + Send + Sync>>,
@@ -123,6 +150,7 @@ impl ShmTransport {
             next_send: vec![0; size],
             next_recv: vec![0; size],
             acked: vec![0; size],
+            their_acks: vec![0; size],
             ahead: vec![Vec::new(); size],
             broken: None,
             _keep: keep,
@@ -157,9 +185,10 @@ impl ShmTransport {
 
     /// Copies message `seq` from `peer` into slot `id`; returns its length.
     fn take(&mut self, id: SlotId, peer: usize, seq: u64, tag: u32) -> Result<usize, String> {
-        let mut d = [0u64; DESC_WORDS];
-        self.peer_ctl(peer)?.read_words(desc(self.rank, seq), &mut d).map_err(|e| e.to_string())?;
-        let (fd, off, len, their_tag) = (d[0] as i32, d[1] as usize, d[2] as usize, d[3] as u32);
+        let mut d = [0u64; FIELDS - 1];
+        let at = entry(self.rank, seq);
+        self.peer_ctl(peer)?.read_words(at + 8, &mut d).map_err(|e| e.to_string())?;
+        let (fd, off, len, their_tag) = (d[0] as i32, d[1], d[2] as usize, d[3] as u32);
         if their_tag != tag {
             return Err(format!("message {seq} from peer {peer} has tag {their_tag}, expected {tag}"));
         }
@@ -169,18 +198,27 @@ impl ShmTransport {
                 self.slot_bytes
             ));
         }
-        let at = match self.peer_data.iter().position(|(p, f, _)| (*p, *f) == (peer, fd)) {
-            Some(i) => i,
-            None => {
-                let s = Segment::open_peer(self.pids[peer], fd)
-                    .map_err(|e| format!("cannot map peer {peer}'s slots: {e}"))?;
-                self.peer_data.push((peer, fd, s));
-                self.peer_data.len() - 1
-            }
-        };
         let (mine_off, _) = self.slot_range(id);
-        let dst = self.data.last_mut().ok_or("no slots reserved")?.own_mut(mine_off, len);
-        self.peer_data[at].2.copy_out(off, dst).map_err(|e| e.to_string())?;
+        if off == IN_ENTRY {
+            if len > INLINE {
+                return Err(format!("message {seq} from peer {peer} claims {len} bytes inside its entry"));
+            }
+            let dst = self.data.last_mut().ok_or("no slots reserved")?.own_mut(mine_off, len);
+            let src = self.peer_ctl.get(peer).and_then(|s| s.as_ref()).ok_or_else(|| format!("no peer {peer}"))?;
+            src.copy_out(at + FIELDS * 8, dst).map_err(|e| e.to_string())?;
+        } else {
+            let i = match self.peer_data.iter().position(|(p, f, _)| (*p, *f) == (peer, fd)) {
+                Some(i) => i,
+                None => {
+                    let s = Segment::open_peer(self.pids[peer], fd)
+                        .map_err(|e| format!("cannot map peer {peer}'s slots: {e}"))?;
+                    self.peer_data.push((peer, fd, s));
+                    self.peer_data.len() - 1
+                }
+            };
+            let dst = self.data.last_mut().ok_or("no slots reserved")?.own_mut(mine_off, len);
+            self.peer_data[i].2.copy_out(off as usize, dst).map_err(|e| e.to_string())?;
+        }
         // Acknowledge in order: the sender reuses a descriptor only after
         // every earlier message to this rank was copied out.
         if seq == self.acked[peer] {
@@ -249,16 +287,26 @@ impl Transport for ShmTransport {
             return Err(format!("bad send: slot {id}, {len} bytes, to peer {peer}"));
         }
         let seq = self.next_send[peer];
-        let acked = self.ctl.counter(consumed(peer)).load(Ordering::Acquire);
-        if seq - acked >= RING as u64 {
-            return Err(format!("more than {RING} messages to peer {peer} in flight"));
+        if seq - self.their_acks[peer] >= RING as u64 {
+            self.their_acks[peer] = self.ctl.counter(consumed(peer)).load(Ordering::Acquire);
+            if seq - self.their_acks[peer] >= RING as u64 {
+                return Err(format!("more than {RING} messages to peer {peer} in flight"));
+            }
         }
-        let fd = self.data.last().expect("slots reserved").fd();
-        let off = id * self.slot_bytes;
-        self.ctl.write_words(desc(peer, seq), &[fd as u64, off as u64, len as u64, tag as u64]);
-        self.ctl.counter(published(peer)).store(seq + 1, Ordering::Release);
+        let at = entry(peer, seq);
+        let data = self.data.last_mut().expect("slots reserved");
+        let inline = len <= INLINE;
+        let off = if inline {
+            let bytes = data.own_mut(id * self.slot_bytes, len);
+            self.ctl.own_mut(at + FIELDS * 8, len).copy_from_slice(bytes);
+            IN_ENTRY
+        } else {
+            (id * self.slot_bytes) as u64
+        };
+        self.ctl.write_words(at + 8, &[data.fd() as u64, off, len as u64, tag as u64]);
+        self.ctl.counter(at).store(seq + 1, Ordering::Release);
         self.next_send[peer] = seq + 1;
-        self.posted[id] = Some(Posted::Send { peer, seq, len });
+        self.posted[id] = Some(Posted::Send { peer, seq, len, inline });
         Ok(())
     }
 
@@ -278,13 +326,15 @@ impl Transport for ShmTransport {
     fn wait(&mut self, id: SlotId, deadline: &mut Deadline, abort: &AtomicBool) -> Result<usize, WaitError> {
         match self.posted.get(id).copied().flatten() {
             None => Err(WaitError::Failed(format!("nothing posted on slot {id}"))),
-            Some(Posted::Send { peer, seq, len }) => {
-                Self::await_count(self.ctl.counter(consumed(peer)), seq, deadline, abort)?;
+            Some(Posted::Send { peer, seq, len, inline }) => {
+                if !inline {
+                    Self::await_count(self.ctl.counter(consumed(peer)), seq, deadline, abort)?;
+                }
                 self.posted[id] = None;
                 Ok(len)
             }
             Some(Posted::Recv { peer, seq, tag }) => {
-                let ready = self.peer_ctl(peer).map_err(WaitError::Failed)?.counter(published(self.rank));
+                let ready = self.peer_ctl(peer).map_err(WaitError::Failed)?.counter(entry(self.rank, seq));
                 Self::await_count(ready, seq, deadline, abort)?;
                 let n = self.take(id, peer, seq, tag).map_err(WaitError::Failed)?;
                 self.posted[id] = None;
@@ -295,12 +345,14 @@ impl Transport for ShmTransport {
 
     fn test(&mut self, id: SlotId) -> Result<Option<usize>, WaitError> {
         match self.posted.get(id).copied().flatten() {
-            Some(Posted::Send { peer, seq, len }) if self.ctl.counter(consumed(peer)).load(Ordering::Acquire) > seq => {
+            Some(Posted::Send { peer, seq, len, inline })
+                if inline || self.ctl.counter(consumed(peer)).load(Ordering::Acquire) > seq =>
+            {
                 self.posted[id] = None;
                 Ok(Some(len))
             }
             Some(Posted::Recv { peer, seq, tag }) => {
-                let ready = self.peer_ctl(peer).map_err(WaitError::Failed)?.counter(published(self.rank));
+                let ready = self.peer_ctl(peer).map_err(WaitError::Failed)?.counter(entry(self.rank, seq));
                 if ready.load(Ordering::Acquire) <= seq {
                     return Ok(None);
                 }
