@@ -102,18 +102,28 @@ impl Tuning {
     /// 0.76x the ring's time at 256 KiB, then 1.30x at 2 MiB and 1.50x at
     /// 16 MiB, where `Auto` had picked it).
     pub fn best(&self, dtype: DType, codec: Codec, wire_bytes: usize) -> Algorithm {
+        // Every call of `Auto` asks: one pass over the lines, each read
+        // once (a small call takes well under a microsecond).
         let probed = self.lines.iter().filter_map(|l| l.points.last()).map(|p| p.0).max().unwrap_or(0);
         let in_range = |a: Algorithm| wire_bytes <= 2 * probed || a == Algorithm::Hierarchical;
-        let ring = self.predict(Algorithm::Ring, wire_bytes).unwrap_or(f64::INFINITY);
-        let mut best = (Algorithm::Ring, ring * MARGIN);
-        for a in Algorithm::FIXED.into_iter().filter(|a| *a != Algorithm::Ring && in_range(*a)) {
-            if let (true, Some(t)) = (a.supports(dtype, codec), self.predict(a, wire_bytes)) {
-                if t < best.1 {
-                    best = (a, t);
+        let (mut ring, mut best) = (f64::INFINITY, (Algorithm::Ring, f64::INFINITY));
+        for l in &self.lines {
+            match Algorithm::parse(&l.algo) {
+                Some(Algorithm::Ring) => ring = l.at(wire_bytes),
+                Some(a) if in_range(a) && a.supports(dtype, codec) => {
+                    let t = l.at(wire_bytes);
+                    if t < best.1 {
+                        best = (a, t);
+                    }
                 }
+                _ => {}
             }
         }
-        best.0
+        if best.1 < ring * MARGIN {
+            best.0
+        } else {
+            Algorithm::Ring
+        }
     }
 
     /// Measures every fixed algorithm on `comm` (a collective call: every
