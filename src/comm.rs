@@ -208,10 +208,18 @@ impl AllreduceOpts {
         self.slice_elems_or(dtype, DEFAULT_SLICE_BYTES)
     }
 
+    /// `slice_bytes`, or `carrier` where it is 0.
+    fn slice_bytes_or(&self, carrier: usize) -> usize {
+        if self.slice_bytes == 0 {
+            carrier
+        } else {
+            self.slice_bytes
+        }
+    }
+
     /// [`Self::slice_elems`] with `carrier` bytes where `slice_bytes` is 0.
     pub(crate) fn slice_elems_or(&self, dtype: DType, carrier: usize) -> usize {
-        let bytes = if self.slice_bytes == 0 { carrier } else { self.slice_bytes };
-        let mut slice = ((bytes / self.codec.code_bytes(dtype)) & !31).max(32);
+        let mut slice = ((self.slice_bytes_or(carrier) / self.codec.code_bytes(dtype)) & !31).max(32);
         if self.codec.is_block_scaled() && slice >= self.scale_block {
             slice -= slice % self.scale_block;
         }
@@ -359,11 +367,7 @@ impl Communicator {
     /// Payload bytes per message of a call with `opts`: its `slice_bytes`,
     /// or the carrier's size when that is 0.
     pub fn message_bytes(&self, opts: &AllreduceOpts) -> usize {
-        if opts.slice_bytes == 0 {
-            self.message_bytes
-        } else {
-            opts.slice_bytes
-        }
+        opts.slice_bytes_or(self.message_bytes)
     }
 
     /// Ranks per host (consecutive ranks share a host), as detected for an

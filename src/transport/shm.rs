@@ -56,6 +56,11 @@ fn entry(peer: usize, seq: u64) -> usize {
     peer * BLOCK + HEAD + (seq as usize % RING) * ENTRY
 }
 
+/// Peer `peer`'s control file among `ctl`.
+fn peer_segment(ctl: &[Option<Segment>], peer: usize) -> Result<&Segment, String> {
+    ctl.get(peer).and_then(|s| s.as_ref()).ok_or_else(|| format!("no peer {peer}"))
+}
+
 /// A posted operation on one slot.
 #[derive(Clone, Copy)]
 enum Posted {
@@ -158,7 +163,7 @@ impl ShmTransport {
     }
 
     fn peer_ctl(&self, peer: usize) -> Result<&Segment, String> {
-        self.peer_ctl.get(peer).and_then(|s| s.as_ref()).ok_or_else(|| format!("no peer {peer}"))
+        peer_segment(&self.peer_ctl, peer)
     }
 
     fn slot_range(&self, id: SlotId) -> (usize, usize) {
@@ -204,7 +209,8 @@ impl ShmTransport {
                 return Err(format!("message {seq} from peer {peer} claims {len} bytes inside its entry"));
             }
             let dst = self.data.last_mut().ok_or("no slots reserved")?.own_mut(mine_off, len);
-            let src = self.peer_ctl.get(peer).and_then(|s| s.as_ref()).ok_or_else(|| format!("no peer {peer}"))?;
+            // The field, not `peer_ctl()`: `dst` borrows `self.data`.
+            let src = peer_segment(&self.peer_ctl, peer)?;
             src.copy_out(at + FIELDS * 8, dst).map_err(|e| e.to_string())?;
         } else {
             let i = match self.peer_data.iter().position(|(p, f, _)| (*p, *f) == (peer, fd)) {

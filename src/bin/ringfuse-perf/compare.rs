@@ -59,7 +59,7 @@ pub fn compare(args: &Args, path: &Path) -> Result<(), String> {
     let rows = measured_rows(&doc, dtype.name()).map_err(|e| format!("{}: {e}", path.display()))?;
     // The run's message size (files from before it was recorded: the
     // default of their day, 256 KiB), unless --slice-bytes overrides it.
-    let slice = args.slice_bytes.or(doc["slice_bytes"].as_u64()).unwrap_or(256 << 10);
+    let slice = args.slice_bytes.or(doc["slice_bytes"].as_u64()).unwrap_or(ringfuse::DEFAULT_SLICE_BYTES as u64);
     let args = &Args { slice_bytes: Some(slice), ..args.clone() };
     let predicted: Vec<Result<f64, String>> = rows
         .par_iter()

@@ -79,8 +79,10 @@ fn main() -> ExitCode {
     };
     let comm = mpi.world();
     let world = mpi.universe().world();
-    let asked = args.slice_bytes.map_or(comm.defaults().slice_bytes, |s| s as usize);
-    let slice_bytes = comm.message_bytes(&comm.defaults().clone().slice_bytes(asked));
+    let slice_bytes = match args.slice_bytes {
+        Some(s) if s > 0 => s as usize,
+        _ => comm.message_bytes(comm.defaults()),
+    };
     let slots = args.slots.unwrap_or(comm.defaults().slots);
     let lead = comm.rank() == 0;
     let host = mpi::environment::processor_name().unwrap_or_default();

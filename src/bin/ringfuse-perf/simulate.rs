@@ -28,11 +28,12 @@ pub fn point(args: &Args, n: usize, bytes: usize, codec: Codec) -> Result<Vec<Ro
     // The library's slicing on such a cluster: ranks on several hosts
     // talk over MPI, which slices by its across-hosts size.
     let carrier = if n > args.ranks_per_host { ringfuse::mpi::ACROSS_HOSTS_SLICE_BYTES } else { DEFAULT_SLICE_BYTES };
+    let defaults = AllreduceOpts::default();
     let opts = AllreduceOpts {
         codec,
         slice_bytes: args.slice_bytes.map_or(carrier, |s| s as usize),
-        slots: args.slots.unwrap_or(AllreduceOpts::default().slots),
-        ..AllreduceOpts::default()
+        slots: args.slots.unwrap_or(defaults.slots),
+        ..defaults
     };
     let wire = codec.wire_bytes(dtype, count.max(1), opts.scale_block) as f64 / count.max(1) as f64;
     let run = |algo: Algorithm| {
