@@ -123,6 +123,51 @@ fn fp16_overflow_is_flagged_only_for_finite_values() {
     assert_eq!(out[9].to_f32(), 65504.0);
 }
 
+/// One value at a time, at each side of each wire's overflow threshold and
+/// among infinities and NaN payloads, placed where the vector body (not the
+/// scalar tail) handles it: the overflow flag of every kernel must be the
+/// scalar reference's. The random tests above nearly always hold some
+/// overflowing value, so they would not see a flag that is wrong alone.
+#[test]
+fn overflow_flags_match_scalar_one_value_at_a_time() {
+    const BITS: [u32; 12] = [
+        0x477F_EFFF, // just under 65520: rounds to FP16's max
+        0x477F_F000, // 65520: FP16 infinity
+        0x4780_0000, // 65536
+        0x7F7F_7FFF, // just under BF16's rounding threshold
+        0x7F7F_8000, // rounds to BF16 infinity
+        0x7F7F_FFFF, // f32::MAX
+        0x7F80_0000, // inf
+        0x7F80_0001, // signalling NaN
+        0x7FC0_0000, // quiet NaN
+        0x7FFF_FFFF, // NaN, every payload bit set
+        0x0000_0001, // smallest subnormal
+        0x3F80_0000, // 1.0
+    ];
+    fn check<W: Element + Default>(x: f32) {
+        let mut local = vec![0.5f32; 24];
+        local[5] = x;
+        let small = vec![W::from_f32(0.25); 24];
+        let (mut a, mut b) = (vec![W::default(); 24], vec![W::default(); 24]);
+        assert_eq!(encode(&local, &mut a), scalar::encode(&local, &mut b), "encode {x:e}");
+        for op in OPS {
+            let v = reduce_encode(op, &small, &local, &mut a);
+            assert_eq!(v, scalar::reduce_encode(op, &small, &local, &mut b), "reduce_encode {op:?} {x:e}");
+            let (mut la, mut lb) = (local.clone(), local.clone());
+            let v = reduce_store_encode(op, Some(1), &small, &mut la, &mut a);
+            let s = scalar::reduce_store_encode(op, Some(1), &small, &mut lb, &mut b);
+            assert_eq!(v, s, "reduce_store_encode {op:?} {x:e}");
+        }
+    }
+    for b in BITS {
+        for x in [f32::from_bits(b), -f32::from_bits(b)] {
+            check::<f16>(x);
+            check::<bf16>(x);
+            check::<f32>(x);
+        }
+    }
+}
+
 #[test]
 fn rounding_is_nearest_even() {
     // 1 + 2^-11 is halfway between two f16 values; ties go to the even one.

@@ -97,51 +97,75 @@ unsafe fn load(k: WireKind, p: *const u8, i: usize) -> __m256 {
 }
 
 /// BF16 bits of each lane (in the low 16 of 32), rounded to nearest even
-/// with NaN quieted as `half::bf16::from_f32` does; also the rounded bits
-/// before the NaN fix-up, which the overflow test reads.
+/// with NaN quieted as `half::bf16::from_f32` does.
 #[inline(always)]
-unsafe fn bf16_bits(v: __m256) -> (__m256i, __m256i) {
+unsafe fn bf16_bits(v: __m256) -> __m256i {
     let u = _mm256_castps_si256(v);
     let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
     let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb));
     let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(0x0040));
     let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-    (_mm256_blendv_epi8(rounded, quiet, nan), rounded)
+    _mm256_blendv_epi8(rounded, quiet, nan)
 }
 
-/// Stores `v` and returns a mask whose sign bits mark lanes where a finite
-/// value became infinite on the wire.
+/// Stores `v` to the wire at `p[i..]`.
 #[inline(always)]
-unsafe fn store(k: WireKind, p: *mut u8, i: usize, v: __m256) -> __m256 {
+unsafe fn store(k: WireKind, p: *mut u8, i: usize, v: __m256) {
     match k {
-        WireKind::F32 => {
-            _mm256_storeu_ps((p as *mut f32).add(i), v);
-            _mm256_setzero_ps()
-        }
+        WireKind::F32 => _mm256_storeu_ps((p as *mut f32).add(i), v),
         WireKind::F16 => {
             let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
             _mm_storeu_si128((p as *mut u16).add(i) as *mut __m128i, h);
-            // |v| >= 65520 rounds to inf; |v| < inf excludes real infinities
-            // and NaN (ordered compares are false for NaN).
-            let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
-            _mm256_and_ps(
-                _mm256_cmp_ps::<_CMP_GE_OQ>(a, _mm256_set1_ps(65520.0)),
-                _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_set1_ps(f32::INFINITY)),
-            )
         }
         WireKind::Bf16 => {
-            let (r, rounded) = bf16_bits(v);
+            let r = bf16_bits(v);
             // packus works per 128-bit half; permute puts the 8 halves in order.
             let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(r, r));
             _mm_storeu_si128((p as *mut u16).add(i) as *mut __m128i, _mm256_castsi256_si128(packed));
-            // bf16 has f32's range: only values within half an ulp of
-            // f32::MAX round to inf.
-            let over =
-                _mm256_cmpeq_epi32(_mm256_and_si256(rounded, _mm256_set1_epi32(0x7fff)), _mm256_set1_epi32(0x7f80));
-            let fin =
-                _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(_mm256_set1_ps(-0.0), v), _mm256_set1_ps(f32::INFINITY));
-            _mm256_and_ps(_mm256_castsi256_ps(over), fin)
         }
+    }
+}
+
+/// The running test for a finite value that became infinite on the wire,
+/// at two vector ops per lane. A lane's key is its bits shifted left by one
+/// (dropping the sign) plus 2^24: that wraps infinities and NaN (exponent
+/// all ones) below every finite key and keeps finite magnitudes in order,
+/// so a finite value overflows exactly when its key reaches the wire's
+/// threshold, and a loop needs only the unsigned max of its keys. The
+/// plain test (abs, two compares, and) cost the fp16 kernel half its speed
+/// in cache.
+#[derive(Clone, Copy)]
+struct Overflow(__m256i);
+
+impl Overflow {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        Self(_mm256_setzero_si256())
+    }
+
+    #[inline(always)]
+    unsafe fn see(self, k: WireKind, v: __m256) -> Self {
+        if k == WireKind::F32 {
+            return self;
+        }
+        let key = _mm256_add_epi32(_mm256_slli_epi32::<1>(_mm256_castps_si256(v)), _mm256_set1_epi32(1 << 24));
+        Self(_mm256_max_epu32(self.0, key))
+    }
+
+    /// Whether any lane seen overflowed the wire `k`.
+    #[inline(always)]
+    unsafe fn any(self, k: WireKind) -> bool {
+        // The key of the smallest magnitude that rounds to infinity:
+        // 65520 = 0x477F_F000 for FP16 (half-way to 2^16, which rounds to
+        // even, up), 0x7F7F_8000 for BF16 (half an ulp above bf16's max).
+        // No finite f32 overflows f32.
+        let threshold = match k {
+            WireKind::F32 => return false,
+            WireKind::F16 => 0x8FFF_E000u32,
+            WireKind::Bf16 => 0xFFFF_0000u32,
+        };
+        let t = _mm256_set1_epi32(threshold as i32);
+        _mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_max_epu32(self.0, t), self.0)) != 0
     }
 }
 
@@ -152,19 +176,19 @@ unsafe fn round_trip(k: WireKind, v: __m256) -> __m256 {
     match k {
         WireKind::F32 => v,
         WireKind::F16 => _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)),
-        WireKind::Bf16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(bf16_bits(v).0)),
+        WireKind::Bf16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(bf16_bits(v))),
     }
 }
 
 /// A final value: divided by `div` for Avg, stored to the wire at
 /// `out[i..]` and, decoded, to `local[i..]` (every rank keeps exactly what
-/// the others decode). Returns the overflow mask of `store`.
+/// the others decode). Returns the value stored, for the overflow test.
 #[inline(always)]
 unsafe fn finish(k: WireKind, avg: bool, div: __m256, v: __m256, out: *mut u8, local: *mut f32, i: usize) -> __m256 {
     let v = if avg { _mm256_div_ps(v, div) } else { v };
-    let over = store(k, out, i, v);
+    store(k, out, i, v);
     _mm256_storeu_ps(local.add(i), load(k, out, i));
-    over
+    v
 }
 
 #[inline(always)]
@@ -182,22 +206,19 @@ unsafe fn combine(op: ReduceOp, a: __m256, b: __m256) -> __m256 {
     }
 }
 
-#[inline(always)]
-unsafe fn any(mask: __m256) -> bool {
-    _mm256_movemask_ps(mask) != 0
-}
-
 /// `out[..n] = wire(src[..n])`.
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn encode(k: WireKind, src: *const f32, out: *mut u8, n: usize) -> bool {
     per_kind!(k, |k| {
-        let mut over = _mm256_setzero_ps();
+        let mut over = Overflow::new();
         let mut i = 0;
         while i + 8 <= n {
-            over = _mm256_or_ps(over, store(k, out, i, _mm256_loadu_ps(src.add(i))));
+            let v = _mm256_loadu_ps(src.add(i));
+            store(k, out, i, v);
+            over = over.see(k, v);
             i += 8;
         }
-        any(over)
+        over.any(k)
     })
 }
 
@@ -212,22 +233,24 @@ pub unsafe fn reduce_encode(
     n: usize,
 ) -> bool {
     per_kind_op!(k, op, |k, op| {
-        let mut over = _mm256_setzero_ps();
+        let mut over = Overflow::new();
         let mut i = 0;
         // Two vectors per iteration keep two independent load chains in flight.
         while i + 16 <= n {
             let a0 = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
             let a1 = combine(op, load(k, recv, i + 8), _mm256_loadu_ps(local.add(i + 8)));
-            over = _mm256_or_ps(over, store(k, out, i, a0));
-            over = _mm256_or_ps(over, store(k, out, i + 8, a1));
+            store(k, out, i, a0);
+            store(k, out, i + 8, a1);
+            over = over.see(k, a0).see(k, a1);
             i += 16;
         }
         while i + 8 <= n {
             let a = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
-            over = _mm256_or_ps(over, store(k, out, i, a));
+            store(k, out, i, a);
+            over = over.see(k, a);
             i += 8;
         }
-        any(over)
+        over.any(k)
     })
 }
 
@@ -243,15 +266,15 @@ pub unsafe fn reduce_store_encode(
     n: usize,
 ) -> bool {
     per_kind_op!(k, op, |k, op| {
-        let mut over = _mm256_setzero_ps();
+        let mut over = Overflow::new();
         let div = _mm256_set1_ps(avg_ranks.unwrap_or(1) as f32);
         let mut i = 0;
         while i + 8 <= n {
             let a = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
-            over = _mm256_or_ps(over, finish(k, avg_ranks.is_some(), div, a, out, local, i));
+            over = over.see(k, finish(k, avg_ranks.is_some(), div, a, out, local, i));
             i += 8;
         }
-        any(over)
+        over.any(k)
     })
 }
 
@@ -272,7 +295,7 @@ pub unsafe fn exchange(
     n: usize,
 ) -> bool {
     per_kind_op!(k, op, |k, op| {
-        let mut over = _mm256_setzero_ps();
+        let mut over = Overflow::new();
         let div = _mm256_set1_ps(avg_ranks.unwrap_or(1) as f32);
         let mut i = 0;
         while i + 8 <= n {
@@ -282,11 +305,11 @@ pub unsafe fn exchange(
             if out.is_null() {
                 _mm256_storeu_ps(local.add(i), v);
             } else {
-                over = _mm256_or_ps(over, finish(k, avg_ranks.is_some(), div, v, out, local, i));
+                over = over.see(k, finish(k, avg_ranks.is_some(), div, v, out, local, i));
             }
             i += 8;
         }
-        any(over)
+        over.any(k)
     })
 }
 
