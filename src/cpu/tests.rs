@@ -144,11 +144,12 @@ fn overflow_flags_match_scalar_one_value_at_a_time() {
         0x0000_0001, // smallest subnormal
         0x3F80_0000, // 1.0
     ];
-    fn check<W: Element + Default>(x: f32) {
-        let mut local = vec![0.5f32; 24];
-        local[5] = x;
-        let small = vec![W::from_f32(0.25); 24];
-        let (mut a, mut b) = (vec![W::default(); 24], vec![W::default(); 24]);
+    // 43 elements: one 4-vector iteration, one single vector, a scalar tail.
+    fn check<W: Element + Default>(x: f32, at: usize) {
+        let mut local = vec![0.5f32; 43];
+        local[at] = x;
+        let small = vec![W::from_f32(0.25); 43];
+        let (mut a, mut b) = (vec![W::default(); 43], vec![W::default(); 43]);
         assert_eq!(encode(&local, &mut a), scalar::encode(&local, &mut b), "encode {x:e}");
         for op in OPS {
             let v = reduce_encode(op, &small, &local, &mut a);
@@ -160,10 +161,10 @@ fn overflow_flags_match_scalar_one_value_at_a_time() {
         }
     }
     for b in BITS {
-        for x in [f32::from_bits(b), -f32::from_bits(b)] {
-            check::<f16>(x);
-            check::<bf16>(x);
-            check::<f32>(x);
+        for (x, at) in [(f32::from_bits(b), 5), (-f32::from_bits(b), 29), (f32::from_bits(b), 35)] {
+            check::<f16>(x, at);
+            check::<bf16>(x, at);
+            check::<f32>(x, at);
         }
     }
 }

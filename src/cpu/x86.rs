@@ -152,6 +152,11 @@ impl Overflow {
         Self(_mm256_max_epu32(self.0, key))
     }
 
+    #[inline(always)]
+    unsafe fn merge(self, other: Self) -> Self {
+        Self(_mm256_max_epu32(self.0, other.0))
+    }
+
     /// Whether any lane seen overflowed the wire `k`.
     #[inline(always)]
     unsafe fn any(self, k: WireKind) -> bool {
@@ -233,17 +238,24 @@ pub unsafe fn reduce_encode(
     n: usize,
 ) -> bool {
     per_kind_op!(k, op, |k, op| {
-        let mut over = Overflow::new();
+        let (mut over, mut over2) = (Overflow::new(), Overflow::new());
         let mut i = 0;
-        // Two vectors per iteration keep two independent load chains in flight.
-        while i + 16 <= n {
+        // Four vectors per iteration and two overflow chains: in cache this
+        // ran 8-12% faster than two vectors (interleaved criterion runs).
+        while i + 32 <= n {
             let a0 = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
             let a1 = combine(op, load(k, recv, i + 8), _mm256_loadu_ps(local.add(i + 8)));
+            let a2 = combine(op, load(k, recv, i + 16), _mm256_loadu_ps(local.add(i + 16)));
+            let a3 = combine(op, load(k, recv, i + 24), _mm256_loadu_ps(local.add(i + 24)));
             store(k, out, i, a0);
             store(k, out, i + 8, a1);
+            store(k, out, i + 16, a2);
+            store(k, out, i + 24, a3);
             over = over.see(k, a0).see(k, a1);
-            i += 16;
+            over2 = over2.see(k, a2).see(k, a3);
+            i += 32;
         }
+        over = over.merge(over2);
         while i + 8 <= n {
             let a = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
             store(k, out, i, a);
@@ -266,12 +278,28 @@ pub unsafe fn reduce_store_encode(
     n: usize,
 ) -> bool {
     per_kind_op!(k, op, |k, op| {
-        let mut over = Overflow::new();
+        let (mut over, mut over2) = (Overflow::new(), Overflow::new());
         let div = _mm256_set1_ps(avg_ranks.unwrap_or(1) as f32);
+        let avg = avg_ranks.is_some();
         let mut i = 0;
+        // As in reduce_encode; every load comes before the stores, which
+        // the compiler cannot reorder itself (local and out may alias for
+        // all it knows).
+        while i + 32 <= n {
+            let a0 = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
+            let a1 = combine(op, load(k, recv, i + 8), _mm256_loadu_ps(local.add(i + 8)));
+            let a2 = combine(op, load(k, recv, i + 16), _mm256_loadu_ps(local.add(i + 16)));
+            let a3 = combine(op, load(k, recv, i + 24), _mm256_loadu_ps(local.add(i + 24)));
+            over = over.see(k, finish(k, avg, div, a0, out, local, i));
+            over2 = over2.see(k, finish(k, avg, div, a1, out, local, i + 8));
+            over = over.see(k, finish(k, avg, div, a2, out, local, i + 16));
+            over2 = over2.see(k, finish(k, avg, div, a3, out, local, i + 24));
+            i += 32;
+        }
+        over = over.merge(over2);
         while i + 8 <= n {
             let a = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
-            over = over.see(k, finish(k, avg_ranks.is_some(), div, a, out, local, i));
+            over = over.see(k, finish(k, avg, div, a, out, local, i));
             i += 8;
         }
         over.any(k)
