@@ -526,6 +526,59 @@ impl Communicator {
         })
     }
 
+    /// Reduces `input` across all ranks into `output` (the same length),
+    /// leaving `input` as it was: NCCL's and MPI's out-of-place allreduce.
+    /// Gives the same bits as copying `input` into `output` and calling
+    /// [`Self::allreduce`], without that copy's extra pass over both
+    /// buffers: a block is read from `input` until a hop updates it, and
+    /// blocks that arrive whole are never copied.
+    ///
+    /// ```
+    /// use ringfuse::ReduceOp;
+    /// let out = ringfuse::local::run(2, |comm| {
+    ///     let grads = vec![comm.rank() as f32 + 1.0; 100_000];
+    ///     let mut sum = vec![0f32; grads.len()];
+    ///     comm.allreduce_into(&grads, &mut sum, ReduceOp::Sum).unwrap();
+    ///     (grads[0], sum[0])
+    /// });
+    /// assert_eq!(out, [(1.0, 3.0), (2.0, 3.0)]);
+    /// ```
+    pub fn allreduce_into<T: Element>(&self, input: &[T], output: &mut [T], op: ReduceOp) -> Result<()> {
+        self.allreduce_into_with(input, output, op, &self.defaults.clone())
+    }
+
+    /// [`Self::allreduce_into`] with explicit options.
+    pub fn allreduce_into_with<T: Element>(
+        &self,
+        input: &[T],
+        output: &mut [T],
+        op: ReduceOp,
+        opts: &AllreduceOpts,
+    ) -> Result<()> {
+        let count = input.len();
+        if output.len() != count {
+            let desc = self.desc::<T>(Collective::Allreduce, count, Some(op), None, opts);
+            return Err(Error::Length {
+                rank: self.rank,
+                op: desc,
+                what: "output",
+                expected: count,
+                got: output.len(),
+            });
+        }
+        // Within one message the buffer sits in cache whichever way it is
+        // read, and a copy costs less than keeping track of fresh ranges.
+        if std::mem::size_of_val(input) <= self.message_bytes(opts) {
+            output.copy_from_slice(input);
+            return self.allreduce_with(output, op, opts);
+        }
+        self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, _, _| {
+            let shape = self.shape(opts, T::DTYPE);
+            let algo = opts.resolve(T::DTYPE, count, self.tuning.as_ref(), shape);
+            (schedule::allreduce(algo, rank, count, shape), Local::out_of_place(input, output))
+        })
+    }
+
     /// Ring allreduce (`Sum`) of `buf` with *error feedback*, as used by
     /// [`crate::GradSync`] with lossy codecs: first `buf += residual`, then
     /// the allreduce, during which `residual` takes, for every element this
@@ -772,6 +825,7 @@ impl Communicator {
         let steps = sched.len();
         self.flight.begin(&desc, steps);
         if self.size == 1 {
+            local.settle();
             self.flight.end(desc.seq, None);
             // Nothing travels, so no wire rounding applies; Avg divides by 1.
             return Ok(());
@@ -800,6 +854,9 @@ impl Communicator {
         };
         let (codec, block) = (opts.codec, opts.scale_block);
         let r = dispatch::<T, _>(&mut cx, &sched, &mut local, reduce, avg, codec, block);
+        if r.is_ok() {
+            local.settle();
+        }
         let r = match r {
             Ok(flags) if flags & FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {
                 Err(Error::Fp16Overflow { rank: self.rank, op: desc.clone() })

@@ -19,6 +19,7 @@ use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+pub(crate) use crate::buffers::Local;
 use crate::cpu::hop::HopKernels;
 use crate::element::{widen, Element, ReduceOp};
 use crate::error::{BufferState, Error, Result};
@@ -60,41 +61,6 @@ pub(crate) struct Scratch {
     free: Vec<SlotId>,
     recvs: VecDeque<(SlotId, usize, usize, Range<usize>)>,
     sends: VecDeque<(SlotId, usize, usize)>,
-}
-
-/// Where the blocks of one call live.
-pub(crate) enum Local<'a, E> {
-    /// One buffer read and written in place (allreduce, broadcast).
-    InPlace(&'a mut [E]),
-    /// Reduce-scatter: blocks are read from `input`; the own block (whose
-    /// range is `own`) is reduced in `output`, which the caller has
-    /// initialised with the own block of `input`.
-    Scatter { input: &'a [E], output: &'a mut [E], own: Range<usize> },
-    /// Allgather: the own block is `input`; every block lands in `output`.
-    Gather { input: &'a [E], output: &'a mut [E], own: Range<usize> },
-}
-
-impl<E> Local<'_, E> {
-    fn read(&self, r: Range<usize>) -> &[E] {
-        match self {
-            Local::InPlace(b) => &b[r],
-            Local::Scatter { input, output, own } => {
-                if r.start >= own.start && r.end <= own.end {
-                    &output[r.start - own.start..r.end - own.start]
-                } else {
-                    &input[r]
-                }
-            }
-            Local::Gather { input, own, .. } => &input[r.start - own.start..r.end - own.start],
-        }
-    }
-    fn write(&mut self, r: Range<usize>) -> &mut [E] {
-        match self {
-            Local::InPlace(b) => &mut b[r],
-            Local::Scatter { output, own, .. } => &mut output[r.start - own.start..r.end - own.start],
-            Local::Gather { output, .. } => &mut output[r],
-        }
-    }
 }
 
 /// Runs `sched` with buffer element `E` and the wire format's kernels `k`. Returns the
@@ -249,9 +215,9 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                     // an in-place buffer).
                     flags |= flags_seen;
                     flags_seen |= flags;
-                    if !(native && matches!(local, Local::InPlace(_))) {
+                    if !(native && local.is_in_place()) {
                         *touched = true;
-                        k.decode_store(&buf[HEADER..HEADER + payload_bytes], local.write(range.clone()));
+                        k.decode_store(&buf[HEADER..HEADER + payload_bytes], local.overwrite(range.clone()));
                     }
                 }
                 seal(cx.checksum, out_hdr(flags), cx.t.slot_mut(out), payload_bytes);
@@ -332,7 +298,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                 let rid = recv_id.expect("receiving primitive");
                 flags_seen |= recv_hdr.flags;
                 *touched = true;
-                k.decode_store(&cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes], local.write(range));
+                k.decode_store(&cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes], local.overwrite(range));
                 if st.prim == Prim::RecvCopySend {
                     // Forward the very bytes received, header included.
                     post_send(cx, rid, HEADER + payload_bytes, st, &mut sent)?;

@@ -54,6 +54,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod buffers;
 #[cfg(feature = "candle")]
 pub mod candle;
 pub mod codec;
