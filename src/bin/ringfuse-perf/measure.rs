@@ -78,10 +78,8 @@ fn call<E: Element>(
     opts: &AllreduceOpts,
 ) {
     let r = match c {
-        CollectiveArg::Allreduce => {
-            out.copy_from_slice(input);
-            comm.allreduce_with(out, op, opts)
-        }
+        // Out of place, as MPI_Allreduce is called beside it.
+        CollectiveArg::Allreduce => comm.allreduce_into_with(input, out, op, opts),
         CollectiveArg::Broadcast => {
             if comm.rank() == 0 {
                 out.copy_from_slice(input);
@@ -171,9 +169,6 @@ pub fn measure<E: Element>(
     let barrier = || comm.barrier().unwrap_or_else(|e| panic!("{e}"));
     for it in 0..args.warmup + args.iters {
         for (k, o) in opts.iter().enumerate() {
-            if c == CollectiveArg::Allreduce {
-                outs[k].copy_from_slice(&input); // untimed reset of the in-place buffer
-            }
             barrier();
             let t0 = Instant::now();
             call(comm, c, args.op, &input, &mut outs[k], o);
