@@ -18,7 +18,7 @@ use crate::op::{Collective, OpDesc};
 use crate::schedule::{self, AnySchedule, Chain, Ring, RingKind, Schedule, Shape};
 use crate::transport::fault::{Fault, FaultyTransport};
 use crate::transport::Transport;
-use crate::tuning::Tuning;
+use crate::tuning::{Memo, Tuning};
 use crate::wire::FLAG_OVERFLOW;
 
 /// Which allreduce schedule runs.
@@ -295,6 +295,8 @@ pub struct Communicator {
     state: Mutex<State>,
     /// `Algorithm::Auto`'s cost model, when measured or loaded.
     tuning: Option<Tuning>,
+    /// `Auto`'s recent choices under `tuning`.
+    memo: Memo,
     /// Ranks per host (consecutive ranks share one); 0 if not known.
     ranks_per_host: usize,
     carrier: &'static str,
@@ -353,6 +355,7 @@ impl Communicator {
             message_bytes: t.message_bytes(),
             state: Mutex::new(State { transport: t, poisoned: None, scratch: Scratch::default() }),
             tuning: None,
+            memo: Memo::default(),
             ranks_per_host: 0,
         }
     }
@@ -388,6 +391,7 @@ impl Communicator {
             });
         }
         self.ranks_per_host = k;
+        self.memo.clear();
         Ok(())
     }
 
@@ -406,12 +410,21 @@ impl Communicator {
     /// same on every rank: [`Tuning::probe`] agrees on one.
     pub fn set_tuning(&mut self, tuning: Option<Tuning>) {
         self.tuning = tuning;
+        self.memo.clear();
     }
 
     /// The algorithm an allreduce of `count` elements of `dtype` with
     /// `opts` runs on this communicator.
     pub fn algorithm_for(&self, opts: &AllreduceOpts, dtype: DType, count: usize) -> Algorithm {
-        opts.resolve(dtype, count, self.tuning.as_ref(), self.shape(opts, dtype))
+        if opts.algorithm != Algorithm::Auto || self.tuning.is_none() {
+            return opts.resolve(dtype, count, self.tuning.as_ref(), self.shape(opts, dtype));
+        }
+        let wire_bytes = opts.codec.wire_bytes(dtype, count, opts.scale_block);
+        self.memo.get(dtype, opts.codec, wire_bytes).unwrap_or_else(|| {
+            let a = opts.resolve(dtype, count, self.tuning.as_ref(), self.shape(opts, dtype));
+            self.memo.put(dtype, opts.codec, wire_bytes, a);
+            a
+        })
     }
 
     /// This communicator with its traffic suffering `fault` (if
@@ -520,8 +533,7 @@ impl Communicator {
     pub fn allreduce_with<T: Element>(&self, buf: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
         let count = buf.len();
         self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, _, _| {
-            let shape = self.shape(opts, T::DTYPE);
-            let algo = opts.resolve(T::DTYPE, count, self.tuning.as_ref(), shape);
+            let (shape, algo) = (self.shape(opts, T::DTYPE), self.algorithm_for(opts, T::DTYPE, count));
             (schedule::allreduce(algo, rank, count, shape), Local::InPlace(buf))
         })
     }
@@ -573,8 +585,7 @@ impl Communicator {
             return self.allreduce_with(output, op, opts);
         }
         self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, _, _| {
-            let shape = self.shape(opts, T::DTYPE);
-            let algo = opts.resolve(T::DTYPE, count, self.tuning.as_ref(), shape);
+            let (shape, algo) = (self.shape(opts, T::DTYPE), self.algorithm_for(opts, T::DTYPE, count));
             (schedule::allreduce(algo, rank, count, shape), Local::out_of_place(input, output))
         })
     }

@@ -27,6 +27,7 @@
 //! ranks, else probed and written by rank 0).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -129,7 +130,6 @@ impl Tuning {
     /// Measures every fixed algorithm on `comm` (a collective call: every
     /// rank must make it, at the same point).
     pub fn probe(comm: &Communicator) -> Result<Tuning> {
-        let mut times = Vec::with_capacity(SIZES.len() * Algorithm::FIXED.len());
         let mut buf = vec![0f32; SIZES[SIZES.len() - 1] / 4];
         // An algorithm that would run the ring here (no hosts known for the
         // hierarchical one) gets no line, so it is never predicted.
@@ -138,29 +138,35 @@ impl Tuning {
                 a == Algorithm::Ring || comm.algorithm_for(&comm.defaults().clone().algorithm(a), DType::F32, 1) == a
             })
             .collect();
-        for &a in &runs {
-            let opts = AllreduceOpts { algorithm: a, codec: Codec::Native, ..comm.defaults().clone() };
-            for bytes in SIZES {
-                let buf = &mut buf[..bytes / 4];
-                // Small calls run in batches: ranks leave a barrier a few
-                // microseconds apart, as long as a whole call there.
-                // A batch is already an average, so it needs fewer runs;
-                // both depend on the size alone, so every rank calls alike.
-                let batch = (BATCH_BYTES / bytes).clamp(1, 8);
-                let reps = if batch > 1 { REPS.min(3) } else { REPS };
-                let mut best = f64::INFINITY;
-                for _ in 0..reps {
+        let opts: Vec<AllreduceOpts> = (runs.iter())
+            .map(|&a| AllreduceOpts { algorithm: a, codec: Codec::Native, ..comm.defaults().clone() })
+            .collect();
+        // Best time per (algorithm, size), algorithm-major as the lines want.
+        let mut times = vec![f64::INFINITY; runs.len() * SIZES.len()];
+        for (si, bytes) in SIZES.into_iter().enumerate() {
+            let buf = &mut buf[..bytes / 4];
+            // Small calls run in batches: ranks leave a barrier a few
+            // microseconds apart, as long as a whole call there.
+            // A batch is already an average, so it needs fewer runs;
+            // both depend on the size alone, so every rank calls alike.
+            let batch = (BATCH_BYTES / bytes).clamp(1, 8);
+            let reps = if batch > 1 { REPS.min(3) } else { REPS };
+            // The algorithms take turns within each run, so a slow spell
+            // of the machine or the links (other jobs, a drained token
+            // bucket) lands on one run of each, not on all runs of one.
+            for _ in 0..reps {
+                for (ai, o) in opts.iter().enumerate() {
                     buf.fill(1.0);
                     // Start together: a call entered late by one rank would
                     // time that rank's lateness, not the algorithm.
                     comm.barrier()?;
                     let t0 = Instant::now();
                     for _ in 0..batch {
-                        comm.allreduce_with(buf, ReduceOp::Sum, &opts)?;
+                        comm.allreduce_with(buf, ReduceOp::Sum, o)?;
                     }
-                    best = best.min(t0.elapsed().as_secs_f64() / batch as f64);
+                    let t = &mut times[ai * SIZES.len() + si];
+                    *t = t.min(t0.elapsed().as_secs_f64() / batch as f64);
                 }
-                times.push(best);
             }
         }
         // Every rank must choose alike: agree on the slowest rank's figures.
@@ -207,8 +213,85 @@ impl Tuning {
     }
 }
 
+/// `Auto`'s recent choices on one communicator, so a call shaped like a
+/// recent one (dtype, codec, wire bytes: a training loop's buckets) costs
+/// one atomic load instead of a pass over the lines, which took about
+/// 50 ns, a tenth of an 8-byte call over shared memory. Direct-mapped, 16
+/// entries; each packs its key and its choice in one word, so threads
+/// calling at once need no lock. Whoever changes what a choice depends on
+/// (the tuning, the hosts) clears it.
+#[derive(Default)]
+pub(crate) struct Memo([AtomicU64; 16]);
+
+/// Every [`Algorithm`], by discriminant.
+const BY_INDEX: [Algorithm; 6] = [
+    Algorithm::Auto,
+    Algorithm::Ring,
+    Algorithm::RecursiveDoubling,
+    Algorithm::Tree,
+    Algorithm::HalvingDoubling,
+    Algorithm::Hierarchical,
+];
+const ALGO_BITS: u64 = 0b1110;
+
+impl Memo {
+    /// The word of an entry without its choice: a valid bit, the dtype,
+    /// the codec and the wire bytes (below 2^41 for any call accepted).
+    fn key(dtype: DType, codec: Codec, wire_bytes: usize) -> u64 {
+        1 | (dtype as u64) << 4 | (codec as u64) << 6 | (wire_bytes as u64) << 9
+    }
+
+    fn slot(&self, key: u64) -> &AtomicU64 {
+        &self.0[(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize]
+    }
+
+    pub fn get(&self, dtype: DType, codec: Codec, wire_bytes: usize) -> Option<Algorithm> {
+        let key = Self::key(dtype, codec, wire_bytes);
+        let w = self.slot(key).load(Ordering::Relaxed);
+        (w & !ALGO_BITS == key).then(|| BY_INDEX[((w & ALGO_BITS) >> 1) as usize])
+    }
+
+    pub fn put(&self, dtype: DType, codec: Codec, wire_bytes: usize, algo: Algorithm) {
+        let key = Self::key(dtype, codec, wire_bytes);
+        self.slot(key).store(key | (algo as u64) << 1, Ordering::Relaxed);
+    }
+
+    pub fn clear(&mut self) {
+        self.0.iter_mut().for_each(|w| *w.get_mut() = 0);
+    }
+}
+
 /// The cached file's layout (a wrapper, so the format can grow).
 #[derive(Serialize, Deserialize)]
 struct TuningFile {
     tuning: Tuning,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memo_gives_back_what_it_was_given_and_nothing_else() {
+        for (i, a) in BY_INDEX.iter().enumerate() {
+            assert_eq!(*a as usize, i, "BY_INDEX must follow the discriminants");
+        }
+        let mut m = Memo::default();
+        assert_eq!(m.get(DType::F32, Codec::Native, 8), None);
+        for (i, &a) in BY_INDEX.iter().enumerate() {
+            m.put(DType::F32, Codec::Fp16, 1000 + i, a);
+        }
+        for (i, &a) in BY_INDEX.iter().enumerate() {
+            // Two keys may share an entry: then the later one holds it.
+            if let Some(got) = m.get(DType::F32, Codec::Fp16, 1000 + i) {
+                assert_eq!(got, a);
+            }
+        }
+        m.put(DType::F64, Codec::Int8, 1 << 40, Algorithm::Tree);
+        assert_eq!(m.get(DType::F64, Codec::Int8, 1 << 40), Some(Algorithm::Tree));
+        assert_eq!(m.get(DType::F32, Codec::Int8, 1 << 40), None, "another dtype");
+        assert_eq!(m.get(DType::F64, Codec::Bf16, 1 << 40), None, "another codec");
+        m.clear();
+        assert_eq!(m.get(DType::F64, Codec::Int8, 1 << 40), None);
+    }
 }

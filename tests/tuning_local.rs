@@ -80,20 +80,7 @@ fn auto_runs_the_ring_past_twice_the_probed_sizes() {
 
 #[test]
 fn auto_never_picks_an_algorithm_that_cannot_carry_the_buffer() {
-    // A model in which the tree wins everything it measured.
-    let t = Tuning {
-        ranks: 4,
-        lines: Algorithm::FIXED
-            .iter()
-            .map(|a| ringfuse::tuning::Line {
-                algo: a.name().into(),
-                points: {
-                    let t = if *a == Algorithm::Tree { 1e-9 } else { 1.0 };
-                    vec![(8, t), (1 << 20, t)]
-                },
-            })
-            .collect(),
-    };
+    let t = model_won_by(Algorithm::Tree, 4);
     assert_eq!(t.best(DType::F32, Codec::Fp16, 1000), Algorithm::Tree);
     assert_eq!(t.best(DType::F16, Codec::Fp16, 1000), Algorithm::Ring);
     assert_eq!(t.best(DType::F32, Codec::Int8, 1000), Algorithm::Ring);
@@ -104,6 +91,45 @@ fn auto_never_picks_an_algorithm_that_cannot_carry_the_buffer() {
         (comm.algorithm_for(&AllreduceOpts::default(), DType::F16, 1000), v[999].to_f32())
     });
     assert!(out.iter().all(|o| *o == (Algorithm::Ring, 4.0)));
+}
+
+/// A model in which `winner` takes every size it measured.
+fn model_won_by(winner: Algorithm, ranks: usize) -> Tuning {
+    let lines = (Algorithm::FIXED.iter())
+        .map(|a| ringfuse::tuning::Line {
+            algo: a.name().into(),
+            points: {
+                let t = if *a == winner { 1e-9 } else { 1.0 };
+                vec![(8, t), (1 << 20, t)]
+            },
+        })
+        .collect();
+    Tuning { ranks, lines }
+}
+
+/// `Auto` remembers its recent choices per call shape; a new model or new
+/// hosts must not leave it running an old choice.
+#[test]
+fn auto_forgets_its_choices_when_the_model_or_the_hosts_change() {
+    let out = ringfuse::local::run(4, |mut comm| {
+        let opts = AllreduceOpts::default();
+        let mut seen = Vec::new();
+        comm.set_tuning(Some(model_won_by(Algorithm::Tree, 4)));
+        seen.push(comm.algorithm_for(&opts, DType::F32, 1000));
+        seen.push(comm.algorithm_for(&opts, DType::F32, 1000)); // from the memo
+        comm.set_tuning(Some(model_won_by(Algorithm::RecursiveDoubling, 4)));
+        seen.push(comm.algorithm_for(&opts, DType::F32, 1000));
+        comm.set_tuning(Some(model_won_by(Algorithm::Hierarchical, 4)));
+        seen.push(comm.algorithm_for(&opts, DType::F32, 1000)); // no hosts: the ring
+        comm.set_ranks_per_host(2).unwrap();
+        seen.push(comm.algorithm_for(&opts, DType::F32, 1000));
+        let mut v = vec![1f32; 1000];
+        comm.allreduce_with(&mut v, ReduceOp::Sum, &opts).unwrap();
+        (seen, v[999])
+    });
+    use Algorithm::*;
+    let want = vec![Tree, Tree, RecursiveDoubling, Ring, Hierarchical];
+    assert!(out.iter().all(|o| o.0 == want && o.1 == 4.0), "{out:?}");
 }
 
 #[test]
