@@ -580,9 +580,11 @@ impl Communicator {
         }
         // Within one message the buffer sits in cache whichever way it is
         // read, and a copy costs less than keeping track of fresh ranges.
+        // A failed call has written the output already (the copy), so an
+        // error never calls it untouched.
         if std::mem::size_of_val(input) <= self.message_bytes(opts) {
             output.copy_from_slice(input);
-            return self.allreduce_with(output, op, opts);
+            return self.allreduce_with(output, op, opts).map_err(|e| e.with_buffer(BufferState::Partial));
         }
         self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, _, _| {
             let (shape, algo) = (self.shape(opts, T::DTYPE), self.algorithm_for(opts, T::DTYPE, count));

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use ringfuse::{Algorithm, AllreduceOpts, Codec, Element, Error, ReduceOp};
+use ringfuse::{Algorithm, AllreduceOpts, BufferState, Codec, Element, Error, ReduceOp};
 
 const ALGOS: [Algorithm; 6] = [
     Algorithm::Ring,
@@ -92,4 +92,25 @@ fn out_of_place_names_a_wrong_output_length() {
         }
     }
     assert!(errs[0].to_string().contains("output"), "{}", errs[0]);
+}
+
+/// An error says whether the output was written: a call within one
+/// message copies the input in first, so it never calls it untouched; a
+/// larger call that fails before any hop leaves it as the caller had it.
+#[test]
+fn a_failed_call_says_whether_it_wrote_the_output() {
+    let out = ringfuse::local::run(2, |comm| {
+        comm.abort();
+        let state = |count: usize| {
+            let mut output = vec![f32::NAN; count];
+            match comm.allreduce_into(&vec![1f32; count], &mut output, ReduceOp::Sum) {
+                Err(Error::Aborted { buffer, .. }) => (buffer, output.iter().all(|x| x.is_nan())),
+                other => panic!("{other:?}"),
+            }
+        };
+        (state(16), state(1 << 20))
+    });
+    for o in out {
+        assert_eq!(o, ((BufferState::Partial, false), (BufferState::Untouched, true)));
+    }
 }
