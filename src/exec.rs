@@ -247,7 +247,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                 }
                 let flags = recv_hdr.flags | if over { FLAG_OVERFLOW } else { 0 };
                 seal(cx.checksum, out_hdr(flags), cx.t.slot_mut(out), payload_bytes);
-                cx.scratch.free.push(rid);
+                done_with(cx, rid);
                 if st.prim != Prim::RecvReduceSend {
                     flags_seen |= flags;
                 }
@@ -261,9 +261,9 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                 let rid = recv_id.expect("receiving primitive");
                 flags_seen |= recv_hdr.flags;
                 *touched = true;
-                let rbuf = &cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes];
+                let rbuf = &cx.t.slot(rid)[HEADER..HEADER + payload_bytes];
                 k.reduce_into(op, rbuf, local.write(range));
-                cx.scratch.free.push(rid);
+                done_with(cx, rid);
             }
             Prim::Exchange | Prim::ExchangeFinal => {
                 // Send first: the partner does the same, and both receives
@@ -279,9 +279,9 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                 *touched = true;
                 let mine_first = cx.t.rank() < st.recv_from;
                 if st.prim == Prim::Exchange {
-                    let rbuf = &cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes];
+                    let rbuf = &cx.t.slot(rid)[HEADER..HEADER + payload_bytes];
                     k.exchange(op, rbuf, local.write(range), mine_first, None);
-                    cx.scratch.free.push(rid);
+                    done_with(cx, rid);
                 } else {
                     let scratch = acquire(cx)?;
                     let (rbuf, obuf) = cx.t.slot_pair(rid, scratch);
@@ -290,7 +290,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                     if k.exchange(op, theirs, local.write(range), mine_first, Some((avg_ranks, fin))) {
                         flags_seen |= FLAG_OVERFLOW;
                     }
-                    cx.scratch.free.push(rid);
+                    done_with(cx, rid);
                     cx.scratch.free.push(scratch);
                 }
             }
@@ -298,12 +298,12 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                 let rid = recv_id.expect("receiving primitive");
                 flags_seen |= recv_hdr.flags;
                 *touched = true;
-                k.decode_store(&cx.t.slot_mut(rid)[HEADER..HEADER + payload_bytes], local.overwrite(range));
+                k.decode_store(&cx.t.slot(rid)[HEADER..HEADER + payload_bytes], local.overwrite(range));
                 if st.prim == Prim::RecvCopySend {
                     // Forward the very bytes received, header included.
                     post_send(cx, rid, HEADER + payload_bytes, st, &mut sent)?;
                 } else {
-                    cx.scratch.free.push(rid);
+                    done_with(cx, rid);
                 }
             }
         }
@@ -372,7 +372,7 @@ fn check_crc(
             buffer: BufferState::Untouched,
         });
     }
-    let crc = wire::message_crc(cx.t.slot_mut(id), got - HEADER);
+    let crc = wire::message_crc(cx.t.slot(id), got - HEADER);
     if crc == h.crc {
         return Ok(());
     }
@@ -403,7 +403,7 @@ fn take_recv(
     let got = wait(cx, id, peer, "receive from", step_idx, *msg)?;
     *msg += 1;
     let want_len = HEADER + payload_bytes;
-    let hdr = Header::read(&cx.t.slot_mut(id)[..got.min(HEADER)]);
+    let hdr = Header::read(&cx.t.slot(id)[..got.min(HEADER)]);
     if let Some(h) = hdr {
         // Integrity first: with checksums on, nothing in a message (its
         // flags included) is believed before its CRC is.
@@ -455,6 +455,13 @@ fn complete_oldest_send(cx: &mut Ctx<'_>) -> Result<SlotId> {
     let (id, peer, n) = cx.scratch.sends.pop_front().expect("a send is in flight");
     wait(cx, id, peer, "send to", n, n)?;
     Ok(id)
+}
+
+/// Returns a receive slot to the pool once its message has been read (a
+/// carrier that lent the message acknowledges it now).
+fn done_with(cx: &mut Ctx<'_>, id: SlotId) {
+    cx.t.release(id);
+    cx.scratch.free.push(id);
 }
 
 /// A free slot; if none, the oldest send is completed to free one.
@@ -524,13 +531,14 @@ pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
         cx.t.post_send(0, HEADER, to, tag).map_err(|e| transport_err(cx, to, e))?;
         let len = wait(cx, 1, from, "receive from", round as usize, round as usize)?;
         wait(cx, 0, to, "send to", round as usize, round as usize)?;
-        let got = Header::read(&cx.t.slot_mut(1)[..len.min(HEADER)]);
+        let got = Header::read(&cx.t.slot(1)[..len.min(HEADER)]);
         if let Some(h) = got {
             check_crc(cx, &h, &hdr, 1, len, from, round as usize)?;
             if h.flags & FLAG_ABORT != 0 {
                 return Err(abort_notice(cx, &h, from, round as usize));
             }
         }
+        cx.t.release(1);
         if len != HEADER || got.map(|h| Header { flags: 0, crc: 0, ..h }) != Some(hdr) {
             return Err(Error::Protocol {
                 rank,

@@ -126,6 +126,12 @@ impl Transport for FaultyTransport {
     fn slot_pair(&mut self, a: SlotId, b: SlotId) -> (&[u8], &mut [u8]) {
         self.inner.slot_pair(a, b)
     }
+    fn slot(&mut self, id: SlotId) -> &[u8] {
+        self.inner.slot(id)
+    }
+    fn release(&mut self, id: SlotId) {
+        self.inner.release(id)
+    }
 
     fn post_send(&mut self, id: SlotId, len: usize, peer: usize, tag: u32) -> Result<(), String> {
         let nth = self.sent;

@@ -82,6 +82,15 @@ pub trait Transport: Send {
     fn slot_bytes(&self) -> usize;
     /// Slot `id`, to fill before `post_send`.
     fn slot_mut(&mut self, id: SlotId) -> &mut [u8];
+    /// Slot `id` to read: a received message, which a carrier that lends
+    /// messages (see [`Self::release`]) may show in the sender's memory.
+    fn slot(&mut self, id: SlotId) -> &[u8] {
+        self.slot_mut(id)
+    }
+    /// The executor is done reading the message received on slot `id`. A
+    /// carrier that lent it in place (shared memory) acknowledges it now,
+    /// so the sender may reuse its memory; the default has nothing to do.
+    fn release(&mut self, _id: SlotId) {}
     /// Slot `a` to read and slot `b` to write, at once (`a != b`).
     fn slot_pair(&mut self, a: SlotId, b: SlotId) -> (&[u8], &mut [u8]);
     /// Starts sending the first `len` bytes of slot `id` to `peer`.

@@ -2,11 +2,14 @@
 //! `RINGFUSE_TRANSPORT=mpi` opts out; MPI only sets it up).
 //!
 //! Every rank keeps its slots in its own memory file, which the other
-//! ranks map. A send publishes where the message lies; the receiver copies
-//! it straight from the sender's slot into its own and acknowledges. So a
-//! message costs one `memcpy` and two counter updates, where Open MPI's
-//! shared-memory path costs a `process_vm_readv` system call per message
-//! (or two copies through a FIFO) and its matching engine.
+//! ranks map. A send publishes where the message lies; the receiver's
+//! kernel reads it in place, in the sender's slot, and the receiver
+//! acknowledges it when the executor releases it. So a message costs no
+//! copy and two counter updates, where Open MPI's shared-memory path
+//! costs a `process_vm_readv` system call per message (or two copies
+//! through a FIFO) and its matching engine. A received message that is
+//! forwarded unchanged (the allgather of more than two ranks) is copied
+//! into this rank's own slot first.
 //!
 //! Layout of a rank's control file, one block per peer `p`: `consumed`
 //! (how many messages to `p` it has copied out; written by `p`) on its own
@@ -21,9 +24,12 @@
 //! A message of at most [`INLINE`] bytes travels inside its entry (as Open
 //! MPI's shared-memory "fast boxes" do): the receiver's poll brings the
 //! bytes along, and the send completes at once. A larger one stays in the
-//! sender's slot, and its send completes when the receiver has copied it
-//! (as MPI's synchronous send): the executor's schedules are built to run
-//! under rendezvous, so this cannot deadlock them. Every wait spins
+//! sender's slot, and its send completes when the receiver has released
+//! it (later than MPI's synchronous send, which completes on the match).
+//! The executor holds a received message only while it works on that hop,
+//! and never waits for a send of its own meanwhile: its slot pool leaves a
+//! free slot for the hop's output (see `exec`), so two ranks cannot each
+//! hold the other's message while waiting for their own to be released. Every wait spins
 //! against its deadline and the abort flag; a peer that died leaves its
 //! peers to time out.
 
@@ -78,6 +84,18 @@ enum Posted {
     },
 }
 
+/// A received message read in place, in the sender's slot, until the
+/// executor releases it.
+#[derive(Clone, Copy)]
+struct Lent {
+    peer: usize,
+    seq: u64,
+    /// Index into `peer_data`.
+    map: usize,
+    off: usize,
+    len: usize,
+}
+
 /// One rank's shared-memory carrier.
 pub struct ShmTransport {
     rank: usize,
@@ -93,6 +111,8 @@ pub struct ShmTransport {
     // Peers' data files mapped so far: (peer, fd) -> mapping.
     peer_data: Vec<(usize, i32, Segment)>,
     posted: Vec<Option<Posted>>,
+    // Per slot: the message it shows in the sender's memory, if any.
+    lent: Vec<Option<Lent>>,
     next_send: Vec<u64>,
     next_recv: Vec<u64>,
     // Per sender: messages copied out in order, and any copied ahead.
@@ -152,6 +172,7 @@ impl ShmTransport {
             slot_count: 0,
             peer_data: Vec::new(),
             posted: Vec::new(),
+            lent: Vec::new(),
             next_send: vec![0; size],
             next_recv: vec![0; size],
             acked: vec![0; size],
@@ -188,7 +209,9 @@ impl ShmTransport {
         })
     }
 
-    /// Copies message `seq` from `peer` into slot `id`; returns its length.
+    /// Takes message `seq` from `peer` on slot `id`: an inline message is
+    /// copied into the slot and acknowledged, a larger one is lent (read in
+    /// place until released). Returns its length.
     fn take(&mut self, id: SlotId, peer: usize, seq: u64, tag: u32) -> Result<usize, String> {
         let mut d = [0u64; FIELDS - 1];
         let at = entry(self.rank, seq);
@@ -212,6 +235,7 @@ impl ShmTransport {
             // The field, not `peer_ctl()`: `dst` borrows `self.data`.
             let src = peer_segment(&self.peer_ctl, peer)?;
             src.copy_out(at + FIELDS * 8, dst).map_err(|e| e.to_string())?;
+            self.ack(peer, seq)?;
         } else {
             let i = match self.peer_data.iter().position(|(p, f, _)| (*p, *f) == (peer, fd)) {
                 Some(i) => i,
@@ -222,11 +246,17 @@ impl ShmTransport {
                     self.peer_data.len() - 1
                 }
             };
-            let dst = self.data.last_mut().ok_or("no slots reserved")?.own_mut(mine_off, len);
-            self.peer_data[i].2.copy_out(off as usize, dst).map_err(|e| e.to_string())?;
+            // Checked here, so that reading it later cannot fail.
+            self.peer_data[i].2.view(off as usize, len).map_err(|e| e.to_string())?;
+            self.lent[id] = Some(Lent { peer, seq, map: i, off: off as usize, len });
         }
-        // Acknowledge in order: the sender reuses a descriptor only after
-        // every earlier message to this rank was copied out.
+        Ok(len)
+    }
+
+    /// Acknowledges message `seq` from `peer`, in order: the sender reuses
+    /// a descriptor only after every earlier message to this rank was
+    /// released, and releases may come out of order.
+    fn ack(&mut self, peer: usize, seq: u64) -> Result<(), String> {
         if seq == self.acked[peer] {
             self.acked[peer] += 1;
             while let Some(i) = self.ahead[peer].iter().position(|&s| s == self.acked[peer]) {
@@ -237,7 +267,18 @@ impl ShmTransport {
         } else {
             self.ahead[peer].push(seq);
         }
-        Ok(len)
+        Ok(())
+    }
+
+    /// Copies a lent message into slot `id` itself and releases it, so the
+    /// slot can be written or sent on.
+    fn settle(&mut self, id: SlotId) {
+        if let Some(l) = self.lent.get(id).copied().flatten() {
+            let (off, _) = self.slot_range(id);
+            let dst = self.data.last_mut().expect("slots reserved").own_mut(off, l.len);
+            dst.copy_from_slice(self.peer_data[l.map].2.view(l.off, l.len).expect("checked when taken"));
+            self.release(id);
+        }
     }
 }
 
@@ -265,6 +306,7 @@ impl Transport for ShmTransport {
                 self.data.push(s);
                 (self.slot_bytes, self.slot_count) = (b, c);
                 self.posted.resize(c, None);
+                self.lent.resize(c, None);
             }
             // reserve cannot fail; the next post reports it.
             Err(e) => self.broken = Some(format!("cannot make {c} slots of {b} bytes in shared memory: {e}")),
@@ -276,13 +318,37 @@ impl Transport for ShmTransport {
     }
 
     fn slot_mut(&mut self, id: SlotId) -> &mut [u8] {
+        self.settle(id);
         let (off, len) = self.slot_range(id);
         self.data.last_mut().expect("slots are reserved before use").own_mut(off, len)
     }
 
+    fn slot(&mut self, id: SlotId) -> &[u8] {
+        match self.lent.get(id).copied().flatten() {
+            Some(l) => self.peer_data[l.map].2.view(l.off, l.len).expect("checked when taken"),
+            None => self.slot_mut(id),
+        }
+    }
+
     fn slot_pair(&mut self, a: SlotId, b: SlotId) -> (&[u8], &mut [u8]) {
+        self.settle(b);
         let (ra, rb) = (self.slot_range(a), self.slot_range(b));
-        self.data.last_mut().expect("slots are reserved before use").own_pair(ra, rb)
+        let data = self.data.last_mut().expect("slots are reserved before use");
+        match self.lent.get(a).copied().flatten() {
+            Some(l) => {
+                (self.peer_data[l.map].2.view(l.off, l.len).expect("checked when taken"), data.own_mut(rb.0, rb.1))
+            }
+            None => data.own_pair(ra, rb),
+        }
+    }
+
+    fn release(&mut self, id: SlotId) {
+        if let Some(l) = self.lent.get_mut(id).and_then(Option::take) {
+            // The peer's control file was mapped when the message came.
+            if let Err(e) = self.ack(l.peer, l.seq) {
+                self.broken.get_or_insert(e);
+            }
+        }
     }
 
     fn post_send(&mut self, id: SlotId, len: usize, peer: usize, tag: u32) -> Result<(), String> {
@@ -292,6 +358,8 @@ impl Transport for ShmTransport {
         if peer >= self.size || peer == self.rank || id >= self.slot_count || len > self.slot_bytes {
             return Err(format!("bad send: slot {id}, {len} bytes, to peer {peer}"));
         }
+        // Forwarding a message received on this slot: it must be ours now.
+        self.settle(id);
         let seq = self.next_send[peer];
         if seq - self.their_acks[peer] >= RING as u64 {
             self.their_acks[peer] = self.ctl.counter(consumed(peer)).load(Ordering::Acquire);
@@ -373,8 +441,12 @@ impl Transport for ShmTransport {
     fn cancel_all(&mut self) {
         // Nothing to cancel: a peer may still copy from a slot this rank
         // sent on, and it stays mapped until drop; the communicator is
-        // unusable after a failure anyway.
+        // unusable after a failure anyway. Lent messages are released, so
+        // their senders' waits end.
         self.posted.iter_mut().for_each(|p| *p = None);
+        for id in 0..self.lent.len() {
+            self.release(id);
+        }
     }
 }
 
@@ -388,6 +460,11 @@ mod tests {
     /// `n` ranks as threads of this process, each with a shared-memory
     /// carrier (a process can open its own /proc/self/fd files).
     fn comms(n: usize) -> Vec<Communicator> {
+        transports(n).into_iter().map(|t| Communicator::tuned(Box::new(t), false, 0)).collect()
+    }
+
+    /// `n` bare carriers as ranks of this process.
+    fn transports(n: usize) -> Vec<ShmTransport> {
         let table = Mutex::new(vec![(0u32, 0i32); n]);
         let oks = Mutex::new(Vec::new());
         let barrier = Barrier::new(n);
@@ -408,9 +485,7 @@ mod tests {
                             barrier.wait();
                             oks.lock().unwrap().iter().all(|&o| o)
                         };
-                        let t = ShmTransport::new(Setup { rank, size: n, share: &mut share, agree: &mut agree }, None)
-                            .unwrap();
-                        Communicator::tuned(Box::new(t), false, 0)
+                        ShmTransport::new(Setup { rank, size: n, share: &mut share, agree: &mut agree }, None).unwrap()
                     })
                 })
                 .collect();
@@ -501,6 +576,40 @@ mod tests {
 
     /// A receive nobody sends to ends at its deadline, naming nothing
     /// wrong but the time.
+    #[test]
+    fn a_lent_message_is_read_in_place_and_its_send_completes_on_release() {
+        let mut t = transports(2);
+        let (a, b) = t.split_at_mut(1);
+        let (a, b) = (&mut a[0], &mut b[0]);
+        let (never, abort) = (std::time::Duration::from_secs(5), AtomicBool::new(false));
+        for x in [&mut *a, &mut *b] {
+            x.reserve(4, 4096);
+        }
+        // Larger than an entry: it stays in rank 0's slot.
+        let msg: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        a.slot_mut(1)[..1000].copy_from_slice(&msg);
+        a.post_send(1, 1000, 1, 9).unwrap();
+        b.post_recv(2, 0, 9).unwrap();
+        assert_eq!(b.wait(2, &mut Deadline::after(never), &abort), Ok(1000));
+        assert_eq!(&b.slot(2)[..1000], &msg[..]);
+        assert_ne!(b.slot(2).as_ptr(), b.slot_mut(3).as_ptr(), "read in place, not in rank 1's slot");
+        assert_eq!(a.test(1), Ok(None), "the send completes only on release");
+        b.release(2);
+        assert_eq!(a.test(1), Ok(Some(1000)));
+        // A lent message forwarded on: copied into the receiver's own slot.
+        a.slot_mut(1)[..1000].copy_from_slice(&msg);
+        a.post_send(1, 1000, 1, 9).unwrap();
+        b.post_recv(2, 0, 9).unwrap();
+        b.wait(2, &mut Deadline::after(never), &abort).unwrap();
+        b.post_send(2, 1000, 0, 10).unwrap();
+        assert_eq!(a.test(1), Ok(Some(1000)), "forwarding released it");
+        a.post_recv(0, 1, 10).unwrap();
+        assert_eq!(a.wait(0, &mut Deadline::after(never), &abort), Ok(1000));
+        assert_eq!(&a.slot(0)[..1000], &msg[..]);
+        a.release(0);
+        assert_eq!(b.wait(2, &mut Deadline::after(never), &abort), Ok(1000));
+    }
+
     #[test]
     fn a_receive_without_a_sender_times_out() {
         let comms = comms(2);

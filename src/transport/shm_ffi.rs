@@ -146,6 +146,18 @@ impl Segment {
         Ok(())
     }
 
+    /// Bytes `off..off + len` of a published message, read in place.
+    pub(super) fn view(&self, off: usize, len: usize) -> io::Result<&[u8]> {
+        if off.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::other(format!("message {off}+{len} outside a segment of {} bytes", self.len)));
+        }
+        // SAFETY: in bounds (checked); the sender published these bytes
+        // (acquire) and leaves them alone until this receiver acknowledges
+        // them, which the transport does only through `&mut self`, after
+        // every borrow of this view has ended.
+        Ok(unsafe { std::slice::from_raw_parts(self.ptr.add(off), len) })
+    }
+
     /// Writes 8-byte words at `off` (a message descriptor in own memory).
     pub(super) fn write_words(&mut self, off: usize, words: &[u64]) {
         self.own_mut(off, 8 * words.len()).copy_from_slice(bytemuck::cast_slice(words));
