@@ -157,6 +157,12 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
     touched: &mut bool,
 ) -> Result<u16> {
     let base = base_header(cx);
+    // `slots` receives posted ahead and `slots` sends in flight leave two
+    // slots free at the start of every hop: one for the hop's output and
+    // one for the exchange's scratch. So no hop waits for a send of its own
+    // to complete while it holds a received message, which shared memory
+    // lends until released: two ranks could otherwise each hold the
+    // other's message while waiting for their own to be released.
     let total = 2 * cx.slots + 2;
     cx.t.reserve(total, HEADER + k.bytes(cx.slice));
     let sc = &mut *cx.scratch;
@@ -225,6 +231,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
             }
             Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvReduceCopy => {
                 let rid = recv_id.expect("receiving primitive");
+                debug_assert!(!cx.scratch.free.is_empty(), "a free slot for the output (see `total`)");
                 let out = acquire(cx)?;
                 let (rbuf, obuf) = cx.t.slot_pair(rid, out);
                 let recv_p = &rbuf[HEADER..HEADER + payload_bytes];
@@ -283,6 +290,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                     k.exchange(op, rbuf, local.write(range), mine_first, None);
                     done_with(cx, rid);
                 } else {
+                    debug_assert!(!cx.scratch.free.is_empty(), "a free scratch slot (see `total`)");
                     let scratch = acquire(cx)?;
                     let (rbuf, obuf) = cx.t.slot_pair(rid, scratch);
                     let theirs = &rbuf[HEADER..HEADER + payload_bytes];
