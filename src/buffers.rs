@@ -57,13 +57,32 @@ impl<'a, E: Copy> Local<'a, E> {
 
     /// Elements `r`, for a hop that reads and updates them.
     pub fn write(&mut self, r: Range<usize>) -> &mut [E] {
+        match self.update(r) {
+            Update::InPlace(b) => b,
+            Update::Split(src, dst) => {
+                dst.copy_from_slice(src);
+                dst
+            }
+        }
+    }
+
+    /// Elements `r`, for a hop that reads each one once and then writes
+    /// it: where they are all still fresh, out of place, the values come
+    /// from the input and go to the output (`Update::Split`), so the hop
+    /// needs no copy of the input first.
+    pub fn update(&mut self, r: Range<usize>) -> Update<'_, E> {
         match self {
-            Local::InPlace(b) => &mut b[r],
-            Local::Scatter { output, own, .. } => &mut output[r.start - own.start..r.end - own.start],
-            Local::Gather { output, .. } => &mut output[r],
+            Local::InPlace(b) => Update::InPlace(&mut b[r]),
+            Local::Scatter { output, own, .. } => Update::InPlace(&mut output[r.start - own.start..r.end - own.start]),
+            Local::Gather { output, .. } => Update::InPlace(&mut output[r]),
             Local::OutOfPlace { input, output, fresh } => {
-                fresh.take(r.clone(), |p| output[p.clone()].copy_from_slice(&input[p]));
-                &mut output[r]
+                if fresh.covers(&r) {
+                    fresh.take(r.clone(), |_| {});
+                    Update::Split(&input[r.clone()], &mut output[r])
+                } else {
+                    fresh.take(r.clone(), |p| output[p.clone()].copy_from_slice(&input[p]));
+                    Update::InPlace(&mut output[r])
+                }
             }
         }
     }
@@ -90,6 +109,14 @@ impl<'a, E: Copy> Local<'a, E> {
     pub fn is_in_place(&self) -> bool {
         matches!(self, Local::InPlace(_))
     }
+}
+
+/// Where a hop that updates elements reads and writes them.
+pub(crate) enum Update<'a, E> {
+    /// One slice, read and written.
+    InPlace(&'a mut [E]),
+    /// Read from the first, written to the second.
+    Split(&'a [E], &'a mut [E]),
 }
 
 /// Disjoint ranges of elements, keyed by start. A call leaves at most one

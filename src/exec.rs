@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 pub(crate) use crate::buffers::Local;
+use crate::buffers::Update;
 use crate::cpu::hop::HopKernels;
 use crate::element::{widen, Element, ReduceOp};
 use crate::error::{BufferState, Error, Result};
@@ -247,7 +248,10 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                     k.reduce_encode(op, recv_p, local.read(range.clone()), out_p)
                 } else {
                     *touched = true;
-                    k.reduce_store_encode(op, avg_ranks, recv_p, local.write(range.clone()), out_p)
+                    match local.update(range.clone()) {
+                        Update::InPlace(l) => k.reduce_store_encode(op, avg_ranks, recv_p, l, out_p),
+                        Update::Split(s, d) => k.reduce_store_encode_split(op, avg_ranks, recv_p, (s, d), out_p),
+                    }
                 };
                 if let Some(res) = res {
                     k.sub_decoded(out_p, res);

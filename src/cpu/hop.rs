@@ -25,6 +25,20 @@ pub(crate) trait HopKernels<E: Element> {
         local: &mut [E],
         out: &mut [u8],
     ) -> bool;
+    /// [`Self::reduce_store_encode`] reading the local values from `src`
+    /// and writing them to `dst`: an out-of-place call's input and output.
+    /// The default copies `src` into `dst` first.
+    fn reduce_store_encode_split(
+        &self,
+        op: ReduceOp,
+        avg: Option<usize>,
+        recv: &[u8],
+        (src, dst): (&[E], &mut [E]),
+        out: &mut [u8],
+    ) -> bool {
+        dst.copy_from_slice(src);
+        self.reduce_store_encode(op, avg, recv, dst, out)
+    }
     fn decode_store(&self, recv: &[u8], local: &mut [E]);
     fn reduce_into(&self, op: ReduceOp, recv: &[u8], local: &mut [E]);
     fn exchange(
@@ -75,6 +89,17 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<W> {
     ) -> bool {
         let n = local.len();
         super::reduce_store_encode(op, avg, w::<W>(recv, n), local, w_mut::<W>(out, n))
+    }
+    fn reduce_store_encode_split(
+        &self,
+        op: ReduceOp,
+        avg: Option<usize>,
+        recv: &[u8],
+        (src, dst): (&[E], &mut [E]),
+        out: &mut [u8],
+    ) -> bool {
+        let n = dst.len();
+        super::reduce_store_encode_split(op, avg, w::<W>(recv, n), (src, dst), w_mut::<W>(out, n))
     }
     fn decode_store(&self, recv: &[u8], local: &mut [E]) {
         super::decode_store(w::<W>(recv, local.len()), local)

@@ -94,6 +94,34 @@ pub fn reduce_store_encode<E: Element, W: Element>(
     scalar::reduce_store_encode(op, avg_ranks, recv, local, out)
 }
 
+/// [`reduce_store_encode`] reading the local values from `src` and writing
+/// them to `dst` (an out-of-place call's input and output), so that an
+/// output block needs no copy of the input first.
+pub fn reduce_store_encode_split<E: Element, W: Element>(
+    op: ReduceOp,
+    avg_ranks: Option<usize>,
+    recv: &[W],
+    (src, dst): (&[E], &mut [E]),
+    out: &mut [W],
+) -> bool {
+    let n = dst.len();
+    assert!(recv.len() == n && src.len() == n && out.len() == n, "kernel slices differ in length");
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = vector_kind::<E, W>() {
+        let (v, over) = x86::reduce_store_encode_split_vec(
+            k,
+            op,
+            avg_ranks,
+            bytemuck::cast_slice(recv),
+            (bytemuck::cast_slice(src), bytemuck::cast_slice_mut(dst)),
+            bytemuck::cast_slice_mut(out),
+        );
+        return over
+            | scalar::reduce_store_encode_split(op, avg_ranks, &recv[v..], (&src[v..], &mut dst[v..]), &mut out[v..]);
+    }
+    scalar::reduce_store_encode_split(op, avg_ranks, recv, (src, dst), out)
+}
+
 /// Allgather hop: `local = decode(recv)`.
 pub fn decode_store<E: Element, W: Element>(recv: &[W], local: &mut [E]) {
     assert_eq!(recv.len(), local.len(), "kernel slices differ in length");

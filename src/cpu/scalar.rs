@@ -47,13 +47,37 @@ pub fn reduce_store_encode<E: Element, W: Element>(
 ) -> bool {
     let mut over = false;
     for ((r, l), o) in recv.iter().zip(local.iter_mut()).zip(out.iter_mut()) {
-        let mut v = E::Acc::combine(op, E::Acc::load(*r), E::Acc::load(*l));
-        if let Some(n) = avg_ranks {
-            v = v.div_ranks(n);
-        }
-        over |= put(v, o);
-        *l = E::Acc::load(*o).store();
+        over |= store_final(op, avg_ranks, *r, l, *l, o);
     }
+    over
+}
+
+/// [`reduce_store_encode`] reading the local values from `src` and
+/// writing them to `dst`: an out-of-place call's input and output.
+pub fn reduce_store_encode_split<E: Element, W: Element>(
+    op: ReduceOp,
+    avg_ranks: Option<usize>,
+    recv: &[W],
+    (src, dst): (&[E], &mut [E]),
+    out: &mut [W],
+) -> bool {
+    let mut over = false;
+    for (((r, s), d), o) in recv.iter().zip(src).zip(dst.iter_mut()).zip(out.iter_mut()) {
+        over |= store_final(op, avg_ranks, *r, d, *s, o);
+    }
+    over
+}
+
+/// One element of the last reduce-scatter hop: `o = wire(r op s [/ n])`,
+/// `d = decode(o)`.
+#[inline(always)]
+fn store_final<E: Element, W: Element>(op: ReduceOp, avg: Option<usize>, r: W, d: &mut E, s: E, o: &mut W) -> bool {
+    let mut v = E::Acc::combine(op, E::Acc::load(r), E::Acc::load(s));
+    if let Some(n) = avg {
+        v = v.div_ranks(n);
+    }
+    let over = put(v, o);
+    *d = E::Acc::load(*o).store();
     over
 }
 

@@ -77,6 +77,14 @@ fn check_kernels<W: Element + Default>(recv: &[W], local0: &[f32]) {
             let fa = reduce_store_encode(op, avg, recv, &mut la, &mut a);
             let fb = scalar::reduce_store_encode(op, avg, recv, &mut lb, &mut b);
             assert_eq!((fa, rbits(&a), lbits(&la)), (fb, rbits(&b), lbits(&lb)), "reduce_store_encode {op} n={n}");
+            // Out of place: the same bits as in place, vector and scalar,
+            // and the source untouched.
+            let (mut da, mut db) = (vec![0f32; n], vec![0f32; n]);
+            let (mut sa, mut sb) = (vec![W::default(); n], vec![W::default(); n]);
+            let ga = reduce_store_encode_split(op, avg, recv, (local0, &mut da), &mut sa);
+            let gb = scalar::reduce_store_encode_split(op, avg, recv, (local0, &mut db), &mut sb);
+            assert_eq!((ga, rbits(&sa), lbits(&da)), (fa, rbits(&a), lbits(&la)), "split vector {op} n={n}");
+            assert_eq!((gb, rbits(&sb), lbits(&db)), (fa, rbits(&a), lbits(&la)), "split scalar {op} n={n}");
         }
     }
 }
@@ -158,6 +166,8 @@ fn overflow_flags_match_scalar_one_value_at_a_time() {
             let v = reduce_store_encode(op, Some(1), &small, &mut la, &mut a);
             let s = scalar::reduce_store_encode(op, Some(1), &small, &mut lb, &mut b);
             assert_eq!(v, s, "reduce_store_encode {op:?} {x:e}");
+            let v = reduce_store_encode_split(op, Some(1), &small, (&local, &mut la), &mut a);
+            assert_eq!(v, s, "reduce_store_encode_split {op:?} {x:e}");
         }
     }
     for b in BITS {

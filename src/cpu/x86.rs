@@ -266,14 +266,18 @@ pub unsafe fn reduce_encode(
     })
 }
 
-/// `out = wire(recv op local [/ n]); local = decode(out)`.
+/// `out = wire(recv op src [/ n]); dst = decode(out)`; `src` and `dst`
+/// are the same buffer in place, or an out-of-place call's input and
+/// output.
 #[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn reduce_store_encode(
     k: WireKind,
     op: ReduceOp,
     avg_ranks: Option<usize>,
     recv: *const u8,
-    local: *mut f32,
+    src: *const f32,
+    dst: *mut f32,
     out: *mut u8,
     n: usize,
 ) -> bool {
@@ -283,23 +287,23 @@ pub unsafe fn reduce_store_encode(
         let avg = avg_ranks.is_some();
         let mut i = 0;
         // As in reduce_encode; every load comes before the stores, which
-        // the compiler cannot reorder itself (local and out may alias for
-        // all it knows).
+        // the compiler cannot reorder itself (src, dst and out may alias
+        // for all it knows, and src is dst in place).
         while i + 32 <= n {
-            let a0 = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
-            let a1 = combine(op, load(k, recv, i + 8), _mm256_loadu_ps(local.add(i + 8)));
-            let a2 = combine(op, load(k, recv, i + 16), _mm256_loadu_ps(local.add(i + 16)));
-            let a3 = combine(op, load(k, recv, i + 24), _mm256_loadu_ps(local.add(i + 24)));
-            over = over.see(k, finish(k, avg, div, a0, out, local, i));
-            over2 = over2.see(k, finish(k, avg, div, a1, out, local, i + 8));
-            over = over.see(k, finish(k, avg, div, a2, out, local, i + 16));
-            over2 = over2.see(k, finish(k, avg, div, a3, out, local, i + 24));
+            let a0 = combine(op, load(k, recv, i), _mm256_loadu_ps(src.add(i)));
+            let a1 = combine(op, load(k, recv, i + 8), _mm256_loadu_ps(src.add(i + 8)));
+            let a2 = combine(op, load(k, recv, i + 16), _mm256_loadu_ps(src.add(i + 16)));
+            let a3 = combine(op, load(k, recv, i + 24), _mm256_loadu_ps(src.add(i + 24)));
+            over = over.see(k, finish(k, avg, div, a0, out, dst, i));
+            over2 = over2.see(k, finish(k, avg, div, a1, out, dst, i + 8));
+            over = over.see(k, finish(k, avg, div, a2, out, dst, i + 16));
+            over2 = over2.see(k, finish(k, avg, div, a3, out, dst, i + 24));
             i += 32;
         }
         over = over.merge(over2);
         while i + 8 <= n {
-            let a = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
-            over = over.see(k, finish(k, avg, div, a, out, local, i));
+            let a = combine(op, load(k, recv, i), _mm256_loadu_ps(src.add(i)));
+            over = over.see(k, finish(k, avg, div, a, out, dst, i));
             i += 8;
         }
         over.any(k)
@@ -410,9 +414,34 @@ pub fn reduce_store_encode_vec(
         return (0, false);
     }
     assert!(recv.len() >= n * width(k) && out.len() >= n * width(k));
+    let p = local.as_mut_ptr();
     // SAFETY: features checked; every slice covers n elements of its type;
-    // recv, local and out are distinct borrows, so they do not overlap.
-    (n, unsafe { reduce_store_encode(k, op, avg_ranks, recv.as_ptr(), local.as_mut_ptr(), out.as_mut_ptr(), n) })
+    // recv, local and out are distinct borrows, so they do not overlap;
+    // local is read and written through one pointer, each vector loaded
+    // before it is stored.
+    (n, unsafe { reduce_store_encode(k, op, avg_ranks, recv.as_ptr(), p, p, out.as_mut_ptr(), n) })
+}
+
+/// Whole vectors of `reduce_store_encode` reading `src` and writing `dst`;
+/// see [`encode_vec`].
+pub fn reduce_store_encode_split_vec(
+    k: WireKind,
+    op: ReduceOp,
+    avg_ranks: Option<usize>,
+    recv: &[u8],
+    (src, dst): (&[f32], &mut [f32]),
+    out: &mut [u8],
+) -> (usize, bool) {
+    let n = dst.len() & !7;
+    if !available() || n == 0 {
+        return (0, false);
+    }
+    assert!(src.len() >= n && recv.len() >= n * width(k) && out.len() >= n * width(k));
+    // SAFETY: features checked; every slice covers n elements of its type;
+    // dst and out are exclusive borrows, so nothing overlaps what is written.
+    (n, unsafe {
+        reduce_store_encode(k, op, avg_ranks, recv.as_ptr(), src.as_ptr(), dst.as_mut_ptr(), out.as_mut_ptr(), n)
+    })
 }
 
 /// Whole vectors of `decode_store`; returns how many elements it covered.
