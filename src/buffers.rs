@@ -48,7 +48,7 @@ impl<'a, E: Copy> Local<'a, E> {
                 if fresh.covers(&r) {
                     &input[r]
                 } else {
-                    fresh.take(r.clone(), |p| output[p.clone()].copy_from_slice(&input[p]));
+                    fresh.fill(r.clone(), input, output);
                     &output[r]
                 }
             }
@@ -80,7 +80,7 @@ impl<'a, E: Copy> Local<'a, E> {
                     fresh.take(r.clone(), |_| {});
                     Update::Split(&input[r.clone()], &mut output[r])
                 } else {
-                    fresh.take(r.clone(), |p| output[p.clone()].copy_from_slice(&input[p]));
+                    fresh.fill(r.clone(), input, output);
                     Update::InPlace(&mut output[r])
                 }
             }
@@ -102,7 +102,7 @@ impl<'a, E: Copy> Local<'a, E> {
     /// Copies what no hop wrote (everything, on one rank) into the output.
     pub fn settle(&mut self) {
         if let Local::OutOfPlace { input, output, fresh } = self {
-            fresh.take(0..input.len(), |p| output[p.clone()].copy_from_slice(&input[p]));
+            fresh.fill(0..input.len(), input, output);
         }
     }
 
@@ -137,6 +137,12 @@ impl Fresh {
     /// Whether `r` is non-empty and lies inside one fresh range.
     fn covers(&self, r: &Range<usize>) -> bool {
         !r.is_empty() && self.0.range(..=r.start).next_back().is_some_and(|(_, &end)| end >= r.end)
+    }
+
+    /// Copies the fresh pieces of `r` from `input` into `output`, which
+    /// then holds them.
+    fn fill<E: Copy>(&mut self, r: Range<usize>, input: &[E], output: &mut [E]) {
+        self.take(r, |p| output[p.clone()].copy_from_slice(&input[p]));
     }
 
     /// Removes `r` from the set, handing `each` every fresh piece of it.

@@ -533,8 +533,7 @@ impl Communicator {
     pub fn allreduce_with<T: Element>(&self, buf: &mut [T], op: ReduceOp, opts: &AllreduceOpts) -> Result<()> {
         let count = buf.len();
         self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, _, _| {
-            let (shape, algo) = (self.shape(opts, T::DTYPE), self.algorithm_for(opts, T::DTYPE, count));
-            (schedule::allreduce(algo, rank, count, shape), Local::InPlace(buf))
+            (self.allreduce_schedule(opts, T::DTYPE, rank, count), Local::InPlace(buf))
         })
     }
 
@@ -587,9 +586,14 @@ impl Communicator {
             return self.allreduce_with(output, op, opts).map_err(|e| e.with_buffer(BufferState::Partial));
         }
         self.call::<T>(Collective::Allreduce, count, Some(op), None, opts, None, |rank, _, _| {
-            let (shape, algo) = (self.shape(opts, T::DTYPE), self.algorithm_for(opts, T::DTYPE, count));
-            (schedule::allreduce(algo, rank, count, shape), Local::out_of_place(input, output))
+            (self.allreduce_schedule(opts, T::DTYPE, rank, count), Local::out_of_place(input, output))
         })
+    }
+
+    /// The schedule an allreduce of `count` elements runs on this rank.
+    fn allreduce_schedule(&self, opts: &AllreduceOpts, dtype: DType, rank: usize, count: usize) -> AnySchedule {
+        let algo = self.algorithm_for(opts, dtype, count);
+        schedule::allreduce(algo, rank, count, self.shape(opts, dtype))
     }
 
     /// Ring allreduce (`Sum`) of `buf` with *error feedback*, as used by

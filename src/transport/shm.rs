@@ -96,6 +96,14 @@ struct Lent {
     len: usize,
 }
 
+impl Lent {
+    /// The message's bytes among the mapped peer files (checked in bounds
+    /// when it was taken).
+    fn bytes(self, peer_data: &[(usize, i32, Segment)]) -> &[u8] {
+        peer_data[self.map].2.view(self.off, self.len).expect("checked when taken")
+    }
+}
+
 /// One rank's shared-memory carrier.
 pub struct ShmTransport {
     rank: usize,
@@ -276,7 +284,7 @@ impl ShmTransport {
         if let Some(l) = self.lent.get(id).copied().flatten() {
             let (off, _) = self.slot_range(id);
             let dst = self.data.last_mut().expect("slots reserved").own_mut(off, l.len);
-            dst.copy_from_slice(self.peer_data[l.map].2.view(l.off, l.len).expect("checked when taken"));
+            dst.copy_from_slice(l.bytes(&self.peer_data));
             self.release(id);
         }
     }
@@ -325,7 +333,7 @@ impl Transport for ShmTransport {
 
     fn slot(&mut self, id: SlotId) -> &[u8] {
         match self.lent.get(id).copied().flatten() {
-            Some(l) => self.peer_data[l.map].2.view(l.off, l.len).expect("checked when taken"),
+            Some(l) => l.bytes(&self.peer_data),
             None => self.slot_mut(id),
         }
     }
@@ -335,9 +343,7 @@ impl Transport for ShmTransport {
         let (ra, rb) = (self.slot_range(a), self.slot_range(b));
         let data = self.data.last_mut().expect("slots are reserved before use");
         match self.lent.get(a).copied().flatten() {
-            Some(l) => {
-                (self.peer_data[l.map].2.view(l.off, l.len).expect("checked when taken"), data.own_mut(rb.0, rb.1))
-            }
+            Some(l) => (l.bytes(&self.peer_data), data.own_mut(rb.0, rb.1)),
             None => data.own_pair(ra, rb),
         }
     }
