@@ -19,8 +19,8 @@
 //! - a token bucket per port ([`Link::burst_bytes`]): a shaped link (Linux
 //!   `tbf`) lets a burst through at once after it has been idle, and only
 //!   then holds the rate; what a call finds in the bucket depends on the
-//!   call before, so with one the model predicts a second call, a barrier
-//!   after the first, as benchmarks time them;
+//!   calls before, so with one the model replays a benchmark's calls a
+//!   barrier apart and predicts the median of the timed ones;
 //! - CPU time per message at each end ([`Cluster::overhead_s`], LogP's
 //!   `o`) and the cores the ranks share ([`Cluster::cpus`]): namespaces on
 //!   one machine run all their ranks on its few cores, so a round in which
@@ -47,8 +47,8 @@ pub struct Link {
     /// Bytes per second through one port.
     pub bytes_per_s: f64,
     /// Token bucket of the port, bytes (0: none, every byte at the rate).
-    /// It starts full; with a bucket, [`predict`] times the second of two
-    /// calls a barrier apart, as benchmarks time them.
+    /// It starts full; with a bucket, [`predict`] replays the benchmark's
+    /// calls a barrier apart ([`Plan::warmup`], [`Plan::timed`]).
     pub burst_bytes: f64,
 }
 
@@ -85,6 +85,11 @@ pub struct Plan {
     pub slice: usize,
     /// Slices of a step per round (the executor's `slots`).
     pub per_round: usize,
+    /// The benchmark's untimed calls before the timed ones. Calls differ
+    /// only where a link has a token bucket ([`Link::burst_bytes`]).
+    pub warmup: usize,
+    /// Its timed calls (at least one), whose median is predicted.
+    pub timed: usize,
 }
 
 /// What the model predicts.
@@ -336,15 +341,25 @@ pub fn predict(cluster: &Cluster, plan: &Plan) -> Result<Prediction, SimError> {
     if cluster.intra.burst_bytes <= 0.0 && cluster.inter.burst_bytes <= 0.0 {
         return Ok(Prediction { time_s: end, messages: sim.messages, rank0_bytes: sim.rank0_bytes });
     }
-    // With token buckets a call depends on the one before: a benchmark
-    // (ringfuse-perf, nccl-tests) times calls a barrier apart, so the
-    // bucket holds what the last call left plus the refill over the
-    // barrier. Predict that second call.
-    let start = end + barrier_s(cluster);
-    (sim.ranks, sim.messages, sim.rank0_bytes) = (ranks_at(cluster, plan, start), 0, 0);
-    sim.run();
-    let end = finished(&sim)?;
-    Ok(Prediction { time_s: end - start, messages: sim.messages, rank0_bytes: sim.rank0_bytes })
+    // With token buckets a call depends on the calls before it: each finds
+    // what the last left plus the refill over the barrier between them.
+    // Replay the benchmark's calls (ringfuse-perf, nccl-tests: warm-up,
+    // then timed calls a barrier apart, from full buckets) and predict the
+    // median of the timed ones as it reports it. Small calls that take more
+    // than a barrier gives back drain the buckets over several calls.
+    let calls = plan.warmup + plan.timed.max(1);
+    let mut times = vec![end];
+    let mut end = end;
+    while times.len() < calls {
+        let start = end + barrier_s(cluster);
+        (sim.ranks, sim.messages, sim.rank0_bytes) = (ranks_at(cluster, plan, start), 0, 0);
+        sim.run();
+        end = finished(&sim)?;
+        times.push(end - start);
+    }
+    let timed = &mut times[plan.warmup..];
+    timed.sort_by(f64::total_cmp);
+    Ok(Prediction { time_s: timed[timed.len() / 2], messages: sim.messages, rank0_bytes: sim.rank0_bytes })
 }
 
 /// Every rank at its first hop, its clock at `start`.

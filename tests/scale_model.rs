@@ -17,7 +17,7 @@ fn cluster(ranks: usize, per_host: usize, latency_s: f64) -> Cluster {
 }
 
 fn plan(algo: Algorithm, count: usize) -> Plan {
-    Plan { algo, count, wire_bytes_per_elem: 4.0, slice: 64 << 10, per_round: 4 }
+    Plan { algo, count, wire_bytes_per_elem: 4.0, slice: 64 << 10, per_round: 4, warmup: 1, timed: 1 }
 }
 
 /// Every algorithm at cluster sizes, in the executor's hop order with
@@ -83,6 +83,35 @@ fn a_token_bucket_lets_a_burst_through_and_refills_at_the_rate() {
     // 1000, arrives 1100 us: 700 us after its start.
     c.inter.burst_bytes = 6000.0;
     assert!((ring(&c) - 700e-6).abs() < 7e-6, "{} vs 700 us", ring(&c));
+}
+
+/// Calls that take more from the bucket than the barrier between them
+/// gives back drain it over many calls, and the model predicts the median
+/// of the benchmark's timed calls. 2-rank ring, blocks of 2000 B, 100 us
+/// latency, 10 MB/s, a 20000 B bucket: a call takes 4000 B, and at 200 us
+/// plus a 100 us barrier it gets 3000 B back, so each call starts with
+/// 1000 B less. The first 18 (from 3000 B up) run at 200 us; from then
+/// on each starts with 2000 B: block 1 leaves at once and arrives at 100 us, block 2 waits
+/// 100 us for the 1000 B it lacks, leaves at 200 and arrives at 300 us,
+/// and the 200 us to the next start refill 2000 B.
+#[test]
+fn small_calls_drain_a_bucket_and_the_median_of_the_timed_calls_is_predicted() {
+    let (latency, rate) = (100e-6, 1e7);
+    let mut c = cluster(2, 1, latency);
+    c.inter = Link { latency_s: latency, bytes_per_s: rate, burst_bytes: 20000.0 };
+    let ring = |warmup, timed| {
+        let p = Plan { warmup, timed, ..plan(Algorithm::Ring, 1000) };
+        predict(&c, &p).unwrap().time_s
+    };
+    let near = |t: f64, want: f64| (t - want).abs() < 0.01 * want;
+    assert!(near(ring(1, 1), 200e-6), "the second call: {}", ring(1, 1));
+    assert!(near(ring(17, 1), 200e-6), "call 18: {}", ring(17, 1));
+    assert!(near(ring(18, 1), 300e-6), "call 19: {}", ring(18, 1));
+    assert!(near(ring(20, 5), 300e-6), "after the bucket drained: {}", ring(20, 5));
+    // Calls 6-25 (ringfuse-perf's defaults): 13 at 200 us, 7 at 300 us.
+    assert!(near(ring(5, 20), 200e-6), "ringfuse-perf's defaults: {}", ring(5, 20));
+    // Calls 16-23: 3 at 200 us, 5 at 300 us.
+    assert!(near(ring(15, 8), 300e-6), "calls 16-23: {}", ring(15, 8));
 }
 
 /// CPU time per message: with a core per rank, recursive doubling pays

@@ -90,6 +90,8 @@ pub struct Args {
     pub link_rate: f64,
     /// With --simulate: token bucket of each host's network port, bytes
     /// (0: none). `ci/netsim.sh` shapes its links with `tbf burst 256kb`.
+    /// With one, the model replays -w untimed and -n timed calls a barrier
+    /// apart (or those a --compare file records) and predicts the median.
     #[arg(long, default_value = "0", value_parser = parse_bytes)]
     pub link_burst: u64,
     /// With --simulate: CPU time a message costs its sender and again its

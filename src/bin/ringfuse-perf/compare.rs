@@ -60,7 +60,10 @@ pub fn compare(args: &Args, path: &Path) -> Result<(), String> {
     // The run's message size (files from before it was recorded: the
     // default of their day, 256 KiB), unless --slice-bytes overrides it.
     let slice = args.slice_bytes.or(doc["slice_bytes"].as_u64()).unwrap_or(ringfuse::DEFAULT_SLICE_BYTES as u64);
-    let args = &Args { slice_bytes: Some(slice), ..args.clone() };
+    // Its calls per row (files from before they were recorded: -n and -w).
+    let count = |k: &str, default: usize| doc[k].as_u64().map_or(default, |v| v as usize);
+    let (warmup, iters) = (count("warmup", args.warmup), count("iters", args.iters));
+    let args = &Args { slice_bytes: Some(slice), warmup, iters, ..args.clone() };
     let predicted: Vec<Result<f64, String>> = rows
         .par_iter()
         .map(|m| {
@@ -70,7 +73,7 @@ pub fn compare(args: &Args, path: &Path) -> Result<(), String> {
         })
         .collect();
     crate::report::model_line(args);
-    println!("# {n} ranks, {slice} B messages, measured: {}", path.display());
+    println!("# {n} ranks, {slice} B messages, {warmup} + {iters} calls, measured: {}", path.display());
     println!("#       bytes      codec     algo  measured_us predicted_us  ratio");
     let mut agree = 0;
     for (m, p) in rows.iter().zip(predicted) {

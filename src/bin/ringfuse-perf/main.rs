@@ -140,8 +140,15 @@ fn main() -> ExitCode {
     if lead {
         let n = comm.size();
         if let Some(p) = &args.json {
-            report::json(p, n, &host, comm.carrier(), slice_bytes, &rows)
-                .unwrap_or_else(|e| eprintln!("--json {}: {e}", p.display()));
+            let run = report::RunInfo {
+                ranks: n,
+                host: &host,
+                carrier: comm.carrier(),
+                slice_bytes,
+                warmup: args.warmup,
+                iters: args.iters,
+            };
+            report::json(p, &run, &rows).unwrap_or_else(|e| eprintln!("--json {}: {e}", p.display()));
         }
         if let Some(p) = &args.csv {
             report::csv(p, &rows).unwrap_or_else(|e| eprintln!("--csv {}: {e}", p.display()));

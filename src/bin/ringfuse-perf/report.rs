@@ -55,15 +55,22 @@ pub fn row(r: &Row) {
     );
 }
 
-pub fn json(
-    path: &Path,
-    ranks: usize,
-    host: &str,
-    carrier: &str,
-    slice_bytes: usize,
-    rows: &[Row],
-) -> std::io::Result<()> {
-    let doc = serde_json::json!({ "ranks": ranks, "host": host, "carrier": carrier, "slice_bytes": slice_bytes, "rows": rows });
+/// What a `--json` file says about the run beside its rows.
+#[derive(serde::Serialize)]
+pub struct RunInfo<'a> {
+    pub ranks: usize,
+    pub host: &'a str,
+    pub carrier: &'a str,
+    pub slice_bytes: usize,
+    /// Untimed and timed calls per row, so `--simulate --compare` can
+    /// replay the same calls where a link's token bucket makes them differ.
+    pub warmup: usize,
+    pub iters: usize,
+}
+
+pub fn json(path: &Path, run: &RunInfo<'_>, rows: &[Row]) -> std::io::Result<()> {
+    let mut doc = serde_json::to_value(run)?;
+    doc["rows"] = serde_json::to_value(rows)?;
     std::fs::write(path, serde_json::to_string_pretty(&doc)?)
 }
 

@@ -45,7 +45,8 @@ pub fn point(args: &Args, n: usize, bytes: usize, codec: Codec) -> Result<Vec<Ro
         let shape = schedule::Shape { size: n, per_host: args.ranks_per_host, slice, slots: opts.slots };
         let block = schedule::allreduce(algo, 0, count, shape).block(0).len();
         let slice = slice.max(block.div_ceil(MAX_SLICES));
-        let plan = Plan { algo, count, wire_bytes_per_elem: wire, slice, per_round: opts.slots };
+        let (warmup, timed) = (args.warmup, args.iters);
+        let plan = Plan { algo, count, wire_bytes_per_elem: wire, slice, per_round: opts.slots, warmup, timed };
         predict(&cluster, &plan).map(|p| (algo, p)).map_err(|e| e.to_string())
     };
     let mut fixed: Vec<(Algorithm, Prediction)> = Vec::new();
