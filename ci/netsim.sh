@@ -133,7 +133,7 @@ timeout -k 10 "$DEADLINE" ip netns exec "${P}h0" env HOME="$WORK" TMPDIR="$WORK/
     mpirun --allow-run-as-root --oversubscribe -np "$HOSTS" --host "$hosts" \
     --mca plm_rsh_agent "$WORK/agent" --mca plm_rsh_no_tree_spawn 1 \
     --mca btl tcp,self --mca mpi_yield_when_idle "$YIELD" --mca btl_tcp_if_include 198.18.0.0/24 --mca oob_tcp_if_include 198.18.0.0/24 \
-    -x RINGFUSE_TIMEOUT_MS \
+    ${RINGFUSE_TIMEOUT_MS:+-x RINGFUSE_TIMEOUT_MS} \
     "$PERF" "${PERF_ARGS[@]}" || rc=$?
 if ((rc == 124 || rc == 137)); then
     echo "netsim: mpirun did not finish within --deadline ${DEADLINE}s; killed (ranks time out on their own, so this is a launch that never completed)" >&2
