@@ -48,7 +48,11 @@ fn kernels(c: &mut Criterion) {
             b.iter(|| cpu::encode(black_box(&local), &mut out16))
         });
         g.bench_function(BenchmarkId::new("fp16_decode_store", label), |b| {
-            b.iter(|| cpu::decode_store(black_box(&recv16), &mut dst))
+            b.iter(|| cpu::decode_store(black_box(&recv16), &mut dst, cpu::Stores::Cached))
+        });
+        // What calls with outputs of half the last-level cache and more use.
+        g.bench_function(BenchmarkId::new("fp16_decode_store_streaming", label), |b| {
+            b.iter(|| cpu::decode_store(black_box(&recv16), &mut dst, cpu::Stores::Streaming))
         });
     }
     g.finish();

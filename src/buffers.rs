@@ -106,6 +106,14 @@ impl<'a, E: Copy> Local<'a, E> {
         }
     }
 
+    /// The buffer the call writes.
+    pub fn output(&self) -> &[E] {
+        match self {
+            Local::InPlace(buf) => buf,
+            Local::Scatter { output, .. } | Local::Gather { output, .. } | Local::OutOfPlace { output, .. } => output,
+        }
+    }
+
     pub fn is_in_place(&self) -> bool {
         matches!(self, Local::InPlace(_))
     }

@@ -10,6 +10,7 @@ use half::{bf16, f16};
 use crate::codec::Codec;
 use crate::cpu::blocked::{Int8, ScaledF16};
 use crate::cpu::hop::{BlockScaled, Elementwise};
+use crate::cpu::Stores;
 use crate::element::{DType, Element, ReduceOp};
 use crate::error::{BufferState, Error, Result};
 use crate::exec::{self, Ctx, Local, Scratch};
@@ -899,12 +900,13 @@ fn dispatch<E: Element, S: Schedule>(
     codec: Codec,
     block: usize,
 ) -> Result<u16> {
+    let stores = Stores::for_output(std::mem::size_of_val(local.output()));
     match codec {
         Codec::Fp16Scaled => exec::run(cx, &BlockScaled::<ScaledF16>::new(block), s, local, op, avg),
         Codec::Int8 => exec::run(cx, &BlockScaled::<Int8>::new(block), s, local, op, avg),
-        Codec::Fp16 => exec::run(cx, &Elementwise::<f16>::new(), s, local, op, avg),
-        Codec::Bf16 => exec::run(cx, &Elementwise::<bf16>::new(), s, local, op, avg),
-        Codec::Native => exec::run(cx, &Elementwise::<E>::new(), s, local, op, avg),
+        Codec::Fp16 => exec::run(cx, &Elementwise::<f16>::new(stores), s, local, op, avg),
+        Codec::Bf16 => exec::run(cx, &Elementwise::<bf16>::new(stores), s, local, op, avg),
+        Codec::Native => exec::run(cx, &Elementwise::<E>::new(stores), s, local, op, avg),
     }
 }
 
@@ -952,6 +954,48 @@ mod tests {
         };
         assert!(run(false).iter().all(|r| matches!(r, Ok(x) if *x == 2.0)));
         assert!(run(true).iter().all(|r| matches!(r, Err(Error::Timeout { .. }))), "step-major walk should deadlock");
+    }
+
+    /// Calls whose output streams (by default those of half the
+    /// last-level cache and more) give the bits of calls that write
+    /// through the cache, in place and out of place, for every algorithm,
+    /// element-wise codec and an odd rank count.
+    #[test]
+    fn calls_that_stream_their_output_give_the_cached_bits() {
+        use crate::cpu::stores::test_hooks::STREAM_FROM_BYTES;
+        use std::sync::atomic::Ordering::Relaxed;
+        let run = |from: usize| {
+            STREAM_FROM_BYTES.store(from, Relaxed);
+            let mut all = Vec::new();
+            for n in [2, 3] {
+                all.push(crate::local::run(n, |comm| {
+                    let mut got = Vec::new();
+                    for algo in
+                        [Algorithm::Ring, Algorithm::Tree, Algorithm::HalvingDoubling, Algorithm::RecursiveDoubling]
+                    {
+                        for codec in [Codec::Native, Codec::Fp16, Codec::Bf16] {
+                            let o = AllreduceOpts::default().algorithm(algo).codec(codec).slice_bytes(4096);
+                            let input: Vec<f32> =
+                                (0..10007).map(|i| ((i * 7 + comm.rank()) % 1000) as f32 * 0.37).collect();
+                            let mut out = vec![0f32; input.len()];
+                            comm.allreduce_into_with(&input, &mut out, ReduceOp::Avg, &o).unwrap();
+                            let mut inplace = input.clone();
+                            comm.allreduce_with(&mut inplace, ReduceOp::Sum, &o).unwrap();
+                            got.push((
+                                out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                                inplace.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                            ));
+                        }
+                    }
+                    got
+                }));
+            }
+            all
+        };
+        let cached = run(usize::MAX);
+        let streamed = run(1);
+        STREAM_FROM_BYTES.store(0, Relaxed);
+        assert!(cached == streamed, "streaming stores changed a result");
     }
 
     /// A call that leaves `slice_bytes` at 0 slices by its carrier's

@@ -5,6 +5,7 @@
 use std::marker::PhantomData;
 
 use super::blocked::{self, Quant};
+use super::Stores;
 use crate::element::{Element, ReduceOp};
 
 /// The fused kernels of one (buffer element, wire format) pair. Each
@@ -56,12 +57,16 @@ pub(crate) trait HopKernels<E: Element> {
     fn sub_decoded(&self, wire: &[u8], acc: &mut [f32]);
 }
 
-/// Element-wise wire: one `W` per element.
-pub(crate) struct Elementwise<W>(PhantomData<W>);
+/// Element-wise wire: one `W` per element, writing the caller's buffer
+/// with `stores`.
+pub(crate) struct Elementwise<W> {
+    stores: Stores,
+    wire: PhantomData<W>,
+}
 
 impl<W> Elementwise<W> {
-    pub(crate) fn new() -> Self {
-        Elementwise(PhantomData)
+    pub(crate) fn new(stores: Stores) -> Self {
+        Elementwise { stores, wire: PhantomData }
     }
 }
 
@@ -99,10 +104,10 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<W> {
         out: &mut [u8],
     ) -> bool {
         let n = dst.len();
-        super::reduce_store_encode_split(op, avg, w::<W>(recv, n), (src, dst), w_mut::<W>(out, n))
+        super::reduce_store_encode_split(op, avg, w::<W>(recv, n), (src, dst), w_mut::<W>(out, n), self.stores)
     }
     fn decode_store(&self, recv: &[u8], local: &mut [E]) {
-        super::decode_store(w::<W>(recv, local.len()), local)
+        super::decode_store(w::<W>(recv, local.len()), local, self.stores)
     }
     fn reduce_into(&self, op: ReduceOp, recv: &[u8], local: &mut [E]) {
         super::reduce_into(op, w::<W>(recv, local.len()), local)

@@ -11,8 +11,11 @@
 pub(crate) mod blocked;
 pub(crate) mod hop;
 pub(crate) mod scalar;
+pub(crate) mod stores;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub use stores::Stores;
 
 use crate::element::{DType, Element, ReduceOp};
 
@@ -103,6 +106,7 @@ pub fn reduce_store_encode_split<E: Element, W: Element>(
     recv: &[W],
     (src, dst): (&[E], &mut [E]),
     out: &mut [W],
+    stores: Stores,
 ) -> bool {
     let n = dst.len();
     assert!(recv.len() == n && src.len() == n && out.len() == n, "kernel slices differ in length");
@@ -115,6 +119,7 @@ pub fn reduce_store_encode_split<E: Element, W: Element>(
             bytemuck::cast_slice(recv),
             (bytemuck::cast_slice(src), bytemuck::cast_slice_mut(dst)),
             bytemuck::cast_slice_mut(out),
+            stores == Stores::Streaming,
         );
         return over
             | scalar::reduce_store_encode_split(op, avg_ranks, &recv[v..], (&src[v..], &mut dst[v..]), &mut out[v..]);
@@ -123,11 +128,12 @@ pub fn reduce_store_encode_split<E: Element, W: Element>(
 }
 
 /// Allgather hop: `local = decode(recv)`.
-pub fn decode_store<E: Element, W: Element>(recv: &[W], local: &mut [E]) {
+pub fn decode_store<E: Element, W: Element>(recv: &[W], local: &mut [E], stores: Stores) {
     assert_eq!(recv.len(), local.len(), "kernel slices differ in length");
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = vector_kind::<E, W>() {
-        let n = x86::decode_store_vec(k, bytemuck::cast_slice(recv), bytemuck::cast_slice_mut(local));
+        let stream = stores == Stores::Streaming;
+        let n = x86::decode_store_vec(k, bytemuck::cast_slice(recv), bytemuck::cast_slice_mut(local), stream);
         return scalar::decode_store(&recv[n..], &mut local[n..]);
     }
     scalar::decode_store(recv, local)

@@ -54,9 +54,11 @@ fn check_kernels<W: Element + Default>(recv: &[W], local0: &[f32]) {
         assert_eq!(bits(&a), bits(&b), "encode, n={n}");
         // decode_store
         let (mut la, mut lb) = (vec![0f32; n], vec![0f32; n]);
-        decode_store(recv, &mut la);
         scalar::decode_store(recv, &mut lb);
-        assert_eq!(bits(&la), bits(&lb), "decode_store, n={n}");
+        for stores in [Stores::Cached, Stores::Streaming] {
+            decode_store(recv, &mut la, stores);
+            assert_eq!(bits(&la), bits(&lb), "decode_store {stores:?}, n={n}");
+        }
         for op in OPS {
             let (mut a, mut b) = (vec![W::default(); n], vec![W::default(); n]);
             let fa = reduce_encode(op, recv, local0, &mut a);
@@ -81,9 +83,12 @@ fn check_kernels<W: Element + Default>(recv: &[W], local0: &[f32]) {
             // and the source untouched.
             let (mut da, mut db) = (vec![0f32; n], vec![0f32; n]);
             let (mut sa, mut sb) = (vec![W::default(); n], vec![W::default(); n]);
-            let ga = reduce_store_encode_split(op, avg, recv, (local0, &mut da), &mut sa);
+            for stores in [Stores::Cached, Stores::Streaming] {
+                let ga = reduce_store_encode_split(op, avg, recv, (local0, &mut da), &mut sa, stores);
+                let want = (fa, rbits(&a), lbits(&la));
+                assert_eq!((ga, rbits(&sa), lbits(&da)), want, "split vector {stores:?} {op} n={n}");
+            }
             let gb = scalar::reduce_store_encode_split(op, avg, recv, (local0, &mut db), &mut sb);
-            assert_eq!((ga, rbits(&sa), lbits(&da)), (fa, rbits(&a), lbits(&la)), "split vector {op} n={n}");
             assert_eq!((gb, rbits(&sb), lbits(&db)), (fa, rbits(&a), lbits(&la)), "split scalar {op} n={n}");
         }
     }
@@ -166,8 +171,10 @@ fn overflow_flags_match_scalar_one_value_at_a_time() {
             let v = reduce_store_encode(op, Some(1), &small, &mut la, &mut a);
             let s = scalar::reduce_store_encode(op, Some(1), &small, &mut lb, &mut b);
             assert_eq!(v, s, "reduce_store_encode {op:?} {x:e}");
-            let v = reduce_store_encode_split(op, Some(1), &small, (&local, &mut la), &mut a);
-            assert_eq!(v, s, "reduce_store_encode_split {op:?} {x:e}");
+            for stores in [Stores::Cached, Stores::Streaming] {
+                let v = reduce_store_encode_split(op, Some(1), &small, (&local, &mut la), &mut a, stores);
+                assert_eq!(v, s, "reduce_store_encode_split {stores:?} {op:?} {x:e}");
+            }
         }
     }
     for b in BITS {
@@ -175,6 +182,44 @@ fn overflow_flags_match_scalar_one_value_at_a_time() {
             check::<f16>(x, at);
             check::<bf16>(x, at);
             check::<f32>(x, at);
+        }
+    }
+}
+
+/// Streaming stores need 32-byte alignment, so those kernels cover an
+/// unaligned start and end with cached vectors that overlap the streamed
+/// ones. At every alignment of the output, and lengths around one, two
+/// and five vectors, they must write what the cached kernels write, and
+/// nothing outside their slice.
+#[test]
+fn streaming_stores_write_the_same_bits_at_every_alignment() {
+    let mut rng = SmallRng::seed_from_u64(11);
+    for n in [1usize, 7, 8, 9, 15, 16, 17, 24, 33, 40, 41, 100] {
+        let recv: Vec<f16> = values(&mut rng, n).iter().map(|&x| f16::from_f32(x)).collect();
+        let src = values(&mut rng, n);
+        for off in 0..8 {
+            let fresh = || vec![-7.0f32; n + 16];
+            let (mut want, mut got) = (fresh(), fresh());
+            decode_store(&recv, &mut want[off..off + n], Stores::Cached);
+            decode_store(&recv, &mut got[off..off + n], Stores::Streaming);
+            assert_eq!(bits(&got), bits(&want), "decode_store n={n} offset={off}");
+            for op in [ReduceOp::Sum, ReduceOp::Avg] {
+                let avg = (op == ReduceOp::Avg).then_some(3);
+                let (mut want, mut got) = (fresh(), fresh());
+                let (mut wa, mut wb) = (vec![f16::ZERO; n], vec![f16::ZERO; n]);
+                let fa =
+                    reduce_store_encode_split(op, avg, &recv, (&src, &mut want[off..off + n]), &mut wa, Stores::Cached);
+                let fb = reduce_store_encode_split(
+                    op,
+                    avg,
+                    &recv,
+                    (&src, &mut got[off..off + n]),
+                    &mut wb,
+                    Stores::Streaming,
+                );
+                let what = format!("split {op} n={n} offset={off}");
+                assert_eq!((fb, bits(&wb), bits(&got)), (fa, bits(&wa), bits(&want)), "{what}");
+            }
         }
     }
 }

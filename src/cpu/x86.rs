@@ -190,10 +190,50 @@ unsafe fn round_trip(k: WireKind, v: __m256) -> __m256 {
 /// the others decode). Returns the value stored, for the overflow test.
 #[inline(always)]
 unsafe fn finish(k: WireKind, avg: bool, div: __m256, v: __m256, out: *mut u8, local: *mut f32, i: usize) -> __m256 {
+    finish_to::<false>(k, avg, div, v, out, local, i)
+}
+
+/// [`finish`], storing to `local[i..]` with a streaming store if `STREAM`
+/// (then `local.add(i)` must be 32-byte aligned).
+#[inline(always)]
+unsafe fn finish_to<const STREAM: bool>(
+    k: WireKind,
+    avg: bool,
+    div: __m256,
+    v: __m256,
+    out: *mut u8,
+    local: *mut f32,
+    i: usize,
+) -> __m256 {
     let v = if avg { _mm256_div_ps(v, div) } else { v };
     store(k, out, i, v);
-    _mm256_storeu_ps(local.add(i), load(k, out, i));
+    store_f32::<STREAM>(local.add(i), load(k, out, i));
     v
+}
+
+/// Stores 8 `f32`s at `p`: streaming (non-temporal; `p` 32-byte aligned)
+/// or through the cache.
+#[inline(always)]
+unsafe fn store_f32<const STREAM: bool>(p: *mut f32, v: __m256) {
+    if STREAM {
+        _mm256_stream_ps(p, v)
+    } else {
+        _mm256_storeu_ps(p, v)
+    }
+}
+
+/// Where a streaming pass over `dst[..n]` (`n` a non-zero multiple of 8)
+/// starts: from there on its vectors are 32-byte aligned. The elements
+/// before it are covered by one cached vector at 0 and those after the
+/// last aligned vector by one cached vector at `n - 8`. Both overlap
+/// streamed vectors and store the same values again, so a kernel may
+/// stream only where it does not read what it writes.
+#[inline(always)]
+fn stream_start(dst: *const f32) -> usize {
+    match (dst as usize & 31) / 4 {
+        0 => 0,
+        m => 8 - m,
+    }
 }
 
 #[inline(always)]
@@ -268,10 +308,11 @@ pub unsafe fn reduce_encode(
 
 /// `out = wire(recv op src [/ n]); dst = decode(out)`; `src` and `dst`
 /// are the same buffer in place, or an out-of-place call's input and
-/// output.
+/// output. With `STREAM`, `dst` is written with streaming stores (only
+/// where `src` and `dst` do not overlap; see [`stream_start`]).
 #[target_feature(enable = "avx2,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn reduce_store_encode(
+pub unsafe fn reduce_store_encode<const STREAM: bool>(
     k: WireKind,
     op: ReduceOp,
     avg_ranks: Option<usize>,
@@ -285,26 +326,37 @@ pub unsafe fn reduce_store_encode(
         let (mut over, mut over2) = (Overflow::new(), Overflow::new());
         let div = _mm256_set1_ps(avg_ranks.unwrap_or(1) as f32);
         let avg = avg_ranks.is_some();
+        let one = |i: usize| combine(op, load(k, recv, i), _mm256_loadu_ps(src.add(i)));
         let mut i = 0;
+        if STREAM && n > 0 {
+            i = stream_start(dst);
+            if i > 0 {
+                over = over.see(k, finish(k, avg, div, one(0), out, dst, 0));
+            }
+        }
         // As in reduce_encode; every load comes before the stores, which
         // the compiler cannot reorder itself (src, dst and out may alias
         // for all it knows, and src is dst in place).
         while i + 32 <= n {
-            let a0 = combine(op, load(k, recv, i), _mm256_loadu_ps(src.add(i)));
-            let a1 = combine(op, load(k, recv, i + 8), _mm256_loadu_ps(src.add(i + 8)));
-            let a2 = combine(op, load(k, recv, i + 16), _mm256_loadu_ps(src.add(i + 16)));
-            let a3 = combine(op, load(k, recv, i + 24), _mm256_loadu_ps(src.add(i + 24)));
-            over = over.see(k, finish(k, avg, div, a0, out, dst, i));
-            over2 = over2.see(k, finish(k, avg, div, a1, out, dst, i + 8));
-            over = over.see(k, finish(k, avg, div, a2, out, dst, i + 16));
-            over2 = over2.see(k, finish(k, avg, div, a3, out, dst, i + 24));
+            let (a0, a1, a2, a3) = (one(i), one(i + 8), one(i + 16), one(i + 24));
+            over = over.see(k, finish_to::<STREAM>(k, avg, div, a0, out, dst, i));
+            over2 = over2.see(k, finish_to::<STREAM>(k, avg, div, a1, out, dst, i + 8));
+            over = over.see(k, finish_to::<STREAM>(k, avg, div, a2, out, dst, i + 16));
+            over2 = over2.see(k, finish_to::<STREAM>(k, avg, div, a3, out, dst, i + 24));
             i += 32;
         }
         over = over.merge(over2);
         while i + 8 <= n {
-            let a = combine(op, load(k, recv, i), _mm256_loadu_ps(src.add(i)));
-            over = over.see(k, finish(k, avg, div, a, out, dst, i));
+            over = over.see(k, finish_to::<STREAM>(k, avg, div, one(i), out, dst, i));
             i += 8;
+        }
+        if STREAM && i < n {
+            over = over.see(k, finish(k, avg, div, one(n - 8), out, dst, n - 8));
+        }
+        if STREAM {
+            // Streaming stores are weakly ordered: make them visible
+            // before anything this thread does next.
+            _mm_sfence();
         }
         over.any(k)
     })
@@ -345,14 +397,27 @@ pub unsafe fn exchange(
     })
 }
 
-/// `local[..n] = decode(recv)`.
+/// `local[..n] = decode(recv)`, with streaming stores if `STREAM` (see
+/// [`stream_start`]).
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn decode_store(k: WireKind, recv: *const u8, local: *mut f32, n: usize) {
+pub unsafe fn decode_store<const STREAM: bool>(k: WireKind, recv: *const u8, local: *mut f32, n: usize) {
     per_kind!(k, |k| {
         let mut i = 0;
+        if STREAM && n > 0 {
+            i = stream_start(local);
+            if i > 0 {
+                _mm256_storeu_ps(local, load(k, recv, 0));
+            }
+        }
         while i + 8 <= n {
-            _mm256_storeu_ps(local.add(i), load(k, recv, i));
+            store_f32::<STREAM>(local.add(i), load(k, recv, i));
             i += 8;
+        }
+        if STREAM && i < n {
+            _mm256_storeu_ps(local.add(n - 8), load(k, recv, n - 8));
+        }
+        if STREAM {
+            _mm_sfence();
         }
     })
 }
@@ -419,11 +484,11 @@ pub fn reduce_store_encode_vec(
     // recv, local and out are distinct borrows, so they do not overlap;
     // local is read and written through one pointer, each vector loaded
     // before it is stored.
-    (n, unsafe { reduce_store_encode(k, op, avg_ranks, recv.as_ptr(), p, p, out.as_mut_ptr(), n) })
+    (n, unsafe { reduce_store_encode::<false>(k, op, avg_ranks, recv.as_ptr(), p, p, out.as_mut_ptr(), n) })
 }
 
-/// Whole vectors of `reduce_store_encode` reading `src` and writing `dst`;
-/// see [`encode_vec`].
+/// Whole vectors of `reduce_store_encode` reading `src` and writing `dst`
+/// (streaming if `stream`); see [`encode_vec`].
 pub fn reduce_store_encode_split_vec(
     k: WireKind,
     op: ReduceOp,
@@ -431,28 +496,44 @@ pub fn reduce_store_encode_split_vec(
     recv: &[u8],
     (src, dst): (&[f32], &mut [f32]),
     out: &mut [u8],
+    stream: bool,
 ) -> (usize, bool) {
     let n = dst.len() & !7;
     if !available() || n == 0 {
         return (0, false);
     }
     assert!(src.len() >= n && recv.len() >= n * width(k) && out.len() >= n * width(k));
+    let (r, s, d, o) = (recv.as_ptr(), src.as_ptr(), dst.as_mut_ptr(), out.as_mut_ptr());
     // SAFETY: features checked; every slice covers n elements of its type;
-    // dst and out are exclusive borrows, so nothing overlaps what is written.
+    // dst and out are exclusive borrows, so nothing overlaps what is
+    // written, and src cannot overlap dst (the streaming body's condition).
     (n, unsafe {
-        reduce_store_encode(k, op, avg_ranks, recv.as_ptr(), src.as_ptr(), dst.as_mut_ptr(), out.as_mut_ptr(), n)
+        if stream {
+            reduce_store_encode::<true>(k, op, avg_ranks, r, s, d, o, n)
+        } else {
+            reduce_store_encode::<false>(k, op, avg_ranks, r, s, d, o, n)
+        }
     })
 }
 
-/// Whole vectors of `decode_store`; returns how many elements it covered.
-pub fn decode_store_vec(k: WireKind, recv: &[u8], local: &mut [f32]) -> usize {
+/// Whole vectors of `decode_store` (streaming if `stream`); returns how
+/// many elements it covered.
+pub fn decode_store_vec(k: WireKind, recv: &[u8], local: &mut [f32], stream: bool) -> usize {
     let n = local.len() & !7;
     if !available() || n == 0 {
         return 0;
     }
     assert!(recv.len() >= n * width(k));
-    // SAFETY: features checked; both slices cover n elements of their type.
-    unsafe { decode_store(k, recv.as_ptr(), local.as_mut_ptr(), n) };
+    let (r, l) = (recv.as_ptr(), local.as_mut_ptr());
+    // SAFETY: features checked; both slices cover n elements of their type
+    // and do not overlap (recv is shared, local exclusive).
+    unsafe {
+        if stream {
+            decode_store::<true>(k, r, l, n)
+        } else {
+            decode_store::<false>(k, r, l, n)
+        }
+    };
     n
 }
 

@@ -86,7 +86,7 @@ struct Outcome {
 }
 
 fn reference<E: Element, W: Element>(hop: &Hop, recv: &[W], local: &[E]) -> Outcome {
-    let k = Elementwise::<W>::new();
+    let k = Elementwise::<W>::new(crate::cpu::Stores::Cached);
     let n = local.len();
     let mut local = local.to_vec();
     let mut out_buf = Aligned::new(&vec![0u8; n * std::mem::size_of::<W>()], 0);
