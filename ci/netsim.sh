@@ -128,12 +128,17 @@ echo "netsim: $HOSTS hosts, $RATE links, delay $( ((NETEM)) && echo "$DELAY" || 
 source ci/env.sh
 export OMPI_MCA_btl=tcp,self
 for ((i = 0; i <= HOSTS; i++)); do mkdir -p "$WORK/tmp$i"; done
+# Every RINGFUSE_* variable set here reaches the ranks (RINGFUSE_TUNING,
+# RINGFUSE_ALGO, RINGFUSE_TIMEOUT_MS, ...); passing an unset one makes
+# mpirun warn on every run.
+forward=()
+for v in $(compgen -e | grep '^RINGFUSE_' || true); do forward+=(-x "$v"); done
 rc=0
 timeout -k 10 "$DEADLINE" ip netns exec "${P}h0" env HOME="$WORK" TMPDIR="$WORK/tmp0" \
     mpirun --allow-run-as-root --oversubscribe -np "$HOSTS" --host "$hosts" \
     --mca plm_rsh_agent "$WORK/agent" --mca plm_rsh_no_tree_spawn 1 \
     --mca btl tcp,self --mca mpi_yield_when_idle "$YIELD" --mca btl_tcp_if_include 198.18.0.0/24 --mca oob_tcp_if_include 198.18.0.0/24 \
-    ${RINGFUSE_TIMEOUT_MS:+-x RINGFUSE_TIMEOUT_MS} \
+    "${forward[@]}" \
     "$PERF" "${PERF_ARGS[@]}" || rc=$?
 if ((rc == 124 || rc == 137)); then
     echo "netsim: mpirun did not finish within --deadline ${DEADLINE}s; killed (ranks time out on their own, so this is a launch that never completed)" >&2

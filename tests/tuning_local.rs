@@ -9,7 +9,7 @@ use ringfuse::{Algorithm, AllreduceOpts, Codec, DType, ReduceOp, Tuning};
 #[test]
 fn the_probe_gives_every_rank_the_same_constants_and_auto_follows_them() {
     let out = ringfuse::local::run(3, |mut comm| {
-        let t = Tuning::probe(&comm).unwrap();
+        let t = Tuning::probe_within(&comm, None).unwrap();
         comm.set_tuning(Some(t.clone()));
         // Auto now runs what the model predicts fastest, and still reduces.
         let opts = AllreduceOpts::default();
@@ -27,12 +27,15 @@ fn the_probe_gives_every_rank_the_same_constants_and_auto_follows_them() {
     assert!(t.predict(Algorithm::Hierarchical, 8).is_none());
     for a in Algorithm::FIXED.into_iter().filter(|a| *a != Algorithm::Hierarchical) {
         let l = t.lines.iter().find(|l| l.algo == a.name()).expect("a line per algorithm");
-        assert_eq!(l.points.len(), ringfuse::tuning::SIZES.len());
+        // Without a budget, the whole grid (the network's if the barrier
+        // was slow: three ranks share two cores here).
+        let sizes: Vec<usize> = l.points.iter().map(|p| p.0).collect();
+        assert!(sizes == ringfuse::tuning::SIZES || sizes == ringfuse::tuning::NET_SIZES, "{sizes:?}");
         assert!(l.points.iter().all(|p| p.1 > 0.0), "{l:?}");
     }
     // Each pick is the model's minimum, the ring unless beaten by the
     // margin; past twice the largest probed size, the ring.
-    let probed = *ringfuse::tuning::SIZES.last().unwrap();
+    let probed = t.lines[0].points.last().unwrap().0;
     for (&c, &a) in [1usize, 1 << 10, 1 << 20, 1 << 26].iter().zip(picked) {
         if c * 4 > 2 * probed {
             // No hosts declared: the hierarchical schedule is not measured.
@@ -47,6 +50,28 @@ fn the_probe_gives_every_rank_the_same_constants_and_auto_follows_them() {
             assert_eq!(t.predict(a, c * 4).unwrap(), best, "{c} elements: {a:?}");
         }
     }
+}
+
+/// A budget too small for anything past the first size: the probe still
+/// measures that size on every rank alike, and `Auto` runs the ring past
+/// twice it.
+#[test]
+fn a_spent_budget_leaves_one_size_and_every_rank_agrees() {
+    let out = ringfuse::local::run(3, |mut comm| {
+        let t = Tuning::probe_within(&comm, Some(std::time::Duration::ZERO)).unwrap();
+        comm.set_tuning(Some(t.clone()));
+        let picked = comm.algorithm_for(&AllreduceOpts::default(), DType::F32, 1000);
+        (t, picked)
+    });
+    let (t, picked) = &out[0];
+    assert!(out.iter().all(|o| &o.0 == t && &o.1 == picked), "ranks disagree");
+    assert!(t.seconds > 0.0);
+    for l in &t.lines {
+        assert_eq!(l.points.len(), 1, "{l:?}");
+        assert_eq!(l.points[0].0, 8);
+        assert!(l.points[0].1 > 0.0);
+    }
+    assert_eq!(*picked, Algorithm::Ring, "4000 B is past twice the 8 B probed");
 }
 
 /// Straight lines between the measured sizes, the last one extended.
@@ -67,7 +92,11 @@ fn auto_runs_the_ring_past_twice_the_probed_sizes() {
         algo: algo.name().into(),
         points: vec![(8, 1e-6), (512 << 10, 1e-6 + per_byte * (512 << 10) as f64)],
     };
-    let t = Tuning { ranks: 8, lines: vec![line(Algorithm::Ring, 2e-9), line(Algorithm::HalvingDoubling, 1e-9)] };
+    let t = Tuning {
+        ranks: 8,
+        lines: vec![line(Algorithm::Ring, 2e-9), line(Algorithm::HalvingDoubling, 1e-9)],
+        seconds: 0.0,
+    };
     assert_eq!(t.best(DType::F32, Codec::Native, 256 << 10), Algorithm::HalvingDoubling);
     assert_eq!(t.best(DType::F32, Codec::Native, 1 << 20), Algorithm::HalvingDoubling);
     assert_eq!(t.best(DType::F32, Codec::Native, (1 << 20) + 1), Algorithm::Ring);
@@ -104,7 +133,7 @@ fn model_won_by(winner: Algorithm, ranks: usize) -> Tuning {
             },
         })
         .collect();
-    Tuning { ranks, lines }
+    Tuning { ranks, lines, seconds: 0.0 }
 }
 
 /// `Auto` remembers its recent choices per call shape; a new model or new

@@ -16,29 +16,33 @@
 //! measure exactly those, for this communicator's ranks and links.
 //!
 //! The probe times each fixed algorithm on an `f32` sum at each of
-//! [`SIZES`] (the fastest of [`REPS`] runs, each started by a barrier;
-//! its calls are forgotten after, so the user's first call is `#0`; on shared
-//! memory
-//! a few milliseconds in all, on a 1 Gbit/s link tens), then takes every
-//! constant's maximum over the ranks, so every rank predicts, and picks,
-//! alike. `RINGFUSE_TUNING` chooses: `off` (the fixed rule:
-//! recursive doubling up to `AllreduceOpts::small_bytes`, the ring above),
-//! `probe`, or a file path (read if it holds constants for this many
-//! ranks, else probed and written by rank 0).
+//! [`SIZES`] ([`NET_SIZES`] over a network; the fastest of up to [`REPS`]
+//! runs, each started by a barrier; its calls are forgotten after, so the
+//! user's first call is `#0`), within [`BUDGET`] (`probe.rs` says what it
+//! drops to stay in it: a few milliseconds on shared memory take the
+//! whole grid), then takes every constant's maximum over the ranks, so
+//! every rank predicts, and picks, alike. `RINGFUSE_TUNING` chooses:
+//! `off` (the fixed rule: recursive doubling up to
+//! `AllreduceOpts::small_bytes`, the ring above), `probe`, or a file path
+//! (read if it holds constants for this many ranks, else probed over the
+//! whole grid, without a budget, and written by rank 0).
+
+mod probe;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+
+pub use probe::{BUDGET, NET_SIZES, SLOW_BARRIER};
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
-use crate::comm::{Algorithm, AllreduceOpts, Communicator};
+use crate::comm::{Algorithm, Communicator};
 use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};
 
-/// The probe's buffer sizes, bytes: latency, the middle, bandwidth (the
-/// largest a 1 Gbit/s link moves for every algorithm within the budget),
+/// The probe's buffer sizes on shared memory, bytes: latency, the
+/// middle, bandwidth,
 /// and points on either side of where transports switch protocol: Open
 /// MPI's shared-memory eager limit is 4 KiB *including* headers, so one
 /// 4 KiB message (recursive doubling) goes by rendezvous at 1.6x the time
@@ -46,10 +50,8 @@ use crate::error::{Error, Result};
 /// halves cross it too: cliffs that a line drawn from 8 B to 16 KiB does
 /// not see. Small sizes cost microseconds, so the grid is dense there.
 pub const SIZES: [usize; 9] = [8, 1 << 10, 2 << 10, 4 << 10, 8 << 10, 16 << 10, 64 << 10, 128 << 10, 512 << 10];
-/// Runs per algorithm and size; the fastest counts.
+/// Runs per algorithm and size at most; the fastest counts.
 pub const REPS: usize = 5;
-/// Calls below this many bytes are timed in batches (up to 8) per run.
-const BATCH_BYTES: usize = 64 << 10;
 /// How much faster than the ring another algorithm must be predicted.
 pub const MARGIN: f64 = 0.9;
 
@@ -84,6 +86,10 @@ pub struct Tuning {
     pub ranks: usize,
     /// One line per fixed algorithm.
     pub lines: Vec<Line>,
+    /// Seconds the probe took, on the slowest rank (0 in files written
+    /// before it was recorded).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 impl Tuning {
@@ -127,59 +133,6 @@ impl Tuning {
         }
     }
 
-    /// Measures every fixed algorithm on `comm` (a collective call: every
-    /// rank must make it, at the same point).
-    pub fn probe(comm: &Communicator) -> Result<Tuning> {
-        let mut buf = vec![0f32; SIZES[SIZES.len() - 1] / 4];
-        // An algorithm that would run the ring here (no hosts known for the
-        // hierarchical one) gets no line, so it is never predicted.
-        let runs: Vec<Algorithm> = (Algorithm::FIXED.into_iter())
-            .filter(|&a| {
-                a == Algorithm::Ring || comm.algorithm_for(&comm.defaults().clone().algorithm(a), DType::F32, 1) == a
-            })
-            .collect();
-        let opts: Vec<AllreduceOpts> = (runs.iter())
-            .map(|&a| AllreduceOpts { algorithm: a, codec: Codec::Native, ..comm.defaults().clone() })
-            .collect();
-        // Best time per (algorithm, size), algorithm-major as the lines want.
-        let mut times = vec![f64::INFINITY; runs.len() * SIZES.len()];
-        for (si, bytes) in SIZES.into_iter().enumerate() {
-            let buf = &mut buf[..bytes / 4];
-            // Small calls run in batches: ranks leave a barrier a few
-            // microseconds apart, as long as a whole call there.
-            // A batch is already an average, so it needs fewer runs;
-            // both depend on the size alone, so every rank calls alike.
-            let batch = (BATCH_BYTES / bytes).clamp(1, 8);
-            let reps = if batch > 1 { REPS.min(3) } else { REPS };
-            // The algorithms take turns within each run, so a slow spell
-            // of the machine or the links (other jobs, a drained token
-            // bucket) lands on one run of each, not on all runs of one.
-            for _ in 0..reps {
-                for (ai, o) in opts.iter().enumerate() {
-                    buf.fill(1.0);
-                    // Start together: a call entered late by one rank would
-                    // time that rank's lateness, not the algorithm.
-                    comm.barrier()?;
-                    let t0 = Instant::now();
-                    for _ in 0..batch {
-                        comm.allreduce_with(buf, ReduceOp::Sum, o)?;
-                    }
-                    let t = &mut times[ai * SIZES.len() + si];
-                    *t = t.min(t0.elapsed().as_secs_f64() / batch as f64);
-                }
-            }
-        }
-        // Every rank must choose alike: agree on the slowest rank's figures.
-        comm.allreduce(&mut times, ReduceOp::Max)?;
-        let lines = (runs.iter().zip(times.chunks(SIZES.len())))
-            .map(|(a, t)| Line {
-                algo: a.name().to_string(),
-                points: SIZES.iter().copied().zip(t.iter().copied()).collect(),
-            })
-            .collect();
-        Ok(Tuning { ranks: comm.size(), lines })
-    }
-
     /// Constants for `comm` as `RINGFUSE_TUNING` says (see the module
     /// docs); unset means `probe` if `probe_by_default`, else `off`.
     /// Collective when it probes.
@@ -203,7 +156,7 @@ impl Tuning {
         if all[0] == 1.0 {
             return Ok(read.expect("usable").tuning);
         }
-        let t = Tuning::probe(comm)?;
+        let t = Tuning::probe_within(comm, None)?;
         if comm.rank() == 0 {
             let text = serde_json::to_string_pretty(&TuningFile { tuning: t.clone() }).expect("serialisable");
             std::fs::write(path, text)

@@ -102,7 +102,7 @@ fn main() -> ExitCode {
                         format!("{} [{}]", l.algo, pts.join(", "))
                     })
                     .collect();
-                println!("# auto's cost model (probed): {}", lines.join("; "));
+                println!("# auto's cost model (probed in {:.1} ms): {}", t.seconds * 1e3, lines.join("; "));
             }
             None => println!("# auto's cost model: none (RINGFUSE_TUNING=off): doubling up to small_bytes, ring above"),
         }
