@@ -88,6 +88,42 @@ fn extra_rounds(left: Option<f64>, round: f64) -> usize {
     }
 }
 
+/// Within this factor of a size's fastest algorithm, an algorithm is in a
+/// close call at that size: single runs on a shared link differ by 1.3x
+/// and more between neighbouring calls.
+const CLOSE: f64 = 1.3;
+
+/// The runs the rest of a budget buys once no whole round fits: at each
+/// size of `points` (agreed seconds per algorithm for one run, batches
+/// included) where two or more algorithms are within [`CLOSE`] of the
+/// fastest, those algorithms again, cheapest sizes first, up to `passes`
+/// times over, while the estimated cost (their seconds and a barrier of
+/// `lat` each) fits `left`. Returns `(size index, algorithm indices)` in
+/// the order to run them. Every rank computes the same list from the
+/// same agreed figures.
+fn close_calls(points: &[(usize, Vec<f64>)], lat: f64, mut left: f64, passes: usize) -> Vec<(usize, Vec<usize>)> {
+    let mut close: Vec<(f64, usize, Vec<usize>)> = (points.iter().enumerate())
+        .filter_map(|(si, (_, t))| {
+            let best = t.iter().copied().fold(f64::INFINITY, f64::min);
+            let algos: Vec<usize> = (0..t.len()).filter(|&a| t[a] <= best * CLOSE).collect();
+            let cost = algos.iter().map(|&a| t[a] + lat).sum();
+            (algos.len() >= 2).then_some((cost, si, algos))
+        })
+        .collect();
+    close.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut plan = Vec::new();
+    for _ in 0..passes {
+        for (cost, si, algos) in &close {
+            if *cost > left {
+                break;
+            }
+            left -= cost;
+            plan.push((*si, algos.clone()));
+        }
+    }
+    plan
+}
+
 impl Tuning {
     /// Measures every fixed algorithm on `comm` within [`BUDGET`] (a
     /// collective call: every rank must make it, at the same point).
@@ -154,10 +190,23 @@ impl Tuning {
         // The algorithms take turns within each round, so a slow spell of
         // the machine or the links (other jobs, a drained token bucket)
         // lands on one run of each, not on all runs of one.
-        for _ in 0..extra_rounds(left(spent), spent - round_start) {
+        let round = spent - round_start;
+        let rounds = extra_rounds(left(spent), round);
+        for _ in 0..rounds {
             for (si, &(bytes, _)) in seen.iter().enumerate() {
                 let t = run_each(comm, &opts, &mut buf[..bytes / 4], batch(bytes))?;
                 mine[si].iter_mut().zip(t).for_each(|(m, t)| *m = m.min(t));
+            }
+        }
+        // What no whole round could have goes to the close calls alone.
+        if let Some(left) = left(spent + rounds as f64 * round) {
+            let pts: Vec<(usize, Vec<f64>)> =
+                seen.iter().map(|(b, t)| (*b, t.iter().map(|x| x * batch(*b) as f64).collect())).collect();
+            for (si, algos) in close_calls(&pts, lat, left, REPS - 1 - rounds) {
+                let bytes = seen[si].0;
+                let some: Vec<AllreduceOpts> = algos.iter().map(|&a| opts[a].clone()).collect();
+                let t = run_each(comm, &some, &mut buf[..bytes / 4], batch(bytes))?;
+                algos.iter().zip(t).for_each(|(&a, t)| mine[si][a] = mine[si][a].min(t));
             }
         }
         // Every rank must choose alike: agree on the slowest rank's figures,
@@ -215,6 +264,24 @@ mod tests {
         let big = vec![(64 << 10, vec![0.5e-3]), (128 << 10, vec![1e-3])];
         assert!(near(estimate(&big, 512 << 10, 1, 0.0), 4e-3));
         assert_eq!(estimate(&[], 8, 1, 1.0), 0.0);
+    }
+
+    #[test]
+    fn close_calls_rerun_the_contenders_cheapest_first_within_what_is_left() {
+        // Size 0: a and b within 1.3x (contested), c far behind. Size 1:
+        // one clear winner. Size 2: all three within 1.3x, dearer.
+        let pts = vec![
+            (8, vec![10e-6, 12e-6, 50e-6]),
+            (1024, vec![10e-6, 40e-6, 30e-6]),
+            (4096, vec![100e-6, 110e-6, 125e-6]),
+        ];
+        let lat = 1e-6;
+        let (c0, c2) = (22e-6 + 2.0 * lat, 335e-6 + 3.0 * lat);
+        assert_eq!(close_calls(&pts, lat, 1.0, 1), vec![(0, vec![0, 1]), (2, vec![0, 1, 2])]);
+        assert_eq!(close_calls(&pts, lat, 1.0, 2).len(), 4, "two passes");
+        assert_eq!(close_calls(&pts, lat, c0 + c2 - 1e-9, 1), vec![(0, vec![0, 1])], "the dear one does not fit");
+        assert_eq!(close_calls(&pts, lat, c0 - 1e-9, 4), vec![], "nothing fits");
+        assert_eq!(close_calls(&pts, lat, 1.0, 0), vec![]);
     }
 
     #[test]
