@@ -167,21 +167,29 @@ pub fn measure<E: Element>(
     let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(args.iters); variants.len()];
     let mut mpi_times = Vec::with_capacity(args.iters);
     let barrier = || comm.barrier().unwrap_or_else(|e| panic!("{e}"));
+    // Every iteration times each variant and MPI_Allreduce once, in an
+    // order that rotates from one iteration to the next: what a call
+    // finds (caches, a token bucket on a shaped link) depends on the call
+    // before it, so no row may always follow the same one. (The first row
+    // after MPI_Allreduce once ran 2x faster than the rows after it.)
+    let entries = opts.len() + usize::from(mpi.is_some());
     for it in 0..args.warmup + args.iters {
-        for (k, o) in opts.iter().enumerate() {
+        for j in 0..entries {
+            let k = (j + it) % entries;
             barrier();
             let t0 = Instant::now();
-            call(comm, c, args.op, &input, &mut outs[k], o);
-            if it >= args.warmup {
-                times[k].push(t0.elapsed().as_secs_f64());
+            if k < opts.len() {
+                call(comm, c, args.op, &input, &mut outs[k], &opts[k]);
+            } else if let Some(f) = mpi.as_mut() {
+                f(&input, &mut mpi_out);
             }
-        }
-        if let Some(f) = mpi.as_mut() {
-            barrier();
-            let t0 = Instant::now();
-            f(&input, &mut mpi_out);
             if it >= args.warmup {
-                mpi_times.push(t0.elapsed().as_secs_f64());
+                let t = t0.elapsed().as_secs_f64();
+                if k < opts.len() {
+                    times[k].push(t)
+                } else {
+                    mpi_times.push(t)
+                }
             }
         }
     }
