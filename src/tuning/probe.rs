@@ -149,6 +149,9 @@ impl Tuning {
         let opts: Vec<AllreduceOpts> = (runs.iter())
             .map(|&a| AllreduceOpts { algorithm: a, codec: Codec::Native, ..comm.defaults().clone() })
             .collect();
+        // One untimed call each first: TCP opens a connection on its first
+        // message, which the first timed run would otherwise pay for. Then
+        // the barrier's latency tells shared memory from a network.
         let mut small = [1f32; 2];
         for o in &opts {
             comm.allreduce_with(&mut small, ReduceOp::Sum, o)?;
