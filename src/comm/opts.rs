@@ -1,0 +1,256 @@
+//! Per-call options: which schedule runs ([`Algorithm`]) and how
+//! ([`AllreduceOpts`]).
+
+use std::time::Duration;
+
+use crate::codec::Codec;
+use crate::element::DType;
+use crate::schedule::Shape;
+use crate::tuning::Tuning;
+
+/// Which allreduce schedule runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// The algorithm the communicator's cost model ([`crate::tuning`])
+    /// predicts fastest, or without one recursive doubling up to
+    /// [`AllreduceOpts::small_bytes`] of wire data and the ring above.
+    /// `RINGFUSE_ALGO=ring|doubling|tree|hd` forces one.
+    #[default]
+    Auto,
+    /// The pipelined ring: bandwidth-optimal, `2(n-1)` dependent hops.
+    Ring,
+    /// Recursive doubling: `log2 n` exchanges of the whole buffer.
+    RecursiveDoubling,
+    /// NCCL's double binary tree: `2 log2 n` hops, each of two trees
+    /// carrying half the buffer.
+    Tree,
+    /// Recursive halving-doubling (Rabenseifner): the ring's bytes in
+    /// `2 log2 n` rounds.
+    HalvingDoubling,
+    /// Reduce-scatter inside each host, a ring across hosts per block,
+    /// allgather inside each host: the network carries each byte once per
+    /// host. Needs the communicator's hosts (see
+    /// [`Communicator::ranks_per_host`]); the ring runs without them.
+    Hierarchical,
+}
+
+impl Algorithm {
+    /// Every algorithm a caller can force (not `Auto`).
+    pub const FIXED: [Algorithm; 5] = [
+        Algorithm::Ring,
+        Algorithm::RecursiveDoubling,
+        Algorithm::Tree,
+        Algorithm::HalvingDoubling,
+        Algorithm::Hierarchical,
+    ];
+
+    /// Parses `ring`, `doubling` (or `rd`), `tree`, `hd` (or `halving`),
+    /// `hier` (or `hierarchical`) and `auto`, as `RINGFUSE_ALGO` and
+    /// `ringfuse-perf --algo` take them.
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        Some(match s {
+            "auto" => Algorithm::Auto,
+            "ring" => Algorithm::Ring,
+            "doubling" | "rd" => Algorithm::RecursiveDoubling,
+            "tree" => Algorithm::Tree,
+            "hd" | "halving" => Algorithm::HalvingDoubling,
+            "hier" | "hierarchical" => Algorithm::Hierarchical,
+            _ => return None,
+        })
+    }
+
+    /// The short name [`Algorithm::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Auto => "auto",
+            Algorithm::Ring => "ring",
+            Algorithm::RecursiveDoubling => "doubling",
+            Algorithm::Tree => "tree",
+            Algorithm::HalvingDoubling => "hd",
+            Algorithm::Hierarchical => "hier",
+        }
+    }
+
+    /// Whether this algorithm can carry `dtype` buffers on `codec`'s wire
+    /// with the codec's bound and bitwise-identical results; where it
+    /// cannot, the ring runs instead.
+    ///
+    /// All but the ring keep partial results in the buffer between steps:
+    /// exact for `f32`/`f64` (the accumulator's precision), an extra
+    /// rounding per step for 16-bit buffers, which the bound does not
+    /// allow. The tree and halving-doubling also re-encode a final value
+    /// they decoded, which gives back the same bytes only for element-wise
+    /// formats (a block's scale can change).
+    pub fn supports(self, dtype: DType, codec: Codec) -> bool {
+        let wide = matches!(dtype, DType::F32 | DType::F64);
+        match self {
+            Algorithm::Auto | Algorithm::Ring => true,
+            Algorithm::RecursiveDoubling => wide,
+            Algorithm::Tree | Algorithm::HalvingDoubling | Algorithm::Hierarchical => wide && !codec.is_block_scaled(),
+        }
+    }
+}
+
+/// Message payload when neither the call nor the carrier says otherwise.
+pub const DEFAULT_SLICE_BYTES: usize = 256 << 10;
+
+/// Per-call options. `AllreduceOpts::default()` is what the plain methods
+/// use; every field can be set with a builder method.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllreduceOpts {
+    /// Wire format (default [`Codec::Native`]).
+    pub codec: Codec,
+    /// Payload bytes of one message on the wire (the pipelining unit).
+    /// Default 0: the carrier's size ([`Communicator::message_bytes`]),
+    /// [`DEFAULT_SLICE_BYTES`] except over MPI between hosts
+    /// ([`crate::mpi::ACROSS_HOSTS_SLICE_BYTES`]).
+    pub slice_bytes: usize,
+    /// Messages in flight each way per rank (default 4). Extra memory per
+    /// rank is about `(2 * slots + 2) * slice_bytes`, whatever the buffer.
+    pub slots: usize,
+    /// Deadline of every single wait (default 300 s, or
+    /// `RINGFUSE_TIMEOUT_MS`).
+    pub timeout: Duration,
+    /// Allreduce schedule (default [`Algorithm::Auto`]).
+    pub algorithm: Algorithm,
+    /// Under `Auto`, buffers of at most this many wire bytes use recursive
+    /// doubling (default 32 KiB; see the README for the crossover measured).
+    pub small_bytes: usize,
+    /// Seal every message with a CRC-32C of its payload, checked on
+    /// receipt: a corrupted message becomes [`Error::Checksum`] naming the
+    /// peer, step and slice. Off by default (`RINGFUSE_CHECKSUM=1` turns it
+    /// on): MPI and TCP already check their frames, and the CRC reads
+    /// every payload byte once more.
+    pub checksum: bool,
+    /// Compare every message's call fingerprint with this rank's call, so
+    /// ranks that called different collectives get [`Error::Mismatch`].
+    /// On by default; `RINGFUSE_VERIFY_CALLS=0` turns it off, which exists
+    /// to measure its cost (see the README) and is not recommended.
+    pub verify_calls: bool,
+    /// Elements per scale of the block-scaled codecs
+    /// ([`Codec::Fp16Scaled`], [`Codec::Int8`]); 1 to
+    /// [`crate::codec::MAX_SCALE_BLOCK`], the same on every rank. Default
+    /// [`crate::codec::DEFAULT_SCALE_BLOCK`].
+    pub scale_block: usize,
+}
+
+impl Default for AllreduceOpts {
+    fn default() -> Self {
+        let timeout = std::env::var("RINGFUSE_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(300));
+        let algorithm =
+            (std::env::var("RINGFUSE_ALGO").ok()).and_then(|a| Algorithm::parse(&a)).unwrap_or(Algorithm::Auto);
+        let env_flag = |name: &str, default: bool| match std::env::var(name).as_deref() {
+            Ok("1") | Ok("true") | Ok("on") => true,
+            Ok("0") | Ok("false") | Ok("off") => false,
+            _ => default,
+        };
+        AllreduceOpts {
+            codec: Codec::Native,
+            slice_bytes: 0,
+            slots: 4,
+            timeout,
+            algorithm,
+            small_bytes: 32 << 10,
+            checksum: env_flag("RINGFUSE_CHECKSUM", false),
+            verify_calls: env_flag("RINGFUSE_VERIFY_CALLS", true),
+            scale_block: crate::codec::DEFAULT_SCALE_BLOCK,
+        }
+    }
+}
+
+impl AllreduceOpts {
+    /// The algorithm an allreduce of `count` elements of `dtype` runs with
+    /// these options: `Auto`'s choice (by `tuning`'s cost model, or without
+    /// one recursive doubling up to [`Self::small_bytes`] and the ring
+    /// above), or the forced one where it [supports](Algorithm::supports)
+    /// the buffer and codec, else the ring.
+    pub(crate) fn resolve(&self, dtype: DType, count: usize, tuning: Option<&Tuning>, shape: Shape) -> Algorithm {
+        let wire_bytes = self.codec.wire_bytes(dtype, count, self.scale_block);
+        let algo = match (self.algorithm, tuning) {
+            (Algorithm::Auto, Some(t)) => t.best(dtype, self.codec, wire_bytes),
+            (Algorithm::Auto, None) if wire_bytes <= self.small_bytes => Algorithm::RecursiveDoubling,
+            (Algorithm::Auto, None) => Algorithm::Ring,
+            (a, _) => a,
+        };
+        let placed = algo != Algorithm::Hierarchical || shape.hierarchical();
+        if algo.supports(dtype, self.codec) && placed {
+            algo
+        } else {
+            Algorithm::Ring
+        }
+    }
+
+    /// Elements per message for a buffer of `dtype`: `slice_bytes` of
+    /// codes, rounded down to whole multiples of 32 elements (the vector
+    /// kernels then run on full vectors except at a block's end) and, for
+    /// block-scaled codecs, of the scale block (so every scale but a
+    /// slice's last covers a full block).
+    /// A `slice_bytes` of 0 counts as [`DEFAULT_SLICE_BYTES`] here; a
+    /// communicator puts its carrier's size in its place.
+    pub fn slice_elems(&self, dtype: DType) -> usize {
+        self.slice_elems_or(dtype, DEFAULT_SLICE_BYTES)
+    }
+
+    /// `slice_bytes`, or `carrier` where it is 0.
+    pub(super) fn slice_bytes_or(&self, carrier: usize) -> usize {
+        if self.slice_bytes == 0 {
+            carrier
+        } else {
+            self.slice_bytes
+        }
+    }
+
+    /// [`Self::slice_elems`] with `carrier` bytes where `slice_bytes` is 0.
+    pub(crate) fn slice_elems_or(&self, dtype: DType, carrier: usize) -> usize {
+        let mut slice = ((self.slice_bytes_or(carrier) / self.codec.code_bytes(dtype)) & !31).max(32);
+        if self.codec.is_block_scaled() && slice >= self.scale_block {
+            slice -= slice % self.scale_block;
+        }
+        slice
+    }
+
+    /// Sets the wire format.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+    /// Sets the payload bytes per message.
+    pub fn slice_bytes(mut self, bytes: usize) -> Self {
+        self.slice_bytes = bytes;
+        self
+    }
+    /// Sets the messages in flight each way.
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = slots;
+        self
+    }
+    /// Sets the allreduce schedule.
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+    /// Sets the deadline of each wait.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Turns payload checksums on or off.
+    pub fn checksum(mut self, on: bool) -> Self {
+        self.checksum = on;
+        self
+    }
+    /// Turns the cross-rank call check on or off.
+    pub fn verify_calls(mut self, on: bool) -> Self {
+        self.verify_calls = on;
+        self
+    }
+    /// Sets the elements per scale of the block-scaled codecs.
+    pub fn scale_block(mut self, elements: usize) -> Self {
+        self.scale_block = elements;
+        self
+    }
+}
