@@ -30,7 +30,7 @@ pub enum Algorithm {
     /// Reduce-scatter inside each host, a ring across hosts per block,
     /// allgather inside each host: the network carries each byte once per
     /// host. Needs the communicator's hosts (see
-    /// [`Communicator::ranks_per_host`]); the ring runs without them.
+    /// [`crate::Communicator::ranks_per_host`]); the ring runs without them.
     Hierarchical,
 }
 
@@ -101,7 +101,7 @@ pub struct AllreduceOpts {
     /// Wire format (default [`Codec::Native`]).
     pub codec: Codec,
     /// Payload bytes of one message on the wire (the pipelining unit).
-    /// Default 0: the carrier's size ([`Communicator::message_bytes`]),
+    /// Default 0: the carrier's size ([`crate::Communicator::message_bytes`]),
     /// [`DEFAULT_SLICE_BYTES`] except over MPI between hosts
     /// ([`crate::mpi::ACROSS_HOSTS_SLICE_BYTES`]).
     pub slice_bytes: usize,
@@ -117,13 +117,13 @@ pub struct AllreduceOpts {
     /// doubling (default 32 KiB; see the README for the crossover measured).
     pub small_bytes: usize,
     /// Seal every message with a CRC-32C of its payload, checked on
-    /// receipt: a corrupted message becomes [`Error::Checksum`] naming the
+    /// receipt: a corrupted message becomes [`crate::Error::Checksum`] naming the
     /// peer, step and slice. Off by default (`RINGFUSE_CHECKSUM=1` turns it
     /// on): MPI and TCP already check their frames, and the CRC reads
     /// every payload byte once more.
     pub checksum: bool,
     /// Compare every message's call fingerprint with this rank's call, so
-    /// ranks that called different collectives get [`Error::Mismatch`].
+    /// ranks that called different collectives get [`crate::Error::Mismatch`].
     /// On by default; `RINGFUSE_VERIFY_CALLS=0` turns it off, which exists
     /// to measure its cost (see the README) and is not recommended.
     pub verify_calls: bool,
