@@ -66,6 +66,14 @@ for ask in auto mpi; do
     done
     echo "carrier $carrier: every row within the codec bound and identical on all ranks (ringfuse-perf exits non-zero otherwise)"
 done
+# Over shared memory the messages' stores are timed and chosen per rank
+# (src/cpu/wire_stores.rs); force streaming so its kernels run whatever
+# the timing says.
+for np in 2 3; do
+    RINGFUSE_WIRE_STORES=streaming timeout 300 "${MPIRUN[@]}" -x RINGFUSE_WIRE_STORES -np $np target/release/ringfuse-perf \
+        -b 4 -e 4M -f 16 -c native,fp16,bf16 -a ring,doubling,tree,hd -n 2 -w 1 >/dev/null
+done
+echo "shm with streamed messages: every row within the codec bound and identical on all ranks"
 echo "== fault matrix over the MPI carrier, short form (the default, shm, ran above)"
 RINGFUSE_TRANSPORT=mpi bash ci/faults.sh --short | tail -1
 echo "== scale model (--simulate, 8 and 512 ranks)"

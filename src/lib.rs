@@ -80,6 +80,7 @@ pub mod wire;
 
 pub use codec::Codec;
 pub use comm::{Algorithm, AllreduceOpts, Communicator, DEFAULT_SLICE_BYTES};
+pub use cpu::WireStores;
 pub use element::{DType, Element, ReduceOp};
 pub use error::{BufferState, Error, Result};
 pub use gradsync::{GradSync, GradSyncOpts, StepReport};

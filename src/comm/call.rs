@@ -2,6 +2,7 @@
 //! validate, lock, run one schedule through the executor, record.
 
 use super::*;
+use crate::cpu::wire_stores::WireChooser;
 
 impl Communicator {
     /// Records how a collective ended; a mid-flight failure poisons the
@@ -110,7 +111,7 @@ impl Communicator {
         let slice = opts.slice_elems_or(T::DTYPE, self.message_bytes);
         let reduce = op.unwrap_or(ReduceOp::Sum);
         let avg = (reduce == ReduceOp::Avg).then_some(self.size);
-        let State { transport, scratch, .. } = &mut *st;
+        let State { transport, scratch, wire, .. } = &mut *st;
         #[cfg(test)]
         let per_round = test_hooks::per_round(opts.slots);
         #[cfg(not(test))]
@@ -130,7 +131,7 @@ impl Communicator {
             residual,
         };
         let (codec, block) = (opts.codec, opts.scale_block);
-        let r = dispatch::<T, _>(&mut cx, &sched, &mut local, reduce, avg, codec, block);
+        let r = dispatch::<T, _>(&mut cx, &sched, &mut local, reduce, avg, (codec, block), wire);
         if r.is_ok() {
             local.settle();
         }
@@ -156,16 +157,16 @@ fn dispatch<E: Element, S: Schedule>(
     local: &mut Local<'_, E>,
     op: ReduceOp,
     avg: Option<usize>,
-    codec: Codec,
-    block: usize,
+    (codec, block): (Codec, usize),
+    wire: &WireChooser,
 ) -> Result<u16> {
     let stores = Stores::for_output(std::mem::size_of_val(local.output()));
     match codec {
         Codec::Fp16Scaled => exec::run(cx, &BlockScaled::<ScaledF16>::new(block), s, local, op, avg),
         Codec::Int8 => exec::run(cx, &BlockScaled::<Int8>::new(block), s, local, op, avg),
-        Codec::Fp16 => exec::run(cx, &Elementwise::<f16>::new(stores), s, local, op, avg),
-        Codec::Bf16 => exec::run(cx, &Elementwise::<bf16>::new(stores), s, local, op, avg),
-        Codec::Native => exec::run(cx, &Elementwise::<E>::new(stores), s, local, op, avg),
+        Codec::Fp16 => exec::run(cx, &Elementwise::<f16>::new(stores, wire), s, local, op, avg),
+        Codec::Bf16 => exec::run(cx, &Elementwise::<bf16>::new(stores, wire), s, local, op, avg),
+        Codec::Native => exec::run(cx, &Elementwise::<E>::new(stores, wire), s, local, op, avg),
     }
 }
 

@@ -9,6 +9,7 @@ use half::{bf16, f16};
 use crate::codec::Codec;
 use crate::cpu::blocked::{Int8, ScaledF16};
 use crate::cpu::hop::{BlockScaled, Elementwise};
+use crate::cpu::wire_stores::{WireChooser, WireStores};
 use crate::cpu::Stores;
 use crate::element::{DType, Element, ReduceOp};
 use crate::error::{BufferState, Error, Result};
@@ -28,6 +29,20 @@ struct State {
     transport: Box<dyn Transport>,
     poisoned: Option<String>,
     scratch: Scratch,
+    /// How hops write their messages, learned from call to call.
+    wire: WireChooser,
+}
+
+/// `RINGFUSE_WIRE_STORES` if set, else timed where peers read messages
+/// in place and cached elsewhere.
+fn wire_stores(t: &dyn Transport) -> WireStores {
+    let default = if t.peers_read_in_place() { WireStores::Auto } else { WireStores::Cached };
+    WireStores::from_env()
+        .unwrap_or_else(|e| {
+            tracing::warn!("ringfuse: {e}; using {default:?}");
+            None
+        })
+        .unwrap_or(default)
 }
 
 /// A group of ranks that run collectives together.
@@ -58,6 +73,8 @@ pub struct Communicator {
     carrier: &'static str,
     /// The carrier's message size, for calls with `slice_bytes` 0.
     message_bytes: usize,
+    /// `state.wire`'s mode, readable without the lock.
+    wire_stores: WireStores,
 }
 
 impl Communicator {
@@ -100,6 +117,7 @@ impl Communicator {
     fn bare(t: Box<dyn Transport>) -> Self {
         let flight = Arc::new(FlightRecorder::new(t.rank(), t.size()));
         crate::flight::signal::register(&flight);
+        let wire = wire_stores(t.as_ref());
         Communicator {
             rank: t.rank(),
             size: t.size(),
@@ -109,7 +127,13 @@ impl Communicator {
             flight,
             carrier: t.name(),
             message_bytes: t.message_bytes(),
-            state: Mutex::new(State { transport: t, poisoned: None, scratch: Scratch::default() }),
+            wire_stores: wire,
+            state: Mutex::new(State {
+                wire: WireChooser::new(wire),
+                transport: t,
+                poisoned: None,
+                scratch: Scratch::default(),
+            }),
             tuning: None,
             memo: Memo::default(),
             ranks_per_host: 0,
@@ -167,6 +191,21 @@ impl Communicator {
     pub fn set_tuning(&mut self, tuning: Option<Tuning>) {
         self.tuning = tuning;
         self.memo.clear();
+    }
+
+    /// How hops write their messages (see [`WireStores`]): by default timed
+    /// where peers read messages in place (shared memory) and through the
+    /// cache elsewhere; `RINGFUSE_WIRE_STORES` sets it for every
+    /// communicator. Either gives the same bits, so ranks may differ.
+    pub fn set_wire_stores(&mut self, stores: WireStores) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        st.wire = WireChooser::new(stores);
+        self.wire_stores = stores;
+    }
+
+    /// How hops write their messages ([`Self::set_wire_stores`]).
+    pub fn wire_stores(&self) -> WireStores {
+        self.wire_stores
     }
 
     /// The algorithm an allreduce of `count` elements of `dtype` with

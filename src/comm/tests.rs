@@ -25,18 +25,20 @@ fn rounds_prevent_the_rendezvous_deadlock() {
 }
 
 /// Calls whose output streams (by default those of half the
-/// last-level cache and more) give the bits of calls that write
-/// through the cache, in place and out of place, for every algorithm,
-/// element-wise codec and an odd rank count.
+/// last-level cache and more), or whose messages do, give the bits of
+/// calls that write through the cache, in place and out of place, for
+/// every algorithm, element-wise codec and an odd rank count.
 #[test]
-fn calls_that_stream_their_output_give_the_cached_bits() {
+fn calls_that_stream_their_output_or_messages_give_the_cached_bits() {
     use crate::cpu::stores::test_hooks::STREAM_FROM_BYTES;
+    use crate::cpu::WireStores;
     use std::sync::atomic::Ordering::Relaxed;
-    let run = |from: usize| {
+    let run = |from: usize, wire: WireStores| {
         STREAM_FROM_BYTES.store(from, Relaxed);
         let mut all = Vec::new();
         for n in [2, 3] {
-            all.push(crate::local::run(n, |comm| {
+            all.push(crate::local::run(n, |mut comm| {
+                comm.set_wire_stores(wire);
                 let mut got = Vec::new();
                 for algo in [Algorithm::Ring, Algorithm::Tree, Algorithm::HalvingDoubling, Algorithm::RecursiveDoubling]
                 {
@@ -59,10 +61,14 @@ fn calls_that_stream_their_output_give_the_cached_bits() {
         }
         all
     };
-    let cached = run(usize::MAX);
-    let streamed = run(1);
+    let cached = run(usize::MAX, WireStores::Cached);
+    let streamed = run(1, WireStores::Cached);
+    let wire_streamed = run(usize::MAX, WireStores::Streaming);
+    let both = run(1, WireStores::Streaming);
     STREAM_FROM_BYTES.store(0, Relaxed);
-    assert!(cached == streamed, "streaming stores changed a result");
+    assert!(cached == streamed, "streaming the output changed a result");
+    assert!(cached == wire_streamed, "streaming the messages changed a result");
+    assert!(cached == both, "streaming both changed a result");
 }
 
 /// A call that leaves `slice_bytes` at 0 slices by its carrier's

@@ -5,6 +5,7 @@
 use std::marker::PhantomData;
 
 use super::blocked::{self, Quant};
+use super::wire_stores::{WireChooser, WireHop};
 use super::Stores;
 use crate::element::{Element, ReduceOp};
 
@@ -58,19 +59,20 @@ pub(crate) trait HopKernels<E: Element> {
 }
 
 /// Element-wise wire: one `W` per element, writing the caller's buffer
-/// with `stores`.
-pub(crate) struct Elementwise<W> {
+/// with `stores` and the wire with the stores `wire_stores` chooses.
+pub(crate) struct Elementwise<'a, W> {
     stores: Stores,
+    wire_stores: &'a WireChooser,
     wire: PhantomData<W>,
 }
 
-impl<W> Elementwise<W> {
-    pub(crate) fn new(stores: Stores) -> Self {
-        Elementwise { stores, wire: PhantomData }
+impl<'a, W> Elementwise<'a, W> {
+    pub(crate) fn new(stores: Stores, wire_stores: &'a WireChooser) -> Self {
+        Elementwise { stores, wire_stores, wire: PhantomData }
     }
 }
 
-impl<E: Element, W: Element> HopKernels<E> for Elementwise<W> {
+impl<E: Element, W: Element> HopKernels<E> for Elementwise<'_, W> {
     fn bytes(&self, n: usize) -> usize {
         n * std::mem::size_of::<W>()
     }
@@ -78,11 +80,14 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<W> {
         E::DTYPE == W::DTYPE
     }
     fn encode(&self, src: &[E], out: &mut [u8]) -> bool {
-        super::encode(src, w_mut::<W>(out, src.len()))
+        let out = w_mut::<W>(out, src.len());
+        self.wire_stores.write(WireHop::Encode, std::mem::size_of_val(out), |ws| super::encode_to(src, out, ws))
     }
     fn reduce_encode(&self, op: ReduceOp, recv: &[u8], local: &[E], out: &mut [u8]) -> bool {
         let n = local.len();
-        super::reduce_encode(op, w::<W>(recv, n), local, w_mut::<W>(out, n))
+        let (recv, out) = (w::<W>(recv, n), w_mut::<W>(out, n));
+        self.wire_stores
+            .write(WireHop::Reduce, std::mem::size_of_val(out), |ws| super::reduce_encode_to(op, recv, local, out, ws))
     }
     fn reduce_store_encode(
         &self,
@@ -93,7 +98,10 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<W> {
         out: &mut [u8],
     ) -> bool {
         let n = local.len();
-        super::reduce_store_encode(op, avg, w::<W>(recv, n), local, w_mut::<W>(out, n))
+        let (recv, out) = (w::<W>(recv, n), w_mut::<W>(out, n));
+        self.wire_stores.write(WireHop::Reduce, std::mem::size_of_val(out), |ws| {
+            super::reduce_store_encode_to(op, avg, recv, local, out, ws)
+        })
     }
     fn reduce_store_encode_split(
         &self,
@@ -104,7 +112,10 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<W> {
         out: &mut [u8],
     ) -> bool {
         let n = dst.len();
-        super::reduce_store_encode_split(op, avg, w::<W>(recv, n), (src, dst), w_mut::<W>(out, n), self.stores)
+        let (recv, out) = (w::<W>(recv, n), w_mut::<W>(out, n));
+        self.wire_stores.write(WireHop::Reduce, std::mem::size_of_val(out), |ws| {
+            super::reduce_store_encode_split(op, avg, recv, (src, dst), out, (self.stores, ws))
+        })
     }
     fn decode_store(&self, recv: &[u8], local: &mut [E]) {
         super::decode_store(w::<W>(recv, local.len()), local, self.stores)

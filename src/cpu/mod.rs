@@ -12,10 +12,12 @@ pub(crate) mod blocked;
 pub(crate) mod hop;
 pub(crate) mod scalar;
 pub(crate) mod stores;
+pub(crate) mod wire_stores;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use stores::Stores;
+pub use wire_stores::WireStores;
 
 use crate::element::{DType, Element, ReduceOp};
 
@@ -44,30 +46,66 @@ pub fn simd_active() -> bool {
     }
 }
 
+/// Elements of `out` before the first one aligned for the vector bodies'
+/// streaming wire stores, when `wire` asks for them and the wire can be
+/// aligned; else 0 (and the vector bodies store through the cache).
+#[cfg(target_arch = "x86_64")]
+fn wire_head<W>(k: x86::WireKind, out: &[W], wire: Stores) -> usize {
+    let (addr, width) = (out.as_ptr() as usize, std::mem::size_of::<W>());
+    if wire != Stores::Streaming || addr % width != 0 {
+        return 0;
+    }
+    let align = x86::wire_align(k);
+    ((align - addr % align) % align / width).min(out.len())
+}
+
 /// First hop: `out = wire(src)`. Returns whether a finite value overflowed.
 pub fn encode<E: Element, W: Element>(src: &[E], out: &mut [W]) -> bool {
+    encode_to(src, out, Stores::Cached)
+}
+
+/// [`encode`], writing the wire with `wire` stores.
+pub fn encode_to<E: Element, W: Element>(src: &[E], out: &mut [W], wire: Stores) -> bool {
     assert_eq!(src.len(), out.len(), "kernel slices differ in length");
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = vector_kind::<E, W>() {
-        let (n, over) = x86::encode_vec(k, bytemuck::cast_slice(src), bytemuck::cast_slice_mut(out));
-        return over | scalar::encode(&src[n..], &mut out[n..]);
+        let h = wire_head(k, out, wire);
+        let over = scalar::encode(&src[..h], &mut out[..h]);
+        let ws = wire == Stores::Streaming;
+        let (n, v) = x86::encode_vec(k, bytemuck::cast_slice(&src[h..]), bytemuck::cast_slice_mut(&mut out[h..]), ws);
+        return over | v | scalar::encode(&src[h + n..], &mut out[h + n..]);
     }
     scalar::encode(src, out)
 }
 
 /// Middle reduce-scatter hop: `out = wire(recv op local)`.
 pub fn reduce_encode<E: Element, W: Element>(op: ReduceOp, recv: &[W], local: &[E], out: &mut [W]) -> bool {
+    reduce_encode_to(op, recv, local, out, Stores::Cached)
+}
+
+/// [`reduce_encode`], writing the wire with `wire` stores.
+pub fn reduce_encode_to<E: Element, W: Element>(
+    op: ReduceOp,
+    recv: &[W],
+    local: &[E],
+    out: &mut [W],
+    wire: Stores,
+) -> bool {
     assert!(recv.len() == local.len() && out.len() == local.len(), "kernel slices differ in length");
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = vector_kind::<E, W>() {
-        let (n, over) = x86::reduce_encode_vec(
+        let h = wire_head(k, out, wire);
+        let over = scalar::reduce_encode(op, &recv[..h], &local[..h], &mut out[..h]);
+        let (n, v) = x86::reduce_encode_vec(
             k,
             op,
-            bytemuck::cast_slice(recv),
-            bytemuck::cast_slice(local),
-            bytemuck::cast_slice_mut(out),
+            bytemuck::cast_slice(&recv[h..]),
+            bytemuck::cast_slice(&local[h..]),
+            bytemuck::cast_slice_mut(&mut out[h..]),
+            wire == Stores::Streaming,
         );
-        return over | scalar::reduce_encode(op, &recv[n..], &local[n..], &mut out[n..]);
+        let h = h + n;
+        return over | v | scalar::reduce_encode(op, &recv[h..], &local[h..], &mut out[h..]);
     }
     scalar::reduce_encode(op, recv, local, out)
 }
@@ -81,48 +119,70 @@ pub fn reduce_store_encode<E: Element, W: Element>(
     local: &mut [E],
     out: &mut [W],
 ) -> bool {
+    reduce_store_encode_to(op, avg_ranks, recv, local, out, Stores::Cached)
+}
+
+/// [`reduce_store_encode`], writing the wire with `wire` stores.
+pub fn reduce_store_encode_to<E: Element, W: Element>(
+    op: ReduceOp,
+    avg_ranks: Option<usize>,
+    recv: &[W],
+    local: &mut [E],
+    out: &mut [W],
+    wire: Stores,
+) -> bool {
     assert!(recv.len() == local.len() && out.len() == local.len(), "kernel slices differ in length");
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = vector_kind::<E, W>() {
-        let (n, over) = x86::reduce_store_encode_vec(
+        let h = wire_head(k, out, wire);
+        let over = scalar::reduce_store_encode(op, avg_ranks, &recv[..h], &mut local[..h], &mut out[..h]);
+        let (n, v) = x86::reduce_store_encode_vec(
             k,
             op,
             avg_ranks,
-            bytemuck::cast_slice(recv),
-            bytemuck::cast_slice_mut(local),
-            bytemuck::cast_slice_mut(out),
+            bytemuck::cast_slice(&recv[h..]),
+            bytemuck::cast_slice_mut(&mut local[h..]),
+            bytemuck::cast_slice_mut(&mut out[h..]),
+            wire == Stores::Streaming,
         );
-        return over | scalar::reduce_store_encode(op, avg_ranks, &recv[n..], &mut local[n..], &mut out[n..]);
+        let h = h + n;
+        return over | v | scalar::reduce_store_encode(op, avg_ranks, &recv[h..], &mut local[h..], &mut out[h..]);
     }
     scalar::reduce_store_encode(op, avg_ranks, recv, local, out)
 }
 
 /// [`reduce_store_encode`] reading the local values from `src` and writing
 /// them to `dst` (an out-of-place call's input and output), so that an
-/// output block needs no copy of the input first.
+/// output block needs no copy of the input first; `dst` with `stores`, the
+/// wire with `wire` stores.
 pub fn reduce_store_encode_split<E: Element, W: Element>(
     op: ReduceOp,
     avg_ranks: Option<usize>,
     recv: &[W],
     (src, dst): (&[E], &mut [E]),
     out: &mut [W],
-    stores: Stores,
+    (stores, wire): (Stores, Stores),
 ) -> bool {
     let n = dst.len();
     assert!(recv.len() == n && src.len() == n && out.len() == n, "kernel slices differ in length");
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = vector_kind::<E, W>() {
-        let (v, over) = x86::reduce_store_encode_split_vec(
+        let h = wire_head(k, out, wire);
+        let over =
+            scalar::reduce_store_encode_split(op, avg_ranks, &recv[..h], (&src[..h], &mut dst[..h]), &mut out[..h]);
+        let (v, vo) = x86::reduce_store_encode_split_vec(
             k,
             op,
             avg_ranks,
-            bytemuck::cast_slice(recv),
-            (bytemuck::cast_slice(src), bytemuck::cast_slice_mut(dst)),
-            bytemuck::cast_slice_mut(out),
-            stores == Stores::Streaming,
+            bytemuck::cast_slice(&recv[h..]),
+            (bytemuck::cast_slice(&src[h..]), bytemuck::cast_slice_mut(&mut dst[h..])),
+            bytemuck::cast_slice_mut(&mut out[h..]),
+            (stores == Stores::Streaming, wire == Stores::Streaming),
         );
+        let h = h + v;
         return over
-            | scalar::reduce_store_encode_split(op, avg_ranks, &recv[v..], (&src[v..], &mut dst[v..]), &mut out[v..]);
+            | vo
+            | scalar::reduce_store_encode_split(op, avg_ranks, &recv[h..], (&src[h..], &mut dst[h..]), &mut out[h..]);
     }
     scalar::reduce_store_encode_split(op, avg_ranks, recv, (src, dst), out)
 }

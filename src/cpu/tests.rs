@@ -84,7 +84,7 @@ fn check_kernels<W: Element + Default>(recv: &[W], local0: &[f32]) {
             let (mut da, mut db) = (vec![0f32; n], vec![0f32; n]);
             let (mut sa, mut sb) = (vec![W::default(); n], vec![W::default(); n]);
             for stores in [Stores::Cached, Stores::Streaming] {
-                let ga = reduce_store_encode_split(op, avg, recv, (local0, &mut da), &mut sa, stores);
+                let ga = reduce_store_encode_split(op, avg, recv, (local0, &mut da), &mut sa, (stores, Stores::Cached));
                 let want = (fa, rbits(&a), lbits(&la));
                 assert_eq!((ga, rbits(&sa), lbits(&da)), want, "split vector {stores:?} {op} n={n}");
             }
@@ -172,7 +172,8 @@ fn overflow_flags_match_scalar_one_value_at_a_time() {
             let s = scalar::reduce_store_encode(op, Some(1), &small, &mut lb, &mut b);
             assert_eq!(v, s, "reduce_store_encode {op:?} {x:e}");
             for stores in [Stores::Cached, Stores::Streaming] {
-                let v = reduce_store_encode_split(op, Some(1), &small, (&local, &mut la), &mut a, stores);
+                let v =
+                    reduce_store_encode_split(op, Some(1), &small, (&local, &mut la), &mut a, (stores, Stores::Cached));
                 assert_eq!(v, s, "reduce_store_encode_split {stores:?} {op:?} {x:e}");
             }
         }
@@ -207,18 +208,98 @@ fn streaming_stores_write_the_same_bits_at_every_alignment() {
                 let avg = (op == ReduceOp::Avg).then_some(3);
                 let (mut want, mut got) = (fresh(), fresh());
                 let (mut wa, mut wb) = (vec![f16::ZERO; n], vec![f16::ZERO; n]);
-                let fa =
-                    reduce_store_encode_split(op, avg, &recv, (&src, &mut want[off..off + n]), &mut wa, Stores::Cached);
+                let fa = reduce_store_encode_split(
+                    op,
+                    avg,
+                    &recv,
+                    (&src, &mut want[off..off + n]),
+                    &mut wa,
+                    (Stores::Cached, Stores::Cached),
+                );
                 let fb = reduce_store_encode_split(
                     op,
                     avg,
                     &recv,
                     (&src, &mut got[off..off + n]),
                     &mut wb,
-                    Stores::Streaming,
+                    (Stores::Streaming, Stores::Cached),
                 );
                 let what = format!("split {op} n={n} offset={off}");
                 assert_eq!((fb, bits(&wb), bits(&got)), (fa, bits(&wa), bits(&want)), "{what}");
+            }
+        }
+    }
+}
+
+/// Streamed wire stores need the wire aligned (32 bytes for `f32`, 16 for
+/// the 16-bit wires), so those kernels run the elements before the first
+/// aligned one in the portable body. At every alignment of the wire (and,
+/// for the split hop, of the output), and lengths around one, two and five
+/// vectors, they must write the cached kernels' bits and overflow flag,
+/// and nothing outside their slices. Where both operands are NaN any NaN
+/// is accepted, as between the vector and portable bodies (see
+/// [`check_kernels`]); every rank still holds the same bits, because each
+/// element's final value is formed once and copied.
+#[test]
+fn streamed_wire_writes_the_same_bits_at_every_alignment() {
+    check_streamed_wire::<f16>();
+    check_streamed_wire::<bf16>();
+    check_streamed_wire::<f32>();
+}
+
+fn check_streamed_wire<W: Element + Default>() {
+    let mut rng = SmallRng::seed_from_u64(13);
+    let lanes = 32 / std::mem::size_of::<W>();
+    let (c, s) = (Stores::Cached, Stores::Streaming);
+    for n in [1usize, 7, 8, 9, 15, 16, 17, 24, 33, 40, 41, 100] {
+        let recv: Vec<W> = values(&mut rng, n).iter().map(|&x| W::from_f32(x)).collect();
+        let src = values(&mut rng, n);
+        let both_nan: Vec<bool> = recv.iter().zip(&src).map(|(r, l)| r.to_f32().is_nan() && l.is_nan()).collect();
+        // Bits of a padded buffer whose slice at `at` a kernel wrote, with
+        // positions where both operands were NaN made alike.
+        let seen = |v: &[u64], at: usize| -> Vec<u64> {
+            let mut v = v.to_vec();
+            for (i, &nan) in both_nan.iter().enumerate() {
+                if nan {
+                    v[at + i] = u64::MAX;
+                }
+            }
+            v
+        };
+        let sentinel = W::from_f32(-7.0);
+        for w in 0..lanes {
+            let wire = || vec![sentinel; n + lanes];
+            let (mut wa, mut wb) = (wire(), wire());
+            let fa = encode(&src, &mut wa[w..w + n]);
+            let fb = encode_to(&src, &mut wb[w..w + n], s);
+            assert_eq!((fb, bits(&wb)), (fa, bits(&wa)), "encode n={n} wire offset={w}");
+            for op in OPS {
+                let avg = (op == ReduceOp::Avg).then_some(3);
+                let what = format!("{op} n={n} wire offset={w}");
+                let (mut wa, mut wb) = (wire(), wire());
+                let fa = reduce_encode(op, &recv, &src, &mut wa[w..w + n]);
+                let fb = reduce_encode_to(op, &recv, &src, &mut wb[w..w + n], s);
+                assert_eq!((fb, seen(&bits(&wb), w)), (fa, seen(&bits(&wa), w)), "reduce_encode {what}");
+                let (mut wa, mut wb) = (wire(), wire());
+                let (mut la, mut lb) = (src.clone(), src.clone());
+                let fa = reduce_store_encode(op, avg, &recv, &mut la, &mut wa[w..w + n]);
+                let fb = reduce_store_encode_to(op, avg, &recv, &mut lb, &mut wb[w..w + n], s);
+                let got = (fb, seen(&bits(&wb), w), seen(&bits(&lb), 0));
+                assert_eq!(got, (fa, seen(&bits(&wa), w), seen(&bits(&la), 0)), "in place {what}");
+                for d in 0..8 {
+                    let out = || vec![-7.0f32; n + 8];
+                    let (mut da, mut wa) = (out(), wire());
+                    let fa =
+                        reduce_store_encode_split(op, avg, &recv, (&src, &mut da[d..d + n]), &mut wa[w..w + n], (c, c));
+                    let want = (fa, seen(&bits(&wa), w), seen(&bits(&da), d));
+                    for output in [c, s] {
+                        let (mut db, mut wb) = (out(), wire());
+                        let dst = &mut db[d..d + n];
+                        let fb = reduce_store_encode_split(op, avg, &recv, (&src, dst), &mut wb[w..w + n], (output, s));
+                        let got = (fb, seen(&bits(&wb), w), seen(&bits(&db), d));
+                        assert_eq!(got, want, "split {output:?} {what} output offset={d}");
+                    }
+                }
             }
         }
     }

@@ -126,6 +126,36 @@ unsafe fn store(k: WireKind, p: *mut u8, i: usize, v: __m256) {
     }
 }
 
+/// [`store`], with a streaming (non-temporal) store if `WS`; then
+/// `p[i..]` must be aligned to the store: 32 bytes for `F32`, 16 for the
+/// 16-bit wires ([`wire_align`]).
+#[inline(always)]
+unsafe fn store_to<const WS: bool>(k: WireKind, p: *mut u8, i: usize, v: __m256) {
+    if !WS {
+        return store(k, p, i, v);
+    }
+    match k {
+        WireKind::F32 => _mm256_stream_ps((p as *mut f32).add(i), v),
+        WireKind::F16 => {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm_stream_si128((p as *mut u16).add(i) as *mut __m128i, h);
+        }
+        WireKind::Bf16 => {
+            let r = bf16_bits(v);
+            let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(r, r));
+            _mm_stream_si128((p as *mut u16).add(i) as *mut __m128i, _mm256_castsi256_si128(packed));
+        }
+    }
+}
+
+/// The alignment a streaming wire store of kind `k` needs.
+pub fn wire_align(k: WireKind) -> usize {
+    match k {
+        WireKind::F32 => 32,
+        WireKind::F16 | WireKind::Bf16 => 16,
+    }
+}
+
 /// The running test for a finite value that became infinite on the wire,
 /// at two vector ops per lane. A lane's key is its bits shifted left by one
 /// (dropping the sign) plus 2^24: that wraps infinities and NaN (exponent
@@ -190,13 +220,14 @@ unsafe fn round_trip(k: WireKind, v: __m256) -> __m256 {
 /// the others decode). Returns the value stored, for the overflow test.
 #[inline(always)]
 unsafe fn finish(k: WireKind, avg: bool, div: __m256, v: __m256, out: *mut u8, local: *mut f32, i: usize) -> __m256 {
-    finish_to::<false>(k, avg, div, v, out, local, i)
+    finish_to::<false, false>(k, avg, div, v, out, local, i)
 }
 
 /// [`finish`], storing to `local[i..]` with a streaming store if `STREAM`
-/// (then `local.add(i)` must be 32-byte aligned).
+/// (then `local.add(i)` must be 32-byte aligned) and to the wire with one
+/// if `WS` (see [`store_to`]).
 #[inline(always)]
-unsafe fn finish_to<const STREAM: bool>(
+unsafe fn finish_to<const STREAM: bool, const WS: bool>(
     k: WireKind,
     avg: bool,
     div: __m256,
@@ -206,8 +237,11 @@ unsafe fn finish_to<const STREAM: bool>(
     i: usize,
 ) -> __m256 {
     let v = if avg { _mm256_div_ps(v, div) } else { v };
-    store(k, out, i, v);
-    store_f32::<STREAM>(local.add(i), load(k, out, i));
+    store_to::<WS>(k, out, i, v);
+    // Reading back a streamed line would wait for it to reach memory;
+    // the round trip in registers gives the same bits.
+    let back = if WS { round_trip(k, v) } else { load(k, out, i) };
+    store_f32::<STREAM>(local.add(i), back);
     v
 }
 
@@ -251,25 +285,29 @@ unsafe fn combine(op: ReduceOp, a: __m256, b: __m256) -> __m256 {
     }
 }
 
-/// `out[..n] = wire(src[..n])`.
+/// `out[..n] = wire(src[..n])`, streaming the wire if `WS` (`out` aligned
+/// as [`wire_align`] says).
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn encode(k: WireKind, src: *const f32, out: *mut u8, n: usize) -> bool {
+pub unsafe fn encode<const WS: bool>(k: WireKind, src: *const f32, out: *mut u8, n: usize) -> bool {
     per_kind!(k, |k| {
         let mut over = Overflow::new();
         let mut i = 0;
         while i + 8 <= n {
             let v = _mm256_loadu_ps(src.add(i));
-            store(k, out, i, v);
+            store_to::<WS>(k, out, i, v);
             over = over.see(k, v);
             i += 8;
+        }
+        if WS {
+            _mm_sfence();
         }
         over.any(k)
     })
 }
 
-/// `out[..n] = wire(recv op local)`.
+/// `out[..n] = wire(recv op local)`, streaming the wire if `WS`.
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn reduce_encode(
+pub unsafe fn reduce_encode<const WS: bool>(
     k: WireKind,
     op: ReduceOp,
     recv: *const u8,
@@ -287,10 +325,10 @@ pub unsafe fn reduce_encode(
             let a1 = combine(op, load(k, recv, i + 8), _mm256_loadu_ps(local.add(i + 8)));
             let a2 = combine(op, load(k, recv, i + 16), _mm256_loadu_ps(local.add(i + 16)));
             let a3 = combine(op, load(k, recv, i + 24), _mm256_loadu_ps(local.add(i + 24)));
-            store(k, out, i, a0);
-            store(k, out, i + 8, a1);
-            store(k, out, i + 16, a2);
-            store(k, out, i + 24, a3);
+            store_to::<WS>(k, out, i, a0);
+            store_to::<WS>(k, out, i + 8, a1);
+            store_to::<WS>(k, out, i + 16, a2);
+            store_to::<WS>(k, out, i + 24, a3);
             over = over.see(k, a0).see(k, a1);
             over2 = over2.see(k, a2).see(k, a3);
             i += 32;
@@ -298,9 +336,12 @@ pub unsafe fn reduce_encode(
         over = over.merge(over2);
         while i + 8 <= n {
             let a = combine(op, load(k, recv, i), _mm256_loadu_ps(local.add(i)));
-            store(k, out, i, a);
+            store_to::<WS>(k, out, i, a);
             over = over.see(k, a);
             i += 8;
+        }
+        if WS {
+            _mm_sfence();
         }
         over.any(k)
     })
@@ -309,10 +350,12 @@ pub unsafe fn reduce_encode(
 /// `out = wire(recv op src [/ n]); dst = decode(out)`; `src` and `dst`
 /// are the same buffer in place, or an out-of-place call's input and
 /// output. With `STREAM`, `dst` is written with streaming stores (only
-/// where `src` and `dst` do not overlap; see [`stream_start`]).
+/// where `src` and `dst` do not overlap; see [`stream_start`]); with `WS`
+/// the wire is (`out` aligned as [`wire_align`] says; not with `STREAM`
+/// unless `dst` is aligned too, as the prologue would misalign the wire).
 #[target_feature(enable = "avx2,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn reduce_store_encode<const STREAM: bool>(
+pub unsafe fn reduce_store_encode<const STREAM: bool, const WS: bool>(
     k: WireKind,
     op: ReduceOp,
     avg_ranks: Option<usize>,
@@ -339,21 +382,21 @@ pub unsafe fn reduce_store_encode<const STREAM: bool>(
         // for all it knows, and src is dst in place).
         while i + 32 <= n {
             let (a0, a1, a2, a3) = (one(i), one(i + 8), one(i + 16), one(i + 24));
-            over = over.see(k, finish_to::<STREAM>(k, avg, div, a0, out, dst, i));
-            over2 = over2.see(k, finish_to::<STREAM>(k, avg, div, a1, out, dst, i + 8));
-            over = over.see(k, finish_to::<STREAM>(k, avg, div, a2, out, dst, i + 16));
-            over2 = over2.see(k, finish_to::<STREAM>(k, avg, div, a3, out, dst, i + 24));
+            over = over.see(k, finish_to::<STREAM, WS>(k, avg, div, a0, out, dst, i));
+            over2 = over2.see(k, finish_to::<STREAM, WS>(k, avg, div, a1, out, dst, i + 8));
+            over = over.see(k, finish_to::<STREAM, WS>(k, avg, div, a2, out, dst, i + 16));
+            over2 = over2.see(k, finish_to::<STREAM, WS>(k, avg, div, a3, out, dst, i + 24));
             i += 32;
         }
         over = over.merge(over2);
         while i + 8 <= n {
-            over = over.see(k, finish_to::<STREAM>(k, avg, div, one(i), out, dst, i));
+            over = over.see(k, finish_to::<STREAM, WS>(k, avg, div, one(i), out, dst, i));
             i += 8;
         }
         if STREAM && i < n {
             over = over.see(k, finish(k, avg, div, one(n - 8), out, dst, n - 8));
         }
-        if STREAM {
+        if STREAM || WS {
             // Streaming stores are weakly ordered: make them visible
             // before anything this thread does next.
             _mm_sfence();
@@ -442,27 +485,57 @@ fn width(k: WireKind) -> usize {
     }
 }
 
-/// Runs whole vectors of `encode`; returns how many elements it covered
-/// (0 without AVX2/F16C) and whether any overflowed.
-pub fn encode_vec(k: WireKind, src: &[f32], out: &mut [u8]) -> (usize, bool) {
+/// Whether the wire at `out` takes streaming stores: asked for, and
+/// aligned for them (the caller runs the unaligned head elsewhere).
+fn wire_streams(k: WireKind, out: *const u8, ws: bool) -> bool {
+    ws && out as usize % wire_align(k) == 0
+}
+
+/// Runs whole vectors of `encode` (streaming the wire if `ws` and `out` is
+/// aligned for it); returns how many elements it covered (0 without
+/// AVX2/F16C) and whether any overflowed.
+pub fn encode_vec(k: WireKind, src: &[f32], out: &mut [u8], ws: bool) -> (usize, bool) {
     let n = src.len() & !7;
     if !available() || n == 0 {
         return (0, false);
     }
     assert!(out.len() >= n * width(k));
-    // SAFETY: features checked by available(); src has n, out n*width bytes.
-    (n, unsafe { encode(k, src.as_ptr(), out.as_mut_ptr(), n) })
+    let (s, o) = (src.as_ptr(), out.as_mut_ptr());
+    // SAFETY: features checked by available(); src has n, out n*width
+    // bytes; the streaming body only where `out` is aligned for it.
+    (n, unsafe {
+        if wire_streams(k, o, ws) {
+            encode::<true>(k, s, o, n)
+        } else {
+            encode::<false>(k, s, o, n)
+        }
+    })
 }
 
 /// Whole vectors of `reduce_encode`; see [`encode_vec`].
-pub fn reduce_encode_vec(k: WireKind, op: ReduceOp, recv: &[u8], local: &[f32], out: &mut [u8]) -> (usize, bool) {
+pub fn reduce_encode_vec(
+    k: WireKind,
+    op: ReduceOp,
+    recv: &[u8],
+    local: &[f32],
+    out: &mut [u8],
+    ws: bool,
+) -> (usize, bool) {
     let n = local.len() & !7;
     if !available() || n == 0 {
         return (0, false);
     }
     assert!(recv.len() >= n * width(k) && out.len() >= n * width(k));
-    // SAFETY: features checked; every slice covers n elements of its type.
-    (n, unsafe { reduce_encode(k, op, recv.as_ptr(), local.as_ptr(), out.as_mut_ptr(), n) })
+    let (r, l, o) = (recv.as_ptr(), local.as_ptr(), out.as_mut_ptr());
+    // SAFETY: features checked; every slice covers n elements of its type;
+    // the streaming body only where `out` is aligned for it.
+    (n, unsafe {
+        if wire_streams(k, o, ws) {
+            reduce_encode::<true>(k, op, r, l, o, n)
+        } else {
+            reduce_encode::<false>(k, op, r, l, o, n)
+        }
+    })
 }
 
 /// Whole vectors of `reduce_store_encode`; see [`encode_vec`].
@@ -473,18 +546,25 @@ pub fn reduce_store_encode_vec(
     recv: &[u8],
     local: &mut [f32],
     out: &mut [u8],
+    ws: bool,
 ) -> (usize, bool) {
     let n = local.len() & !7;
     if !available() || n == 0 {
         return (0, false);
     }
     assert!(recv.len() >= n * width(k) && out.len() >= n * width(k));
-    let p = local.as_mut_ptr();
+    let (r, p, o) = (recv.as_ptr(), local.as_mut_ptr(), out.as_mut_ptr());
     // SAFETY: features checked; every slice covers n elements of its type;
     // recv, local and out are distinct borrows, so they do not overlap;
     // local is read and written through one pointer, each vector loaded
-    // before it is stored.
-    (n, unsafe { reduce_store_encode::<false>(k, op, avg_ranks, recv.as_ptr(), p, p, out.as_mut_ptr(), n) })
+    // before it is stored; the wire streams only where it is aligned.
+    (n, unsafe {
+        if wire_streams(k, o, ws) {
+            reduce_store_encode::<false, true>(k, op, avg_ranks, r, p, p, o, n)
+        } else {
+            reduce_store_encode::<false, false>(k, op, avg_ranks, r, p, p, o, n)
+        }
+    })
 }
 
 /// Whole vectors of `reduce_store_encode` reading `src` and writing `dst`
@@ -496,7 +576,7 @@ pub fn reduce_store_encode_split_vec(
     recv: &[u8],
     (src, dst): (&[f32], &mut [f32]),
     out: &mut [u8],
-    stream: bool,
+    (stream, ws): (bool, bool),
 ) -> (usize, bool) {
     let n = dst.len() & !7;
     if !available() || n == 0 {
@@ -504,14 +584,21 @@ pub fn reduce_store_encode_split_vec(
     }
     assert!(src.len() >= n && recv.len() >= n * width(k) && out.len() >= n * width(k));
     let (r, s, d, o) = (recv.as_ptr(), src.as_ptr(), dst.as_mut_ptr(), out.as_mut_ptr());
+    let ws = wire_streams(k, o, ws);
+    // The output's streaming prologue would misalign the wire: the wire,
+    // which another core reads next, streams first.
+    let stream = stream && (!ws || stream_start(d) == 0);
     // SAFETY: features checked; every slice covers n elements of its type;
     // dst and out are exclusive borrows, so nothing overlaps what is
-    // written, and src cannot overlap dst (the streaming body's condition).
+    // written, and src cannot overlap dst (the streaming body's condition);
+    // the wire streams only where it is aligned, and with the output only
+    // where both are.
     (n, unsafe {
-        if stream {
-            reduce_store_encode::<true>(k, op, avg_ranks, r, s, d, o, n)
-        } else {
-            reduce_store_encode::<false>(k, op, avg_ranks, r, s, d, o, n)
+        match (stream, ws) {
+            (true, true) => reduce_store_encode::<true, true>(k, op, avg_ranks, r, s, d, o, n),
+            (true, false) => reduce_store_encode::<true, false>(k, op, avg_ranks, r, s, d, o, n),
+            (false, true) => reduce_store_encode::<false, true>(k, op, avg_ranks, r, s, d, o, n),
+            (false, false) => reduce_store_encode::<false, false>(k, op, avg_ranks, r, s, d, o, n),
         }
     })
 }

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{host, Hop, Kind, PAIRS};
 use crate::cpu::hop::{Elementwise, HopKernels};
+use crate::cpu::wire_stores::{WireChooser, WireStores};
 use crate::element::{DType, Element, ReduceOp};
 
 const OPS: [ReduceOp; 5] = [ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Min, ReduceOp::Max, ReduceOp::Prod];
@@ -86,7 +87,8 @@ struct Outcome {
 }
 
 fn reference<E: Element, W: Element>(hop: &Hop, recv: &[W], local: &[E]) -> Outcome {
-    let k = Elementwise::<W>::new(crate::cpu::Stores::Cached);
+    let cached = WireChooser::new(WireStores::Cached);
+    let k = Elementwise::<W>::new(crate::cpu::Stores::Cached, &cached);
     let n = local.len();
     let mut local = local.to_vec();
     let mut out_buf = Aligned::new(&vec![0u8; n * std::mem::size_of::<W>()], 0);

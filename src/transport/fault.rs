@@ -120,6 +120,9 @@ impl Transport for FaultyTransport {
     fn slot_bytes(&self) -> usize {
         self.inner.slot_bytes()
     }
+    fn peers_read_in_place(&self) -> bool {
+        self.inner.peers_read_in_place()
+    }
     fn slot_mut(&mut self, id: SlotId) -> &mut [u8] {
         self.inner.slot_mut(id)
     }

@@ -70,6 +70,13 @@ pub trait Transport: Send {
     fn message_bytes(&self) -> usize {
         crate::comm::DEFAULT_SLICE_BYTES
     }
+    /// Whether peers read this rank's messages in place, from their own
+    /// cores (shared memory). Then how a message is written decides what
+    /// the reader pays, and the executor times both ways
+    /// ([`crate::cpu::WireStores`]); the default writes through the cache.
+    fn peers_read_in_place(&self) -> bool {
+        false
+    }
     /// This rank.
     fn rank(&self) -> usize;
     /// Number of ranks.

@@ -325,6 +325,10 @@ impl Transport for ShmTransport {
         self.slot_bytes
     }
 
+    fn peers_read_in_place(&self) -> bool {
+        true
+    }
+
     fn slot_mut(&mut self, id: SlotId) -> &mut [u8] {
         self.settle(id);
         let (off, len) = self.slot_range(id);

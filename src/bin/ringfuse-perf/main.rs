@@ -90,8 +90,10 @@ fn main() -> ExitCode {
     if lead {
         report::header(args.collective.name(), comm.size(), dtype.name(), args.op.name(), &host, comm.carrier());
         println!(
-            "# messages: {} B of payload each (--slice-bytes), {} in flight each way (--slots)",
-            slice_bytes, slots
+            "# messages: {} B of payload each (--slice-bytes), {} in flight each way (--slots), stores {} (RINGFUSE_WIRE_STORES)",
+            slice_bytes,
+            slots,
+            comm.wire_stores().name()
         );
         match comm.tuning() {
             Some(t) => {
