@@ -81,13 +81,16 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<'_, W> {
     }
     fn encode(&self, src: &[E], out: &mut [u8]) -> bool {
         let out = w_mut::<W>(out, src.len());
-        self.wire_stores.write(WireHop::Encode, std::mem::size_of_val(out), |ws| super::encode_to(src, out, ws))
+        self.wire_stores.write(WireHop::Encode, std::mem::size_of::<W>(), std::mem::size_of_val(out), |ws| {
+            super::encode_to(src, out, ws)
+        })
     }
     fn reduce_encode(&self, op: ReduceOp, recv: &[u8], local: &[E], out: &mut [u8]) -> bool {
         let n = local.len();
         let (recv, out) = (w::<W>(recv, n), w_mut::<W>(out, n));
-        self.wire_stores
-            .write(WireHop::Reduce, std::mem::size_of_val(out), |ws| super::reduce_encode_to(op, recv, local, out, ws))
+        self.wire_stores.write(WireHop::Reduce, std::mem::size_of::<W>(), std::mem::size_of_val(out), |ws| {
+            super::reduce_encode_to(op, recv, local, out, ws)
+        })
     }
     fn reduce_store_encode(
         &self,
@@ -99,7 +102,7 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<'_, W> {
     ) -> bool {
         let n = local.len();
         let (recv, out) = (w::<W>(recv, n), w_mut::<W>(out, n));
-        self.wire_stores.write(WireHop::Reduce, std::mem::size_of_val(out), |ws| {
+        self.wire_stores.write(WireHop::Reduce, std::mem::size_of::<W>(), std::mem::size_of_val(out), |ws| {
             super::reduce_store_encode_to(op, avg, recv, local, out, ws)
         })
     }
@@ -113,7 +116,7 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<'_, W> {
     ) -> bool {
         let n = dst.len();
         let (recv, out) = (w::<W>(recv, n), w_mut::<W>(out, n));
-        self.wire_stores.write(WireHop::Reduce, std::mem::size_of_val(out), |ws| {
+        self.wire_stores.write(WireHop::Reduce, std::mem::size_of::<W>(), std::mem::size_of_val(out), |ws| {
             super::reduce_store_encode_split(op, avg, recv, (src, dst), out, (self.stores, ws))
         })
     }

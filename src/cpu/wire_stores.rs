@@ -29,7 +29,20 @@
 //! writer's clock does not see, so it is chosen only when it writes at
 //! least [`MARGIN`] times faster: 0.5x sharing an L3, 10x not. Every
 //! [`EXPLORE_EVERY`] one `encode` tries the store not in use, so a change
-//! of placement is noticed within milliseconds. Streaming writes the same
+//! of placement is noticed within milliseconds. Each wire width (16-, 32-
+//! and 64-bit) keeps its own costs, as `ringfuse-perf` interleaves codecs
+//! whose costs per KiB differ.
+//!
+//! The store in use keeps a running cost over every hop, not just the
+//! tries, because a cached write's cost depends on how the slot was last
+//! written: right after streaming, the slot's lines are in no other cache
+//! and a cached write is cheap (100 ns/KiB at 16 MiB apart), while in a
+//! run of cached writes it costs 450-590. A version that compared only
+//! neighbouring pairs of hops, one per store, read that transient, went
+//! back to cached stores every other pair and left 16 MiB native calls
+//! apart at 5-10 ms instead of 2.6. Here a try of cached that looks cheap
+//! switches to it, and its own next hops, costing what cached writes cost
+//! in a run, switch back within a few. Streaming writes the same
 //! bits, so ranks may choose differently without changing any result.
 
 use std::cell::Cell;
@@ -39,7 +52,14 @@ use super::Stores;
 
 /// Messages with fewer wire bytes are written through the cache, untimed:
 /// the clock would cost more than the choice can save.
-pub(crate) const MIN_TIMED_BYTES: usize = 16 << 10;
+pub(crate) const MIN_BYTES: usize = 4 << 10;
+
+/// For its first [`WARM_HOPS`] timed hops a width tries the other store
+/// every [`WARM_EVERY`]th hop, so the first call's cold hops (page faults,
+/// empty caches) do not decide a whole run of short calls.
+pub(crate) const WARM_HOPS: u32 = 32;
+/// See [`WARM_HOPS`].
+pub(crate) const WARM_EVERY: u32 = 4;
 
 /// How often each kind of hop tries the store it is not using.
 pub(crate) const EXPLORE_EVERY: Duration = Duration::from_millis(10);
@@ -99,40 +119,48 @@ impl WireStores {
 /// A communicator's choice of wire stores, kept from call to call.
 pub(crate) struct WireChooser {
     mode: WireStores,
-    arm: Cell<Arm>,
+    /// One per wire width: 2, 4 and 8 bytes per element.
+    arms: [Cell<Arm>; 3],
 }
 
 impl WireChooser {
     pub(crate) fn new(mode: WireStores) -> Self {
-        WireChooser { mode, arm: Cell::new(Arm::new(Instant::now())) }
+        let arm = Cell::new(Arm::new(Instant::now()));
+        WireChooser { mode, arms: [arm.clone(), arm.clone(), arm] }
     }
 
-    /// Runs `write` (a kernel writing `bytes` of wire) with the stores
-    /// chosen for it, timing it when it is an `encode` that decides.
+    fn arm(&self, width: usize) -> &Cell<Arm> {
+        &self.arms[width.trailing_zeros().clamp(1, 3) as usize - 1]
+    }
+
+    /// Runs `write` (a kernel writing `bytes` of wire, `width` bytes per
+    /// element) with the stores chosen for it, timing it when it is an
+    /// `encode`, which decides.
     #[inline]
-    pub(crate) fn write<R>(&self, hop: WireHop, bytes: usize, write: impl FnOnce(Stores) -> R) -> R {
+    pub(crate) fn write<R>(&self, hop: WireHop, width: usize, bytes: usize, write: impl FnOnce(Stores) -> R) -> R {
         match self.mode {
             WireStores::Cached => write(Stores::Cached),
             WireStores::Streaming => write(Stores::Streaming),
-            WireStores::Auto if bytes < MIN_TIMED_BYTES => write(Stores::Cached),
-            WireStores::Auto if hop == WireHop::Reduce => write(self.arm.get().current()),
+            WireStores::Auto if bytes < MIN_BYTES => write(Stores::Cached),
+            WireStores::Auto if hop == WireHop::Reduce => write(self.arm(width).get().current()),
             WireStores::Auto => {
-                let mut arm = self.arm.get();
+                let cell = self.arm(width);
+                let mut arm = cell.get();
                 let start = Instant::now();
                 let stores = arm.pick(start);
                 let r = write(stores);
                 let ns = start.elapsed().as_nanos() as f32;
                 arm.record(stores, ns * 1024.0 / bytes as f32, start);
-                self.arm.set(arm);
+                cell.set(arm);
                 r
             }
         }
     }
 
-    /// The stores the hops use now.
+    /// The stores the hops of `width`-byte wires use now.
     #[cfg(test)]
-    pub(crate) fn current(&self) -> Stores {
-        self.arm.get().current()
+    pub(crate) fn current(&self, width: usize) -> Stores {
+        self.arm(width).get().current()
     }
 }
 
@@ -141,6 +169,8 @@ impl WireChooser {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Arm {
     cost: [f32; 2],
+    /// Timed hops so far, up to [`WARM_HOPS`].
+    hops: u32,
     /// When the store not in use was last tried.
     tried: Instant,
 }
@@ -162,7 +192,7 @@ fn of(i: usize) -> Stores {
 
 impl Arm {
     pub(crate) fn new(now: Instant) -> Self {
-        Arm { cost: [f32::NAN; 2], tried: now }
+        Arm { cost: [f32::NAN; 2], hops: 0, tried: now }
     }
 
     /// Streaming if it writes [`MARGIN`] times faster by the running
@@ -177,7 +207,7 @@ impl Arm {
 
     /// The store the next `encode` uses: the first two measure one each,
     /// then [`Self::current`], except for one try of the other every
-    /// [`EXPLORE_EVERY`].
+    /// [`WARM_EVERY`]th hop while warming up and every [`EXPLORE_EVERY`].
     pub(crate) fn pick(&self, now: Instant) -> Stores {
         if self.cost[0].is_nan() {
             return Stores::Cached;
@@ -186,7 +216,8 @@ impl Arm {
             return Stores::Streaming;
         }
         let cur = self.current();
-        if now.saturating_duration_since(self.tried) >= EXPLORE_EVERY {
+        let warm_try = self.hops < WARM_HOPS && self.hops % WARM_EVERY == WARM_EVERY - 1;
+        if warm_try || now.saturating_duration_since(self.tried) >= EXPLORE_EVERY {
             of(1 - idx(cur))
         } else {
             cur
@@ -197,6 +228,7 @@ impl Arm {
     /// eighth of each sample; a try moves the other's by half, as it comes
     /// only every [`EXPLORE_EVERY`].
     pub(crate) fn record(&mut self, used: Stores, ns_per_kib: f32, now: Instant) {
+        self.hops = (self.hops + 1).min(WARM_HOPS);
         let i = idx(used);
         let trying = !self.cost[1 - i].is_nan() && used != self.current();
         let old = self.cost[i];
@@ -225,10 +257,25 @@ mod tests {
         s
     }
 
+    /// An arm past its warm-up, so only the interval brings tries.
+    fn warmed(t: Instant) -> Arm {
+        Arm { hops: WARM_HOPS, ..Arm::new(t) }
+    }
+
+    #[test]
+    fn while_warming_up_every_fourth_hop_tries_the_other_store() {
+        let t0 = Instant::now();
+        let mut arm = Arm::new(t0);
+        let used: Vec<Stores> = (0..40).map(|_| hop(&mut arm, t0, [20.0, 40.0])).collect();
+        let tries: Vec<usize> = (2..40).filter(|&i| used[i] == Stores::Streaming).collect();
+        assert_eq!(used[..2], [Stores::Cached, Stores::Streaming]);
+        assert_eq!(tries, vec![3, 7, 11, 15, 19, 23, 27, 31], "{used:?}");
+    }
+
     #[test]
     fn it_measures_both_then_keeps_the_cheaper_and_tries_the_other_every_interval() {
         let t0 = Instant::now();
-        let mut arm = Arm::new(t0);
+        let mut arm = warmed(t0);
         let near = [20.0, 40.0];
         assert_eq!(hop(&mut arm, t0, near), Stores::Cached);
         assert_eq!(hop(&mut arm, t0, near), Stores::Streaming);
@@ -246,7 +293,7 @@ mod tests {
     #[test]
     fn a_change_of_placement_flips_the_choice_within_a_few_hops_and_back_within_a_few_tries() {
         let t0 = Instant::now();
-        let mut arm = Arm::new(t0);
+        let mut arm = warmed(t0);
         let (near, far) = ([20.0, 40.0], [400.0, 40.0]);
         hop(&mut arm, t0, near);
         hop(&mut arm, t0, near);
@@ -281,7 +328,7 @@ mod tests {
     #[test]
     fn one_preempted_hop_does_not_flip_the_choice() {
         let t0 = Instant::now();
-        let mut arm = Arm::new(t0);
+        let mut arm = warmed(t0);
         hop(&mut arm, t0, [20.0, 40.0]);
         hop(&mut arm, t0, [20.0, 40.0]);
         hop(&mut arm, t0, [1e6, 40.0]); // a hop that lost the core for a while
@@ -289,23 +336,53 @@ mod tests {
     }
 
     #[test]
-    fn small_messages_and_fixed_modes_do_not_time_and_only_encode_decides() {
+    fn small_messages_and_fixed_modes_do_not_time_and_each_width_decides_alone() {
         let auto = WireChooser::new(WireStores::Auto);
-        let untimed = |c: &WireChooser| c.arm.get().cost[0].is_nan();
-        assert_eq!(auto.write(WireHop::Encode, MIN_TIMED_BYTES - 1, |s| s), Stores::Cached);
-        assert!(untimed(&auto));
-        assert_eq!(auto.write(WireHop::Reduce, MIN_TIMED_BYTES, |s| s), Stores::Cached);
-        assert!(untimed(&auto));
-        assert_eq!(auto.write(WireHop::Encode, MIN_TIMED_BYTES, |s| s), Stores::Cached);
-        assert_eq!(auto.write(WireHop::Encode, MIN_TIMED_BYTES, |s| s), Stores::Streaming);
+        let untimed = |c: &WireChooser, w: usize| c.arm(w).get().cost[0].is_nan();
+        assert_eq!(auto.write(WireHop::Encode, 2, MIN_BYTES - 1, |s| s), Stores::Cached);
+        assert!(untimed(&auto, 2));
+        assert_eq!(auto.write(WireHop::Reduce, 2, MIN_BYTES, |s| s), Stores::Cached);
+        assert!(untimed(&auto, 2));
+        assert_eq!(auto.write(WireHop::Encode, 2, MIN_BYTES, |s| s), Stores::Cached);
+        assert_eq!(auto.write(WireHop::Encode, 2, MIN_BYTES, |s| s), Stores::Streaming);
+        assert!(untimed(&auto, 4), "the 32-bit wire keeps its own costs");
         // Reduce hops take the choice, never a try.
-        let mut arm = auto.arm.get();
+        let mut arm = auto.arm(2).get();
         arm.cost = [100.0, 10.0];
-        auto.arm.set(arm);
-        assert_eq!(auto.write(WireHop::Reduce, MIN_TIMED_BYTES, |s| s), Stores::Streaming);
-        assert_eq!(auto.current(), Stores::Streaming);
+        auto.arm(2).set(arm);
+        assert_eq!(auto.write(WireHop::Reduce, 2, MIN_BYTES, |s| s), Stores::Streaming);
+        assert_eq!(auto.current(2), Stores::Streaming);
+        assert_eq!(auto.current(4), Stores::Cached);
         let fixed = WireChooser::new(WireStores::Streaming);
-        assert_eq!(fixed.write(WireHop::Encode, 1, |s| s), Stores::Streaming);
-        assert!(untimed(&fixed));
+        assert_eq!(fixed.write(WireHop::Encode, 4, 1, |s| s), Stores::Streaming);
+        assert!(untimed(&fixed, 4));
+    }
+
+    #[test]
+    fn a_cheap_try_of_cached_right_after_streaming_is_undone_by_the_hops_after_it() {
+        let mut t = Instant::now();
+        let mut arm = warmed(t);
+        let far = [500.0, 75.0];
+        hop(&mut arm, t, far);
+        hop(&mut arm, t, far);
+        assert_eq!(arm.current(), Stores::Streaming);
+        // Each try of cached finds its slot in no other cache and costs
+        // 100; each halves cached's distance to it (500, 300, 200, 150),
+        // so the third, no longer above twice 75, switches to cached...
+        let mut tries = 0;
+        while arm.current() == Stores::Streaming {
+            t += EXPLORE_EVERY;
+            assert_eq!(hop(&mut arm, t, [100.0, 75.0]), Stores::Cached);
+            tries += 1;
+            assert!(tries < 10, "{arm:?}");
+        }
+        assert_eq!(tries, 3, "{arm:?}");
+        // ...and cached writes in a run cost 500 again: back at once.
+        let mut back = 0;
+        while hop(&mut arm, t, far) == Stores::Cached {
+            back += 1;
+            assert!(back < 10, "{arm:?}");
+        }
+        assert_eq!(back, 1, "{arm:?}");
     }
 }
