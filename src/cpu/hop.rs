@@ -70,6 +70,13 @@ impl<'a, W> Elementwise<'a, W> {
     pub(crate) fn new(stores: Stores, wire_stores: &'a WireChooser) -> Self {
         Elementwise { stores, wire_stores, wire: PhantomData }
     }
+
+    /// Runs `write`, a `hop` kernel writing `n` wire values, with the
+    /// stores the chooser picks.
+    fn wire<R>(&self, hop: WireHop, n: usize, write: impl FnOnce(Stores) -> R) -> R {
+        let width = std::mem::size_of::<W>();
+        self.wire_stores.write(hop, width, n * width, write)
+    }
 }
 
 impl<E: Element, W: Element> HopKernels<E> for Elementwise<'_, W> {
@@ -81,16 +88,12 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<'_, W> {
     }
     fn encode(&self, src: &[E], out: &mut [u8]) -> bool {
         let out = w_mut::<W>(out, src.len());
-        self.wire_stores.write(WireHop::Encode, std::mem::size_of::<W>(), std::mem::size_of_val(out), |ws| {
-            super::encode_to(src, out, ws)
-        })
+        self.wire(WireHop::Encode, out.len(), |ws| super::encode_to(src, out, ws))
     }
     fn reduce_encode(&self, op: ReduceOp, recv: &[u8], local: &[E], out: &mut [u8]) -> bool {
         let n = local.len();
         let (recv, out) = (w::<W>(recv, n), w_mut::<W>(out, n));
-        self.wire_stores.write(WireHop::Reduce, std::mem::size_of::<W>(), std::mem::size_of_val(out), |ws| {
-            super::reduce_encode_to(op, recv, local, out, ws)
-        })
+        self.wire(WireHop::Reduce, out.len(), |ws| super::reduce_encode_to(op, recv, local, out, ws))
     }
     fn reduce_store_encode(
         &self,
@@ -102,9 +105,7 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<'_, W> {
     ) -> bool {
         let n = local.len();
         let (recv, out) = (w::<W>(recv, n), w_mut::<W>(out, n));
-        self.wire_stores.write(WireHop::Reduce, std::mem::size_of::<W>(), std::mem::size_of_val(out), |ws| {
-            super::reduce_store_encode_to(op, avg, recv, local, out, ws)
-        })
+        self.wire(WireHop::Reduce, out.len(), |ws| super::reduce_store_encode_to(op, avg, recv, local, out, ws))
     }
     fn reduce_store_encode_split(
         &self,
@@ -116,7 +117,7 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<'_, W> {
     ) -> bool {
         let n = dst.len();
         let (recv, out) = (w::<W>(recv, n), w_mut::<W>(out, n));
-        self.wire_stores.write(WireHop::Reduce, std::mem::size_of::<W>(), std::mem::size_of_val(out), |ws| {
+        self.wire(WireHop::Reduce, out.len(), |ws| {
             super::reduce_store_encode_split(op, avg, recv, (src, dst), out, (self.stores, ws))
         })
     }

@@ -164,8 +164,8 @@ impl WireChooser {
     }
 }
 
-/// One hop kind's running costs (ns per KiB; NaN until measured), indexed
-/// by [`idx`].
+/// One wire width's running costs (ns per KiB; NaN until measured),
+/// indexed by [`idx`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Arm {
     cost: [f32; 2],
