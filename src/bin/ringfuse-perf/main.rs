@@ -6,6 +6,7 @@
 //! mpirun -np 2 target/release/ringfuse-perf -b 1K -e 256M -c native,fp16 --plot busbw.svg
 //! ```
 
+mod aligned;
 mod cli;
 mod compare;
 mod inputs;

@@ -3,11 +3,16 @@
 
 use std::time::Instant;
 
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
 use ringfuse::schedule::{self, Ring, RingKind};
 use ringfuse::verify::{expect, through_wire, Expect};
 use ringfuse::{Algorithm, AllreduceOpts, Codec, Communicator, Element, ReduceOp};
 use serde::Serialize;
 
+use crate::aligned::{Aligned, PAGE};
 use crate::cli::{Args, CollectiveArg};
 use crate::inputs::{peak, value};
 
@@ -144,13 +149,21 @@ pub fn measure<E: Element>(
     let (in_len, out_len) = lens(c, count, n);
     // This rank's input: for allgather its own block, else the whole buffer.
     let offset = if c == CollectiveArg::Allgather { rank * in_len } else { 0 };
-    let input: Vec<E> = (0..in_len).map(|i| E::from_f64(value(seed, rank, offset + i, args.op))).collect();
+    // Every row, MPI_Allreduce included, reads this one input and writes
+    // this one output, both page-aligned (as OSU's benchmarks place their
+    // buffers, and as large allocations land). Rows with buffers of their
+    // own differed by up to 1.2x at 32 KiB for the same algorithm, one run
+    // this way and the next the other: which physical pages, and so which
+    // cache sets, a row's output took. Malloc's 16-byte placement also put
+    // an output 16 bytes past its input modulo 4 KiB, where loads alias the
+    // stores just made (128 KiB ran 1.2-2x slower than page-aligned).
+    let mut input = Aligned::<E>::new(in_len, E::from_f64(0.0), PAGE);
+    input.iter_mut().enumerate().for_each(|(i, x)| *x = E::from_f64(value(seed, rank, offset + i, args.op)));
     // The other collectives have one schedule each: one variant per codec.
     let algos = if c == CollectiveArg::Allreduce { args.algo.clone() } else { vec![Algorithm::Auto] };
     let variants: Vec<(Codec, Algorithm)> =
         args.codec.iter().flat_map(|&codec| algos.iter().map(move |&a| (codec, a))).collect();
-    let mut outs: Vec<Vec<E>> = variants.iter().map(|_| vec![E::from_f64(0.0); out_len]).collect();
-    let mut mpi_out = vec![E::from_f64(0.0); out_len];
+    let mut out = Aligned::<E>::new(out_len, E::from_f64(0.0), PAGE);
     let opts: Vec<AllreduceOpts> = variants
         .iter()
         .map(|&(codec, algo)| {
@@ -168,20 +181,27 @@ pub fn measure<E: Element>(
     let mut mpi_times = Vec::with_capacity(args.iters);
     let barrier = || comm.barrier().unwrap_or_else(|e| panic!("{e}"));
     // Every iteration times each variant and MPI_Allreduce once, in an
-    // order that rotates from one iteration to the next: what a call
-    // finds (caches, a token bucket on a shaped link) depends on the call
-    // before it, so no row may always follow the same one. (The first row
-    // after MPI_Allreduce once ran 2x faster than the rows after it.)
+    // order shuffled afresh each iteration: what a call finds (caches,
+    // which message slots the peer read last, a token bucket on a shaped
+    // link) depends on the call before it, so no row may keep the same
+    // predecessor. A rotation was not enough: it moves the start but
+    // keeps the cycle, so each row followed the same row in all but one
+    // iteration of every `entries`, and on shared memory the ring row
+    // (after MPI_Allreduce) ran 1.2-1.5x faster at 32-128 KiB than the
+    // `auto` row (after hd) running the ring. Every rank draws the same
+    // order from the same seed, so they call alike.
     let entries = opts.len() + usize::from(mpi.is_some());
+    let mut order: Vec<usize> = (0..entries).collect();
+    let mut rng = SmallRng::seed_from_u64(seed);
     for it in 0..args.warmup + args.iters {
-        for j in 0..entries {
-            let k = (j + it) % entries;
+        order.shuffle(&mut rng);
+        for &k in &order {
             barrier();
             let t0 = Instant::now();
             if k < opts.len() {
-                call(comm, c, args.op, &input, &mut outs[k], &opts[k]);
+                call(comm, c, args.op, &input, &mut out, &opts[k]);
             } else if let Some(f) = mpi.as_mut() {
-                f(&input, &mut mpi_out);
+                f(&input, &mut out);
             }
             if it >= args.warmup {
                 let t = t0.elapsed().as_secs_f64();
@@ -202,8 +222,13 @@ pub fn measure<E: Element>(
     for (k, &(codec, asked)) in variants.iter().enumerate() {
         let t = med[k];
         let algbw = if t > 0.0 { (count * E::DTYPE.size()) as f64 / t / 1e9 } else { 0.0 };
-        let (err, wrong, identical) =
-            if args.check { check(comm, args, codec, seed, count, &outs[k]) } else { (None, None, None) };
+        // Once more, untimed, so this variant's own result is the one checked.
+        let (err, wrong, identical) = if args.check {
+            call(comm, c, args.op, &input, &mut out, &opts[k]);
+            check(comm, args, codec, seed, count, &out)
+        } else {
+            (None, None, None)
+        };
         let mpi_t = mpi.is_some().then_some(med[variants.len()]);
         rows.push(Row {
             collective: c.name(),
