@@ -12,8 +12,8 @@
 use half::{bf16, f16};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use ringfuse::cuda::{self, Device, Hop, Kind, ARCHS, PAIRS};
-use ringfuse::{DType, ReduceOp};
+use ringfuse::cuda::{self, Device, DeviceRanks, Hop, Kind, ARCHS, PAIRS};
+use ringfuse::{Algorithm, Codec, DType, ReduceOp};
 
 #[test]
 #[ignore = "needs libnvrtc from CUDA 13 on the loader path; ci/test.sh installs it and runs this"]
@@ -142,4 +142,74 @@ fn device_kernels_match_their_host_build_bit_for_bit() {
         }
     }
     assert_eq!(checked, 7 * 5 * 7 * 5);
+}
+
+/// The case: 4 in-process ranks on one GPU, f32 over FP16, the
+/// ring; every rank's result equals the CPU backend's bit for bit, at
+/// counts that leave blocks empty, odd and misaligned, and at 64 MiB.
+#[test]
+#[ignore = "needs a CUDA GPU; ci/gpu.sh runs it"]
+fn four_device_ranks_fp16_ring_match_the_cpu_backend_bit_for_bit() {
+    let mut ranks = DeviceRanks::new(Device::open(0).unwrap_or_else(|e| panic!("{e}")), 4).unwrap();
+    let mut rng = SmallRng::seed_from_u64(8);
+    for count in [1usize, 1000, 10007, 1 << 24] {
+        let input: Vec<Vec<u8>> =
+            (0..4).map(|_| (0..count).flat_map(|_| rng.random_range(-1.0f32..1.0).to_le_bytes()).collect()).collect();
+        let (want, over) = cuda::cpu_allreduce(&input, DType::F32, DType::F16, ReduceOp::Sum, Algorithm::Ring).unwrap();
+        assert!(!over);
+        let mut bufs: Vec<_> = (0..4).map(|r| ranks.upload(r, &input[r]).unwrap()).collect();
+        ranks.allreduce(&mut bufs, DType::F32, Codec::Fp16, ReduceOp::Sum, Algorithm::Ring).unwrap();
+        for (r, b) in bufs.iter().enumerate() {
+            let got = ranks.download(r, b).unwrap();
+            assert!(got == want[r], "count {count}: rank {r} differs from the CPU backend");
+        }
+    }
+}
+
+/// Every (buffer, wire) pair and algorithm on 2, 3 and 5 device ranks, with
+/// NaN, infinities, signed zeros and FP16 overflow in the inputs: equal to
+/// the CPU backend bit for bit but for NaN payloads where two NaNs meet
+/// ([`cuda::first_difference`]), with the same overflow report. And a
+/// call with a wrong buffer is an error that names the rank.
+#[test]
+#[ignore = "needs a CUDA GPU; ci/gpu.sh runs it"]
+fn device_ranks_match_the_cpu_backend_for_every_pair_and_algorithm() {
+    let dev = || Device::open(0).unwrap_or_else(|e| panic!("{e}"));
+    let mut rng = SmallRng::seed_from_u64(9);
+    let ops = [ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Min, ReduceOp::Max, ReduceOp::Prod];
+    let algos = [Algorithm::Ring, Algorithm::RecursiveDoubling, Algorithm::Tree, Algorithm::HalvingDoubling];
+    let mut cases = 0;
+    for size in [2usize, 3, 5] {
+        let mut ranks = DeviceRanks::new(dev(), size).unwrap();
+        for (i, &(b, w)) in PAIRS.iter().enumerate() {
+            let codec = cuda::codec_for(b, w).unwrap();
+            for count in [3usize, 10007, 300_001] {
+                let op = ops[(i + size + count) % ops.len()];
+                for algo in algos {
+                    let what = format!("{size} ranks, {count} {b} over {w}, {op}, {algo:?}");
+                    let input: Vec<Vec<u8>> = (0..size).map(|_| random_bytes(&mut rng, b, count)).collect();
+                    let (want, want_over) = cuda::cpu_allreduce(&input, b, w, op, algo).unwrap();
+                    let mut bufs: Vec<_> = (0..size).map(|r| ranks.upload(r, &input[r]).unwrap()).collect();
+                    let got_over = match ranks.allreduce(&mut bufs, b, codec, op, algo) {
+                        Ok(()) => false,
+                        Err(ringfuse::Error::Fp16Overflow { .. }) => true,
+                        Err(e) => panic!("{what}: {e}"),
+                    };
+                    assert_eq!(got_over, want_over, "{what}: overflow report");
+                    for (r, buf) in bufs.iter().enumerate() {
+                        let got = ranks.download(r, buf).unwrap();
+                        if let Some(e) = cuda::first_difference(&got, &want[r], b) {
+                            panic!("{what}: rank {r} differs from the CPU backend at element {e}");
+                        }
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        let mut short: Vec<_> = (0..size).map(|r| ranks.upload(r, &[0u8; 40]).unwrap()).collect();
+        short[size - 1] = ranks.upload(size - 1, &[0u8; 36]).unwrap();
+        let e = ranks.allreduce(&mut short, DType::F32, Codec::Fp16, ReduceOp::Sum, Algorithm::Ring).unwrap_err();
+        assert!(e.to_string().contains(&format!("rank {}'s buffer", size - 1)), "{e}");
+    }
+    assert_eq!(cases, 3 * 7 * 3 * 4);
 }

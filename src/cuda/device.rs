@@ -16,13 +16,36 @@ const THREADS: u32 = 256;
 pub struct Device {
     ordinal: usize,
     name: String,
-    stream: Arc<CudaStream>,
+    ctx: Arc<CudaContext>,
+    lane: Lane,
     funcs: HashMap<(Kind, DType, DType), CudaFunction>,
-    overflow: CudaSlice<i32>,
     max_blocks: u32,
 }
 
-fn err(what: impl Into<String>) -> impl FnOnce(cudarc::driver::DriverError) -> Error {
+/// A queue hops run on: a stream and the overflow flag its encodes set.
+/// In-process ranks on one GPU each have their own ([`Device::new_lane`]).
+pub struct Lane {
+    stream: Arc<CudaStream>,
+    overflow: CudaSlice<i32>,
+}
+
+impl Lane {
+    /// The stream this lane's work is queued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits for the stream, then returns and clears the overflow flag the
+    /// hops since the last call set.
+    pub fn take_overflow(&mut self) -> Result<bool> {
+        let what = "overflow flag";
+        let v = self.stream.clone_dtoh(&self.overflow).map_err(err(what))?;
+        self.stream.memset_zeros(&mut self.overflow).map_err(err(what))?;
+        Ok(v[0] != 0)
+    }
+}
+
+pub(super) fn err(what: impl Into<String>) -> impl FnOnce(cudarc::driver::DriverError) -> Error {
     let what = what.into();
     move |e| Error::Cuda { what, detail: e.to_string() }
 }
@@ -55,12 +78,21 @@ impl Device {
             let f = module.load_function(&name).map_err(err(format!("{what}: kernel {name}")))?;
             funcs.insert(key, f);
         }
-        let stream = ctx.new_stream().map_err(err(&what))?;
-        let overflow = stream.alloc_zeros::<i32>(1).map_err(err(&what))?;
+        let lane = new_lane(&ctx).map_err(err(&what))?;
         // Enough blocks to fill every SM several times over; the grid-stride
         // loop takes the rest.
         let max_blocks = (sms.max(1) as u32) * 16;
-        Ok(Device { ordinal, name: format!("{name} (sm_{major}{minor})"), stream, funcs, overflow, max_blocks })
+        Ok(Device { ordinal, name: format!("{name} (sm_{major}{minor})"), ctx, lane, funcs, max_blocks })
+    }
+
+    /// A new lane (stream and overflow flag) on this device.
+    pub fn new_lane(&self) -> Result<Lane> {
+        new_lane(&self.ctx).map_err(err(format!("device {}: new stream", self.ordinal)))
+    }
+
+    /// The device's ordinal.
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
     }
 
     /// The device's name and compute capability.
@@ -68,26 +100,39 @@ impl Device {
         &self.name
     }
 
-    /// The stream every hop of this device is queued on.
+    /// The stream [`Device::hop`] queues on.
     pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+        &self.lane.stream
     }
 
     /// Copies `bytes` to a new device buffer.
     pub fn upload(&self, bytes: &[u8]) -> Result<CudaSlice<u8>> {
-        self.stream.clone_htod(bytes).map_err(err(format!("device {}: upload", self.ordinal)))
+        self.lane.stream.clone_htod(bytes).map_err(err(format!("device {}: upload", self.ordinal)))
     }
 
     /// Copies a device buffer back (waits for the stream).
     pub fn download(&self, buf: &CudaSlice<u8>) -> Result<Vec<u8>> {
-        self.stream.clone_dtoh(buf).map_err(err(format!("device {}: download", self.ordinal)))
+        self.lane.stream.clone_dtoh(buf).map_err(err(format!("device {}: download", self.ordinal)))
     }
 
-    /// Queues `hop` over `n` elements at byte offsets into device buffers:
-    /// `recv` and `out` hold wire elements, `local` buffer elements; pass
-    /// `None` where the kind does not touch them.
+    /// Queues `hop` on the device's own lane; see [`Device::hop_on`].
     pub fn hop(
         &self,
+        hop: &Hop,
+        n: usize,
+        recv: Option<(&CudaSlice<u8>, usize)>,
+        local: (&mut CudaSlice<u8>, usize),
+        out: Option<(&mut CudaSlice<u8>, usize)>,
+    ) -> Result<()> {
+        self.hop_on(&self.lane, hop, n, recv, local, out)
+    }
+
+    /// Queues `hop` on `lane` over `n` elements at byte offsets into
+    /// device buffers: `recv` and `out` hold wire elements, `local` buffer
+    /// elements; pass `None` where the kind does not touch them.
+    pub fn hop_on(
+        &self,
+        lane: &Lane,
         hop: &Hop,
         n: usize,
         recv: Option<(&CudaSlice<u8>, usize)>,
@@ -104,24 +149,27 @@ impl Device {
         let blocks = groups.div_ceil(THREADS as u64).min(self.max_blocks as u64) as u32;
         let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
         ffi::launch(
-            &self.stream,
+            &lane.stream,
             f,
             hop,
             cfg,
             n,
             recv.map(|(b, o)| (b, o, n * ws)),
-            (&*local.0, local.1, n * bs),
-            out.map(|(b, o)| (&*b, o, n * ws)),
-            &self.overflow,
+            (local.0, local.1, n * bs),
+            out.map(|(b, o)| (b, o, n * ws)),
+            &lane.overflow,
         )
     }
 
-    /// Waits for the stream, then returns and clears the overflow flag the
-    /// hops since the last call set.
+    /// Waits for the device's own lane, then returns and clears its
+    /// overflow flag.
     pub fn take_overflow(&mut self) -> Result<bool> {
-        let what = format!("device {}: overflow flag", self.ordinal);
-        let v = self.stream.clone_dtoh(&self.overflow).map_err(err(&what))?;
-        self.stream.memset_zeros(&mut self.overflow).map_err(err(&what))?;
-        Ok(v[0] != 0)
+        self.lane.take_overflow()
     }
+}
+
+fn new_lane(ctx: &Arc<CudaContext>) -> std::result::Result<Lane, cudarc::driver::DriverError> {
+    let stream = ctx.new_stream()?;
+    let overflow = stream.alloc_zeros::<i32>(1)?;
+    Ok(Lane { stream, overflow })
 }

@@ -8,7 +8,9 @@
 use std::os::raw::{c_int, c_void};
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop,
+};
 
 use super::Hop;
 use crate::error::{Error, Result};
@@ -56,7 +58,12 @@ pub(super) fn host(hop: &Hop, n: usize, recv: &[u8], local: &mut [u8], out: &mut
     };
     // The C++ reads elements through typed pointers.
     let (ws, bs) = (hop.wire.size(), hop.buffer.size());
-    if recv.as_ptr() as usize % ws != 0 || out.as_ptr() as usize % ws != 0 || local.as_ptr() as usize % bs != 0 {
+    // An empty slice is passed as null, so only a non-empty one must be.
+    let misaligned = |p: *const u8, len: usize, size: usize| len != 0 && p as usize % size != 0;
+    if misaligned(recv.as_ptr(), recv.len(), ws)
+        || misaligned(out.as_ptr(), out.len(), ws)
+        || misaligned(local.as_ptr(), local.len(), bs)
+    {
         return Err(Error::Cuda { what: name, detail: "a slice is not aligned to its element size".into() });
     }
     let ptr = |b: &mut [u8]| if b.is_empty() { std::ptr::null_mut() } else { b.as_mut_ptr() as *mut c_void };
@@ -97,6 +104,30 @@ pub(super) fn driver_present() -> bool {
 
 /// A device byte range: a buffer and the offset and length in it.
 pub(super) type Range<'a> = (&'a CudaSlice<u8>, usize, usize);
+/// A device byte range the kernel writes.
+pub(super) type RangeMut<'a> = (&'a mut CudaSlice<u8>, usize, usize);
+
+// Where a range lies, checked: its device pointer, and the guard that
+// records the stream's use of the buffer once the launch is queued.
+fn place<'a>(
+    buf_len: usize,
+    (off, len): (usize, usize),
+    (base, guard): (u64, SyncOnDrop<'a>),
+    size: usize,
+    name: &dyn Fn() -> String,
+) -> Result<(u64, SyncOnDrop<'a>)> {
+    if off.checked_add(len).is_none_or(|end| end > buf_len) {
+        return Err(Error::Cuda {
+            what: name(),
+            detail: format!("range {off}+{len} outside a buffer of {buf_len} bytes"),
+        });
+    }
+    let p = base + off as u64;
+    if p % size as u64 != 0 {
+        return Err(Error::Cuda { what: name(), detail: "a device range is not aligned to its element size".into() });
+    }
+    Ok((p, guard))
+}
 
 /// Launches one kernel on `stream`. Lengths were checked by the caller;
 /// this checks the ranges lie inside their buffers and are aligned.
@@ -108,38 +139,28 @@ pub(super) fn launch(
     cfg: LaunchConfig,
     n: usize,
     recv: Option<Range<'_>>,
-    local: Range<'_>,
-    out: Option<Range<'_>>,
+    local: RangeMut<'_>,
+    out: Option<RangeMut<'_>>,
     overflow: &CudaSlice<i32>,
 ) -> Result<()> {
     // Named only for an error: a launch formats nothing.
     let name = || hop.kernel_name().unwrap_or_default();
-    let mut ptrs = [0u64; 3];
-    // cudarc's guards record the stream's use of each buffer when dropped,
-    // so they live until the launch is queued (an array: no allocation).
-    let mut guards = [None, None, None];
-    for (i, (r, size)) in
-        [(recv, hop.wire.size()), (Some(local), hop.buffer.size()), (out, hop.wire.size())].into_iter().enumerate()
-    {
-        if let Some((buf, off, len)) = r {
-            if off.checked_add(len).is_none_or(|end| end > buf.len()) {
-                return Err(Error::Cuda {
-                    what: name(),
-                    detail: format!("range {off}+{len} outside a buffer of {} bytes", buf.len()),
-                });
-            }
-            let (base, guard) = cudarc::driver::DevicePtr::device_ptr(buf, stream);
-            guards[i] = Some(guard);
-            let p = base + off as u64;
-            if p % size as u64 != 0 {
-                return Err(Error::Cuda {
-                    what: name(),
-                    detail: "a device range is not aligned to its element size".into(),
-                });
-            }
-            ptrs[i] = p;
-        }
-    }
+    let (ws, bs) = (hop.wire.size(), hop.buffer.size());
+    // cudarc's guards make the stream wait for the last writer (and, for
+    // the buffers written here, the last reader) of each buffer on another
+    // stream, and record this use when dropped: they live until the launch
+    // is queued.
+    let recv = match recv {
+        Some((b, o, l)) => Some(place(b.len(), (o, l), b.device_ptr(stream), ws, &name)?),
+        None => None,
+    };
+    let (b, o, l) = local;
+    let local = place(b.len(), (o, l), b.device_ptr_mut(stream), bs, &name)?;
+    let out = match out {
+        Some((b, o, l)) => Some(place(b.len(), (o, l), b.device_ptr_mut(stream), ws, &name)?),
+        None => None,
+    };
+    let ptrs = [recv.as_ref().map_or(0, |r| r.0), local.0, out.as_ref().map_or(0, |r| r.0)];
     let (n, op, avg, mine, fin) =
         (n as u64, hop.op_code(), hop.avg_ranks.unwrap_or(0), hop.mine_first as i32, hop.fin as i32);
     let mut args = stream.launch_builder(f);
@@ -149,8 +170,8 @@ pub(super) fn launch(
     // where the kind does not touch it, or lies with its n elements inside
     // a live allocation of this context (checked above), aligned. The
     // buffers are borrowed for this call and every later use is ordered
-    // after the kernel on the same stream.
+    // after the kernel: on the same stream, or through the guards' events.
     let launched = unsafe { args.launch(cfg) };
-    drop(guards);
+    drop((recv, local, out));
     launched.map(|_| ()).map_err(|e| Error::Cuda { what: name(), detail: e.to_string() })
 }

@@ -25,15 +25,21 @@
 //! Not built yet: the executor's device backend and the NCCL and
 //! host-staged carriers (issue #5); these kernels are their building block.
 
+pub mod bench;
 mod compile;
 mod device;
 mod ffi;
 pub mod host;
+mod ranks;
+mod reference;
 #[cfg(test)]
 mod tests;
+mod walk;
 
 pub use compile::{compile_ptx, nvrtc_available, PtxCache, ARCHS};
-pub use device::Device;
+pub use device::{Device, Lane};
+pub use ranks::DeviceRanks;
+pub use reference::{codec_for, cpu_allreduce, first_difference};
 
 use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};

@@ -137,6 +137,8 @@ pub struct ShmTransport {
 /// How the ranks tell each other where their control files are, and agree
 /// that every rank could map every other's: `share(pid, fd)` returns every
 /// rank's pair, `agree(ok)` whether all ranks said ok. Collective.
+// Only the MPI launcher (and the tests) set a carrier up.
+#[cfg_attr(not(any(feature = "mpi", test)), allow(dead_code))]
 pub(crate) struct Setup<'a> {
     pub rank: usize,
     pub size: usize,
@@ -148,6 +150,7 @@ impl ShmTransport {
     /// Makes this rank's control file, maps every peer's, and agrees with
     /// the others that all of that worked (else every rank gets the error,
     /// and can fall back to another carrier).
+    #[cfg_attr(not(any(feature = "mpi", test)), allow(dead_code))]
     pub(crate) fn new(setup: Setup<'_>, keep: Option<Arc<dyn Any + Send + Sync>>) -> Result<ShmTransport, String> {
         let Setup { rank, size, share, agree } = setup;
         let ctl = Segment::create(size * BLOCK);

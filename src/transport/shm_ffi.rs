@@ -99,6 +99,7 @@ impl Segment {
         self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
     }
 
+    #[cfg_attr(not(any(feature = "mpi", test)), allow(dead_code))]
     pub(super) fn len(&self) -> usize {
         self.len
     }
