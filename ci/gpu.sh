@@ -6,9 +6,12 @@
 # - in-process ranks on one GPU (cuda::DeviceRanks) against the CPU
 #   backend, bit for bit: 4 ranks f32 over FP16 at 1, 1000, 10007 and
 #   1 << 24 elements, and every pair and algorithm on 2, 3 and 5 ranks;
+# - the host-staged carrier (Communicator::allreduce_device) over threads,
+#   bit for bit against the CPU backend;
 # - ringfuse-gpu-perf: each fused kernel against a device-to-device copy
 #   and the unfused launches, and the in-process allreduce's bus bandwidth,
-#   each size checked against the CPU backend again.
+#   each size checked against the CPU backend again;
+# - where mpirun exists: ringfuse-perf --device cuda on 4 MPI processes.
 #
 #   ci/gpu.sh [--json FILE]          build, then run (needs the crates)
 #   ci/gpu.sh --build                build only, into target/gpu/ (carry that
@@ -39,10 +42,14 @@ if [[ $mode != --run ]]; then
     out=$(cargo test "${flags[@]}" --test cuda --no-run 2>&1) || { echo "$out"; exit 1; }
     bin=$(echo "$out" | sed -n 's/.*Executable tests\/cuda.rs (\(.*\))/\1/p' | tail -1)
     cargo build -q "${flags[@]}" --bin ringfuse-gpu-perf
-    mkdir -p target/gpu
+    # ringfuse-perf with MPI, for `--device cuda` under mpirun where the GPU
+    # machine has Open MPI (libmpi.so.40).
+    cargo build -q --release --features cuda --bin ringfuse-perf
+    rm -rf target/gpu/cache && mkdir -p target/gpu
     # Without debug info: what travels to a GPU machine is size-limited.
     objcopy --strip-debug "$bin" target/gpu/cuda-tests
     objcopy --strip-debug target/release/ringfuse-gpu-perf target/gpu/ringfuse-gpu-perf
+    objcopy --strip-debug target/release/ringfuse-perf target/gpu/ringfuse-perf
     git rev-parse --short HEAD >target/gpu/commit 2>/dev/null || echo unknown >target/gpu/commit
     git diff --quiet HEAD 2>/dev/null || sed -i 's/$/+changes/' target/gpu/commit
     target/gpu/ringfuse-gpu-perf --prepare-ptx sm_90 || echo "ci/gpu.sh: no PTX cached; the GPU machine compiles it with its NVRTC"
@@ -54,7 +61,19 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || 
 # --include-ignored: here the GPU tests must run, and fail if they cannot.
 # The NVRTC compile tests run in CI (ci/test.sh); skipped here for time.
 target/gpu/cuda-tests --include-ignored --test-threads 1 --skip nvrtc --skip compiles_with_nvrtc 2>&1 | tee target/gpu/log.txt
-grep -q "^test result: ok. 4 passed" target/gpu/log.txt || { echo "ci/gpu.sh: FAILED (tests)"; exit 1; }
+grep -q "^test result: ok. 5 passed" target/gpu/log.txt || { echo "ci/gpu.sh: FAILED (tests)"; exit 1; }
 target/gpu/ringfuse-gpu-perf --commit "$(cat target/gpu/commit)" --date "$(date -u +%F)" ${json:+--json "$json"} \
     | tee target/gpu/perf.txt || { echo "ci/gpu.sh: FAILED (ringfuse-gpu-perf)"; exit 1; }
+# The host-staged carrier over MPI: 4 processes on the GPU(s), each
+# size checked against the f64 reference and the codec bound, beside
+# MPI_Allreduce on host memory.
+if command -v mpirun >/dev/null; then
+    mpirun --version | head -1
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none -np 4 \
+        target/gpu/ringfuse-perf --device cuda -b 4K -e 256M -f 16 -w 2 -n 8 -a ring \
+        ${json:+--json "${json%.json}-mpi.json"} | tee target/gpu/perf-mpi.txt ||
+        { echo "ci/gpu.sh: FAILED (ringfuse-perf --device cuda under mpirun)"; exit 1; }
+else
+    echo "ci/gpu.sh: no mpirun here: the host-staged carrier over MPI was not run (over threads it was, above)"
+fi
 echo "ci/gpu.sh: all GPU checks passed on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"

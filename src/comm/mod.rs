@@ -541,6 +541,8 @@ impl Communicator {
 }
 
 mod call;
+#[cfg(feature = "cuda")]
+mod device;
 mod opts;
 #[cfg(test)]
 mod tests;

@@ -32,14 +32,19 @@ mod ffi;
 pub mod host;
 mod ranks;
 mod reference;
+pub(crate) mod staged;
+pub(crate) mod staged_rank;
 #[cfg(test)]
 mod tests;
-mod walk;
+#[cfg(test)]
+mod twin;
+pub(crate) mod walk;
 
 pub use compile::{compile_ptx, nvrtc_available, PtxCache, ARCHS};
 pub use device::{Device, Lane};
 pub use ranks::DeviceRanks;
 pub use reference::{codec_for, cpu_allreduce, first_difference};
+pub use staged_rank::StagedRank;
 
 use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};

@@ -96,6 +96,11 @@ fn walk_err(c: &Call, rank: usize, step: usize, detail: String) -> Error {
 /// The algorithm resolves as the host's does without a cost model (the
 /// ring where the one asked for does not support the buffer and codec).
 fn schedules(c: &Call) -> Result<Vec<AnySchedule>> {
+    (0..c.size).map(|r| schedule_of(c, r)).collect()
+}
+
+/// Rank `rank`'s schedule for `c` (see [`schedules`]).
+pub(crate) fn schedule_of(c: &Call, rank: usize) -> Result<AnySchedule> {
     let opts = AllreduceOpts::default().codec(codec_for(c.buffer, c.wire)?).algorithm(c.algo);
     let shape = Shape {
         size: c.size,
@@ -104,7 +109,12 @@ fn schedules(c: &Call) -> Result<Vec<AnySchedule>> {
         slots: opts.slots,
     };
     let algo = opts.resolve(c.buffer, c.count, None, shape);
-    Ok((0..c.size).map(|r| schedule::allreduce(algo, r, c.count, shape)).collect())
+    Ok(schedule::allreduce(algo, rank, c.count, shape))
+}
+
+/// The largest block of `s`, in wire bytes (padded).
+pub(crate) fn max_block_bytes(s: &AnySchedule, wire: DType) -> usize {
+    (0..s.len()).map(|i| pad(s.block(s.step(i).block).len() * wire.size())).max().unwrap_or(0)
 }
 
 /// Queues the allreduce `c` on `lanes`. Returns once every kernel and copy
@@ -126,10 +136,7 @@ pub(crate) fn allreduce<L: Lanes>(lanes: &mut L, c: &Call) -> Result<()> {
                 .sum()
         })
         .collect();
-    let out: Vec<usize> = scheds
-        .iter()
-        .map(|s| (0..s.len()).map(|i| pad(s.block(s.step(i).block).len() * ws)).max().unwrap_or(0))
-        .collect();
+    let out: Vec<usize> = scheds.iter().map(|s| max_block_bytes(s, c.wire)).collect();
     lanes.prepare(&inbox, &out)?;
 
     let mut w = Walk {
@@ -183,14 +190,6 @@ struct Walk<'c> {
 }
 
 impl Walk<'_> {
-    fn hop(&self, kind: Kind) -> Hop {
-        Hop::new(kind, self.c.buffer, self.c.wire, self.c.op)
-    }
-
-    fn avg(&self) -> Option<u32> {
-        (self.c.op == ReduceOp::Avg).then_some(self.c.size as u32)
-    }
-
     fn send<L: Lanes>(
         &mut self,
         lanes: &mut L,
@@ -219,75 +218,131 @@ impl Walk<'_> {
     /// Runs rank `r`'s next step; `false` when its message has not been
     /// sent yet.
     fn step<L: Lanes>(&mut self, lanes: &mut L, s: &AnySchedule, r: usize) -> Result<bool> {
-        let i = self.next[r];
-        let st = s.step(i);
-        let range = s.block(st.block);
-        let n = range.len();
-        // An empty block sends no message, on the host as here.
-        if n == 0 {
-            return Ok(true);
-        }
-        let bytes = n * self.c.wire.size();
-        let exchange = matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal);
-        if exchange && !self.sent[r] {
-            // Send first: the partner does the same.
-            lanes.hop(r, &self.hop(Kind::Encode), n, None, range.start)?;
-            self.send(lanes, r, Src::Out, st.send_to, bytes, i)?;
-            self.sent[r] = true;
-        }
-        let recv = if st.prim.receives() {
-            match self.take(lanes, r, st.recv_from)? {
-                Some(at) => Some(Src::Inbox(at)),
-                None => return Ok(false),
-            }
-        } else {
-            None
-        };
-        let at = range.start;
-        match st.prim {
-            Prim::Send => {
-                lanes.hop(r, &self.hop(Kind::Encode), n, None, at)?;
-                self.send(lanes, r, Src::Out, st.send_to, bytes, i)?;
-            }
-            Prim::CopySend => {
-                // The sender keeps exactly what the others will decode.
-                lanes.hop(r, &self.hop(Kind::Encode), n, None, at)?;
-                lanes.hop(r, &self.hop(Kind::DecodeStore), n, Some(Src::Out), at)?;
-                self.send(lanes, r, Src::Out, st.send_to, bytes, i)?;
-            }
-            Prim::RecvReduceSend => {
-                lanes.hop(r, &self.hop(Kind::DecodeReduceEncode), n, recv, at)?;
-                self.send(lanes, r, Src::Out, st.send_to, bytes, i)?;
-            }
-            Prim::RecvReduceCopySend | Prim::RecvReduceCopy => {
-                let hop = Hop { avg_ranks: self.avg(), ..self.hop(Kind::DecodeReduceStoreEncode) };
-                lanes.hop(r, &hop, n, recv, at)?;
-                if st.prim == Prim::RecvReduceCopySend {
-                    self.send(lanes, r, Src::Out, st.send_to, bytes, i)?;
-                }
-            }
-            Prim::RecvCopySend | Prim::Recv => {
-                lanes.hop(r, &self.hop(Kind::DecodeStore), n, recv, at)?;
-                if st.prim == Prim::RecvCopySend {
-                    // Forward the very bytes received.
-                    let from = recv.expect("a receiving step");
-                    self.send(lanes, r, from, st.send_to, bytes, i)?;
-                }
-            }
-            Prim::RecvReduce => lanes.hop(r, &self.hop(Kind::DecodeReduce), n, recv, at)?,
-            Prim::Exchange | Prim::ExchangeFinal => {
-                let fin = st.prim == Prim::ExchangeFinal;
-                let hop = Hop {
-                    mine_first: r < st.recv_from,
-                    fin,
-                    avg_ranks: if fin { self.avg() } else { None },
-                    ..self.hop(Kind::Exchange)
-                };
-                lanes.hop(r, &hop, n, recv, at)?;
-            }
-        }
-        Ok(true)
+        let (i, mut sent) = (self.next[r], self.sent[r]);
+        let done = run_step(&mut InProcess { w: self, lanes, r }, s, r, i, &mut sent)?;
+        self.sent[r] = sent;
+        Ok(done)
     }
+}
+
+/// One rank of the in-process walk, as [`run_step`] sees it.
+struct InProcess<'w, 'c, L> {
+    w: &'w mut Walk<'c>,
+    lanes: &'w mut L,
+    r: usize,
+}
+
+impl<L: Lanes> StepIo for InProcess<'_, '_, L> {
+    fn call(&self) -> &Call {
+        self.w.c
+    }
+    fn hop(&mut self, hop: &Hop, n: usize, recv: Option<Src>, at: usize) -> Result<()> {
+        self.lanes.hop(self.r, hop, n, recv, at)
+    }
+    fn send(&mut self, src: Src, to: usize, m: MsgAt) -> Result<()> {
+        self.w.send(self.lanes, self.r, src, to, m.bytes, m.step)
+    }
+    fn recv(&mut self, from: usize, _m: MsgAt, _keep: bool) -> Result<Option<Src>> {
+        Ok(self.w.take(self.lanes, self.r, from)?.map(Src::Inbox))
+    }
+}
+
+/// What a rank's steps need: its kernels, and messages.
+pub(crate) trait StepIo {
+    /// The call.
+    fn call(&self) -> &Call;
+    /// Runs `hop` over `n` elements (see [`Lanes::hop`]).
+    fn hop(&mut self, hop: &Hop, n: usize, recv: Option<Src>, at: usize) -> Result<()>;
+    /// Sends the message `m` from `src` to rank `to`.
+    fn send(&mut self, src: Src, to: usize, m: MsgAt) -> Result<()>;
+    /// The message `m` from rank `from`: where it lies, or `None` if it has
+    /// not been sent yet. `keep`: the step forwards it unchanged.
+    fn recv(&mut self, from: usize, m: MsgAt, keep: bool) -> Result<Option<Src>>;
+}
+
+/// Which message a step sends or receives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MsgAt {
+    /// Wire bytes.
+    pub bytes: usize,
+    /// The step (this rank's).
+    pub step: usize,
+    /// The schedule block (the same on both sides).
+    pub block: usize,
+}
+
+/// Runs step `i` of rank `r`'s schedule `s`: each primitive as the kernel
+/// of the host hop it stands for (`crate::exec`). `sent`: an exchange's own
+/// message went out already (the step waits for its partner's). Returns
+/// `false` when the step's message has not arrived (nothing else done).
+pub(crate) fn run_step<I: StepIo>(io: &mut I, s: &AnySchedule, r: usize, i: usize, sent: &mut bool) -> Result<bool> {
+    let c = *io.call();
+    let st = s.step(i);
+    let range = s.block(st.block);
+    let n = range.len();
+    // An empty block sends no message, on the host as here.
+    if n == 0 {
+        return Ok(true);
+    }
+    let hop = |kind| Hop::new(kind, c.buffer, c.wire, c.op);
+    let avg = (c.op == ReduceOp::Avg).then_some(c.size as u32);
+    let m = MsgAt { bytes: n * c.wire.size(), step: i, block: st.block };
+    let at = range.start;
+    if matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal) && !*sent {
+        // Send first: the partner does the same.
+        io.hop(&hop(Kind::Encode), n, None, at)?;
+        io.send(Src::Out, st.send_to, m)?;
+        *sent = true;
+    }
+    let recv = if st.prim.receives() {
+        match io.recv(st.recv_from, m, st.prim == Prim::RecvCopySend)? {
+            Some(src) => Some(src),
+            None => return Ok(false),
+        }
+    } else {
+        None
+    };
+    match st.prim {
+        Prim::Send => {
+            io.hop(&hop(Kind::Encode), n, None, at)?;
+            io.send(Src::Out, st.send_to, m)?;
+        }
+        Prim::CopySend => {
+            // The sender keeps exactly what the others will decode.
+            io.hop(&hop(Kind::Encode), n, None, at)?;
+            io.hop(&hop(Kind::DecodeStore), n, Some(Src::Out), at)?;
+            io.send(Src::Out, st.send_to, m)?;
+        }
+        Prim::RecvReduceSend => {
+            io.hop(&hop(Kind::DecodeReduceEncode), n, recv, at)?;
+            io.send(Src::Out, st.send_to, m)?;
+        }
+        Prim::RecvReduceCopySend | Prim::RecvReduceCopy => {
+            io.hop(&Hop { avg_ranks: avg, ..hop(Kind::DecodeReduceStoreEncode) }, n, recv, at)?;
+            if st.prim == Prim::RecvReduceCopySend {
+                io.send(Src::Out, st.send_to, m)?;
+            }
+        }
+        Prim::RecvCopySend | Prim::Recv => {
+            io.hop(&hop(Kind::DecodeStore), n, recv, at)?;
+            if st.prim == Prim::RecvCopySend {
+                // Forward the very bytes received.
+                io.send(recv.expect("a receiving step"), st.send_to, m)?;
+            }
+        }
+        Prim::RecvReduce => io.hop(&hop(Kind::DecodeReduce), n, recv, at)?,
+        Prim::Exchange | Prim::ExchangeFinal => {
+            let fin = st.prim == Prim::ExchangeFinal;
+            let h = Hop {
+                mine_first: r < st.recv_from,
+                fin,
+                avg_ranks: if fin { avg } else { None },
+                ..hop(Kind::Exchange)
+            };
+            io.hop(&h, n, recv, at)?;
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

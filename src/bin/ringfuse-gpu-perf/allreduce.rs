@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use ringfuse::cuda::{cpu_allreduce, Device, DeviceRanks};
-use ringfuse::{Algorithm, Codec, DType, ReduceOp};
+use ringfuse::cuda::{cpu_allreduce, Device, DeviceRanks, StagedRank};
+use ringfuse::{Algorithm, AllreduceOpts, Codec, DType, ReduceOp};
 use serde::Serialize;
 
 use crate::Args;
@@ -14,6 +14,10 @@ use crate::Args;
 /// One row of the allreduce table.
 #[derive(Serialize)]
 pub struct AllreduceFigure {
+    /// How messages move: `device copies` (DeviceRanks: one process, a
+    /// stream per rank) or `host-staged` (Communicator::allreduce_device,
+    /// ranks as threads over the in-process transport).
+    pub carrier: &'static str,
     pub ranks: usize,
     pub count: usize,
     pub codec: &'static str,
@@ -37,6 +41,36 @@ fn inputs(ranks: usize, count: usize) -> Vec<Vec<u8>> {
             (0..count).flat_map(|_| rng.random_range(-1.0f32..1.0).to_le_bytes()).collect()
         })
         .collect()
+}
+
+/// The row for one (carrier, count, codec) from its call times; printed.
+fn row(
+    carrier: &'static str,
+    n: usize,
+    count: usize,
+    codec: Codec,
+    identical: bool,
+    times: &mut [f64],
+) -> AllreduceFigure {
+    times.sort_by(f64::total_cmp);
+    let time_us = times[times.len() / 2];
+    let busbw_gbps = (4 * count) as f64 * 2.0 * (n - 1) as f64 / n as f64 / time_us / 1e3;
+    println!(
+        "{count:>10} {:>7} {:>10} {time_us:>11.1} {busbw_gbps:>11.1}",
+        codec.name(),
+        if identical { "yes" } else { "NO" }
+    );
+    AllreduceFigure {
+        carrier,
+        ranks: n,
+        count,
+        codec: codec.name(),
+        algorithm: "ring",
+        bit_identical_to_cpu: identical,
+        time_us,
+        busbw_gbps,
+        nccl_busbw_gbps: None,
+    }
 }
 
 pub fn sweep(dev: Device, args: &Args) -> ringfuse::Result<Vec<AllreduceFigure>> {
@@ -71,25 +105,58 @@ pub fn sweep(dev: Device, args: &Args) -> ringfuse::Result<Vec<AllreduceFigure>>
                     times.push(us);
                 }
             }
-            times.sort_by(f64::total_cmp);
-            let time_us = times[times.len() / 2];
-            let busbw_gbps = (4 * count) as f64 * 2.0 * (n - 1) as f64 / n as f64 / time_us / 1e3;
-            println!(
-                "{count:>10} {:>7} {:>10} {time_us:>11.1} {busbw_gbps:>11.1}",
-                codec.name(),
-                if identical { "yes" } else { "NO" }
-            );
-            rows.push(AllreduceFigure {
-                ranks: n,
-                count,
-                codec: codec.name(),
-                algorithm: "ring",
-                bit_identical_to_cpu: identical,
-                time_us,
-                busbw_gbps,
-                nccl_busbw_gbps: None,
-            });
+            rows.push(row("device copies", n, count, codec, identical, &mut times));
+        }
+    }
+    println!("# the same over the host-staged carrier: {n} ranks as threads over the in-process transport, each its own stream");
+    for &count in args.counts.iter().filter(|&&c| c >= 1 << 20) {
+        let input = inputs(n, count);
+        for codec in [Codec::Native, Codec::Fp16] {
+            let wire = codec.wire_dtype(DType::F32);
+            let (want, _) = cpu_allreduce(&input, DType::F32, wire, ReduceOp::Sum, Algorithm::Ring)?;
+            let iters = args.iters.min(((1usize << 28) / (4 * count)).max(5));
+            let got = staged(&input, codec, iters, args.device);
+            let mut identical = true;
+            let mut times = Vec::new();
+            for (r, g) in got.into_iter().enumerate() {
+                let (bytes, t) = g?;
+                identical &= bytes == want[r];
+                if r == 0 {
+                    times = t;
+                }
+            }
+            rows.push(row("host-staged", n, count, codec, identical, &mut times));
         }
     }
     Ok(rows)
+}
+
+/// Each rank's result of the first (checked) call, and the times of the
+/// next `iters`, each from a barrier until the rank's call returns.
+fn staged(input: &[Vec<u8>], codec: Codec, iters: usize, device: usize) -> Vec<ringfuse::Result<(Vec<u8>, Vec<f64>)>> {
+    ringfuse::local::run(input.len(), |comm| {
+        let dev = Device::open(device)?;
+        let mut rank = StagedRank::new(&dev)?;
+        let opts = AllreduceOpts::default().codec(codec).algorithm(Algorithm::Ring);
+        let mut first = Vec::new();
+        let mut times = Vec::with_capacity(iters);
+        for i in 0..=iters {
+            // Fresh inputs each call: a sum of sums would overflow FP16.
+            let mut buf = rank.upload(&input[comm.rank()])?;
+            rank.lane()
+                .stream()
+                .synchronize()
+                .map_err(|e| ringfuse::Error::Cuda { what: "upload".into(), detail: e.to_string() })?;
+            comm.barrier()?;
+            let t = Instant::now();
+            comm.allreduce_device(&mut rank, &mut buf, DType::F32, ReduceOp::Sum, &opts)?;
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            if i == 0 {
+                first = rank.download(&buf)?;
+            } else {
+                times.push(us);
+            }
+        }
+        Ok((first, times))
+    })
 }

@@ -48,6 +48,12 @@ pub struct Args {
     /// What to time side by side.
     #[arg(long, value_enum, default_value = "mpi")]
     pub baseline: Baseline,
+    /// Where the buffer lives. `cuda`: each rank's buffer on GPU
+    /// `rank % devices`, reduced by `Communicator::allreduce_device` (the
+    /// host-staged carrier; allreduce, f32/f16/bf16, native/fp16/bf16;
+    /// needs feature `cuda`). MPI_Allreduce still runs on host memory.
+    #[arg(long, value_enum, default_value = "host")]
+    pub device: DeviceArg,
     /// Which collective.
     #[arg(long, value_enum, default_value = "allreduce")]
     pub collective: CollectiveArg,
@@ -146,6 +152,15 @@ pub enum Baseline {
     Mpi,
     /// Nothing.
     None,
+}
+
+/// `--device`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum DeviceArg {
+    /// Host memory.
+    Host,
+    /// A CUDA GPU.
+    Cuda,
 }
 
 /// `--collective`.

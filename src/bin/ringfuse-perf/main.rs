@@ -9,6 +9,7 @@
 mod aligned;
 mod cli;
 mod compare;
+mod device;
 mod inputs;
 mod measure;
 mod report;
@@ -24,7 +25,8 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use ringfuse::{DType, Element, ReduceOp};
 
-use cli::{Args, Baseline, CollectiveArg};
+use cli::{Args, Baseline, CollectiveArg, DeviceArg};
+use device::DeviceRun;
 use measure::{measure, MpiFn, Row};
 
 fn mpi_op(op: ReduceOp) -> SystemOperation {
@@ -80,6 +82,29 @@ fn main() -> ExitCode {
     };
     let comm = mpi.world();
     let world = mpi.universe().world();
+    let dtype = args.dtype.dtype();
+    let mut dev = match args.device {
+        DeviceArg::Host => None,
+        DeviceArg::Cuda => {
+            let ok = args.collective == CollectiveArg::Allreduce
+                && matches!(dtype, DType::F32 | DType::F16 | DType::Bf16)
+                && args
+                    .codec
+                    .iter()
+                    .all(|c| matches!(c, ringfuse::Codec::Native | ringfuse::Codec::Fp16 | ringfuse::Codec::Bf16));
+            if !ok {
+                eprintln!("--device cuda: allreduce of f32, f16 or bf16 with codecs native, fp16, bf16 only");
+                return ExitCode::FAILURE;
+            }
+            match DeviceRun::new(comm.rank()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    eprintln!("rank {}: {e}", comm.rank());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let slice_bytes = match args.slice_bytes {
         Some(s) if s > 0 => s as usize,
         _ => comm.message_bytes(comm.defaults()),
@@ -87,7 +112,6 @@ fn main() -> ExitCode {
     let slots = args.slots.unwrap_or(comm.defaults().slots);
     let lead = comm.rank() == 0;
     let host = mpi::environment::processor_name().unwrap_or_default();
-    let dtype = args.dtype.dtype();
     if lead {
         report::header(args.collective.name(), comm.size(), dtype.name(), args.op.name(), &host, comm.carrier());
         println!(
@@ -96,6 +120,12 @@ fn main() -> ExitCode {
             slots,
             comm.wire_stores().name()
         );
+        if dev.is_some() {
+            println!(
+                "# buffers on the GPU (--device cuda): Communicator::allreduce_device, host-staged over {}",
+                comm.carrier()
+            );
+        }
         match comm.tuning() {
             Some(t) => {
                 let lines: Vec<String> = (t.lines.iter())
@@ -119,12 +149,13 @@ fn main() -> ExitCode {
     let mut rows: Vec<Row> = Vec::new();
     for (k, &bytes) in sizes.iter().enumerate() {
         let seed = 0x5eed_0000 + k as u64;
+        let d = dev.as_mut();
         let new = match dtype {
-            DType::F32 => measure::<f32>(&comm, &args, bytes, seed, use_mpi.then(|| mpi_baseline(&world, &args))),
-            DType::F64 => measure::<f64>(&comm, &args, bytes, seed, use_mpi.then(|| mpi_baseline(&world, &args))),
+            DType::F32 => measure::<f32>(&comm, &args, bytes, seed, use_mpi.then(|| mpi_baseline(&world, &args)), d),
+            DType::F64 => measure::<f64>(&comm, &args, bytes, seed, use_mpi.then(|| mpi_baseline(&world, &args)), d),
             // MPI has no 16-bit float type: no baseline for these.
-            DType::F16 => measure::<half::f16>(&comm, &args, bytes, seed, None),
-            DType::Bf16 => measure::<half::bf16>(&comm, &args, bytes, seed, None),
+            DType::F16 => measure::<half::f16>(&comm, &args, bytes, seed, None, d),
+            DType::Bf16 => measure::<half::bf16>(&comm, &args, bytes, seed, None, d),
         };
         if lead {
             if let Some(pb) = &bar {

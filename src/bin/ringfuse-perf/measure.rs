@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::aligned::{Aligned, PAGE};
 use crate::cli::{Args, CollectiveArg};
+use crate::device::DeviceRun;
 use crate::inputs::{peak, value};
 
 /// One table row; the field names are the JSON and CSV column names.
@@ -100,6 +101,14 @@ fn call<E: Element>(
     }
 }
 
+/// One allreduce of the device buffer (`--device cuda`).
+fn device_call(comm: &Communicator, d: &mut DeviceRun, op: ReduceOp, opts: &AllreduceOpts, dtype: ringfuse::DType) {
+    if let Err(e) = d.call(comm, dtype, op, opts) {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+}
+
 /// Payload bytes rank 0 sends in one call.
 fn wire_bytes(
     c: CollectiveArg,
@@ -139,6 +148,7 @@ pub fn measure<E: Element>(
     bytes: usize,
     seed: u64,
     mut mpi: Option<MpiFn<'_, E>>,
+    mut dev: Option<&mut DeviceRun>,
 ) -> Vec<Row> {
     let (rank, n) = (comm.rank(), comm.size());
     let c = args.collective;
@@ -160,6 +170,9 @@ pub fn measure<E: Element>(
     let mut input = Aligned::<E>::new(in_len, E::from_f64(0.0), PAGE);
     input.iter_mut().enumerate().for_each(|(i, x)| *x = E::from_f64(value(seed, rank, offset + i, args.op)));
     // The other collectives have one schedule each: one variant per codec.
+    if let Some(d) = dev.as_deref_mut() {
+        d.load(bytemuck::cast_slice(&input));
+    }
     let algos = if c == CollectiveArg::Allreduce { args.algo.clone() } else { vec![Algorithm::Auto] };
     let variants: Vec<(Codec, Algorithm)> =
         args.codec.iter().flat_map(|&codec| algos.iter().map(move |&a| (codec, a))).collect();
@@ -196,9 +209,15 @@ pub fn measure<E: Element>(
     for it in 0..args.warmup + args.iters {
         order.shuffle(&mut rng);
         for &k in &order {
+            if let Some(d) = dev.as_deref_mut().filter(|_| k < opts.len()) {
+                // In place on the device: the input back first, untimed.
+                d.reset();
+            }
             barrier();
             let t0 = Instant::now();
-            if k < opts.len() {
+            if let Some(d) = dev.as_deref_mut().filter(|_| k < opts.len()) {
+                device_call(comm, d, args.op, &opts[k], E::DTYPE);
+            } else if k < opts.len() {
                 call(comm, c, args.op, &input, &mut out, &opts[k]);
             } else if let Some(f) = mpi.as_mut() {
                 f(&input, &mut out);
@@ -227,7 +246,13 @@ pub fn measure<E: Element>(
         // left unwritten must not pass on the previous row's value.
         let (err, wrong, identical) = if args.check {
             out.fill(E::from_f64(0.0));
-            call(comm, c, args.op, &input, &mut out, &opts[k]);
+            if let Some(d) = dev.as_deref_mut() {
+                d.reset();
+                device_call(comm, d, args.op, &opts[k], E::DTYPE);
+                d.download(bytemuck::cast_slice_mut(&mut out));
+            } else {
+                call(comm, c, args.op, &input, &mut out, &opts[k]);
+            }
             check(comm, args, codec, seed, count, &out)
         } else {
             (None, None, None)

@@ -3,80 +3,54 @@
 //! checked on any machine.
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 use super::{allreduce, Call, Lanes, Src};
 use crate::cuda::reference::{cpu_allreduce, first_difference};
-use crate::cuda::{host, Hop, PAIRS};
+use crate::cuda::staged::RankMemory;
+use crate::cuda::twin::{bytes_mut, inputs, show, HostRank};
+use crate::cuda::{Hop, PAIRS};
 use crate::element::{DType, ReduceOp};
 use crate::error::Result;
 use crate::Algorithm;
 
-/// Each rank's memory as u32 words (so every slice of it is aligned for
-/// the host kernels), with the kernels' host build as its "device".
+/// Every rank's memory on the host ([`HostRank`]), messages copied
+/// between their inboxes.
 struct HostLanes {
-    locals: Vec<Vec<u32>>,
-    len: usize,
-    outs: Vec<Vec<u32>>,
-    inboxes: Vec<Vec<u32>>,
+    ranks: Vec<HostRank>,
     sent: usize,
-    overflow: bool,
-}
-
-fn bytes(w: &[u32]) -> &[u8] {
-    bytemuck::cast_slice(w)
-}
-
-fn bytes_mut(w: &mut [u32]) -> &mut [u8] {
-    bytemuck::cast_slice_mut(w)
 }
 
 impl HostLanes {
     fn new(inputs: &[Vec<u8>]) -> HostLanes {
-        let len = inputs[0].len();
-        let locals = inputs
-            .iter()
-            .map(|b| {
-                let mut w = vec![0u32; len.div_ceil(4)];
-                bytes_mut(&mut w)[..len].copy_from_slice(b);
-                w
-            })
-            .collect();
-        HostLanes { locals, len, outs: vec![], inboxes: vec![], sent: 0, overflow: false }
+        HostLanes { ranks: inputs.iter().map(|b| HostRank::new(b)).collect(), sent: 0 }
     }
 
     fn results(&self) -> Vec<Vec<u8>> {
-        self.locals.iter().map(|w| bytes(w)[..self.len].to_vec()).collect()
+        self.ranks.iter().map(HostRank::result).collect()
+    }
+
+    fn overflow(&self) -> bool {
+        self.ranks.iter().any(|r| r.overflow)
     }
 }
 
 impl Lanes for HostLanes {
     fn prepare(&mut self, inbox: &[usize], out: &[usize]) -> Result<()> {
-        self.inboxes = inbox.iter().map(|&b| vec![0u32; b.div_ceil(4)]).collect();
-        self.outs = out.iter().map(|&b| vec![0u32; b.div_ceil(4)]).collect();
+        for (r, rank) in self.ranks.iter_mut().enumerate() {
+            rank.resize(inbox[r], out[r]);
+        }
         Ok(())
     }
 
     fn hop(&mut self, rank: usize, hop: &Hop, n: usize, recv: Option<Src>, at: usize) -> Result<()> {
-        let (ws, bs) = (hop.wire.size(), hop.buffer.size());
-        let input: Vec<u8> = match recv {
-            Some(Src::Inbox(o)) => bytes(&self.inboxes[rank])[o..o + n * ws].to_vec(),
-            Some(Src::Out) => bytes(&self.outs[rank])[..n * ws].to_vec(),
-            None => vec![],
-        };
-        let local = &mut bytes_mut(&mut self.locals[rank])[at * bs..(at + n) * bs];
-        let out_len = if hop.kind.writes_out(hop.fin) { n * ws } else { 0 };
-        let out = &mut bytes_mut(&mut self.outs[rank])[..out_len];
-        self.overflow |= host::run(hop, n, &input, local, out)?;
-        Ok(())
+        // The overflow flag stays set: the walk reads it once, at the end.
+        RankMemory::hop(&mut self.ranks[rank], hop, n, recv, at)
     }
 
     fn send(&mut self, rank: usize, src: Src, to: usize, dst: usize, n: usize) -> Result<usize> {
-        let data: Vec<u8> = match src {
-            Src::Out => bytes(&self.outs[rank])[..n].to_vec(),
-            Src::Inbox(o) => bytes(&self.inboxes[rank])[o..o + n].to_vec(),
-        };
-        bytes_mut(&mut self.inboxes[to])[dst..dst + n].copy_from_slice(&data);
+        let data = self.ranks[rank].wire(src, n).to_vec();
+        bytes_mut(&mut self.ranks[to].inbox)[dst..dst + n].copy_from_slice(&data);
         self.sent += 1;
         Ok(self.sent - 1)
     }
@@ -89,34 +63,6 @@ impl Lanes for HostLanes {
     fn finish(&mut self) -> Result<()> {
         Ok(())
     }
-}
-
-fn inputs(rng: &mut SmallRng, size: usize, count: usize, buffer: DType, op: ReduceOp) -> Vec<Vec<u8>> {
-    (0..size)
-        .map(|_| {
-            let mut v = Vec::with_capacity(count * buffer.size());
-            for _ in 0..count {
-                let x: f32 = match rng.random_range(0..40) {
-                    0 => [f32::NAN, f32::INFINITY, -0.0, 60000.0, 1e-40][rng.random_range(0..5)],
-                    _ if op == ReduceOp::Prod => rng.random_range(0.7f32..1.3),
-                    _ => rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-3..3)),
-                };
-                match buffer {
-                    DType::F32 => v.extend_from_slice(&x.to_le_bytes()),
-                    DType::F16 => v.extend_from_slice(&half::f16::from_f32(x).to_le_bytes()),
-                    DType::Bf16 => v.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes()),
-                    DType::F64 => unreachable!("no device kernels for f64"),
-                }
-            }
-            v
-        })
-        .collect()
-}
-
-/// Element `i` of the device's and the host's results and of every input.
-fn show(got: &[u8], want: &[u8], inputs: &[Vec<u8>], i: usize, w: usize) -> String {
-    let e = |b: &[u8]| format!("{:02x?}", &b[i * w..(i + 1) * w]);
-    format!("element {i}: {} against {}, inputs {:?}", e(got), e(want), inputs.iter().map(|b| e(b)).collect::<Vec<_>>())
 }
 
 /// Every pair, op and algorithm the device runs, over 2-5 and 8 ranks and
@@ -146,7 +92,7 @@ fn walk_over_the_host_build_matches_the_cpu_backend_bit_for_bit() {
                     }
                     // Only a codec's wire reports overflow (a native sum that
                     // overflows is MPI's infinity).
-                    assert_eq!(lanes.overflow && wire != buffer, want_over, "{c:?}: overflow flag");
+                    assert_eq!(lanes.overflow() && wire != buffer, want_over, "{c:?}: overflow flag");
                     cases += 1;
                 }
             }

@@ -1,0 +1,88 @@
+//! Allreduce of device buffers (feature `cuda`): the host-staged carrier
+//! over this communicator's transport ([`crate::cuda::StagedRank`]).
+
+use cudarc::driver::CudaSlice;
+
+use super::*;
+use crate::cuda::staged::{self, RankMemory};
+use crate::cuda::staged_rank::StagedCall;
+use crate::cuda::walk::Call;
+use crate::cuda::{codec_for, StagedRank, PAIRS};
+
+impl Communicator {
+    /// Allreduce of `buf` (this rank's device buffer of `dtype` elements)
+    /// in place, over this communicator's carrier: the fused kernels run on
+    /// the device and each message is staged through host memory already
+    /// encoded. Every rank ends with the bits [`Self::allreduce_with`] gives
+    /// on the same inputs and options. f32, f16 and bf16 buffers; codecs
+    /// `Native`, `Fp16` and `Bf16`; checksums are not supported here.
+    pub fn allreduce_device(
+        &self,
+        rank: &mut StagedRank<'_>,
+        buf: &mut CudaSlice<u8>,
+        dtype: DType,
+        op: ReduceOp,
+        opts: &AllreduceOpts,
+    ) -> Result<()> {
+        let count = buf.len() / dtype.size();
+        if buf.len() % dtype.size() != 0 {
+            let desc = self.device_desc(dtype, count, op, opts);
+            let detail = format!("a device buffer of {} bytes is not whole {dtype} elements", buf.len());
+            return Err(Error::Unsupported { rank: self.rank, op: desc, detail });
+        }
+        self.allreduce_staged(&mut StagedCall { rank, buf }, dtype, count, op, opts)
+    }
+
+    fn device_desc(&self, dtype: DType, count: usize, op: ReduceOp, opts: &AllreduceOpts) -> OpDesc {
+        let seq = self.seq.load(Ordering::Relaxed);
+        OpDesc { kind: Collective::Allreduce, seq, dtype, count, op: Some(op), codec: opts.codec, root: None }
+    }
+
+    /// [`Self::allreduce_device`] on any rank memory (the tests run it on
+    /// the kernels' host build).
+    pub(crate) fn allreduce_staged<M: RankMemory>(
+        &self,
+        mem: &mut M,
+        dtype: DType,
+        count: usize,
+        op: ReduceOp,
+        opts: &AllreduceOpts,
+    ) -> Result<()> {
+        let desc0 = self.device_desc(dtype, count, op, opts);
+        let wire = opts.codec.wire_dtype(dtype);
+        let unsupported = |detail: String| Err(Error::Unsupported { rank: self.rank, op: desc0.clone(), detail });
+        if codec_for(dtype, wire).ok() != Some(opts.codec) || !PAIRS.contains(&(dtype, wire)) {
+            return unsupported(format!("no device kernels for {dtype} buffers with codec {}", opts.codec));
+        }
+        if opts.checksum {
+            return unsupported("checksums are not supported for device buffers".into());
+        }
+        if opts.slots == 0 {
+            return unsupported("slots must be >= 1".into());
+        }
+        let mut st = self.lock(&desc0)?;
+        let desc = self.device_desc(dtype, count, op, opts);
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        let algo = self.algorithm_for(opts, dtype, count);
+        let call = Call { size: self.size, count, buffer: dtype, wire, op, algo };
+        self.flight.begin(&desc, crate::cuda::walk::schedule_of(&call, self.rank).map_or(0, |s| s.len()));
+        if self.size == 1 || count == 0 {
+            self.flight.end(desc.seq, None);
+            return Ok(());
+        }
+        let cx = staged::Ctx {
+            t: st.transport.as_mut(),
+            desc: &desc,
+            timeout: opts.timeout,
+            abort: &self.aborted,
+            slots: opts.slots,
+            verify_calls: opts.verify_calls,
+        };
+        let r = match staged::allreduce(cx, mem, &call) {
+            Ok(true) if opts.codec != Codec::Native => Err(Error::Fp16Overflow { rank: self.rank, op: desc.clone() }),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.finish(&mut st, &desc, r)
+    }
+}
