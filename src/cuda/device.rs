@@ -145,7 +145,8 @@ impl Device {
         let Some(f) = self.funcs.get(&hop.key()) else {
             return Err(Error::Cuda { what: hop.kernel_name()?, detail: "not loaded".into() });
         };
-        let groups = n.div_ceil(8).max(1) as u64;
+        // Groups of 4 or 8 elements (kernels/fused.cu): enough threads for 4.
+        let groups = n.div_ceil(4).max(1) as u64;
         let blocks = groups.div_ceil(THREADS as u64).min(self.max_blocks as u64) as u32;
         let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
         ffi::launch(
