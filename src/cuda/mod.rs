@@ -22,8 +22,13 @@
 //! the tests check them bit for bit against the host path on any machine;
 //! [`Device`] runs them on a GPU (checked by `ci/gpu.sh`).
 //!
-//! Not built yet: the executor's device backend and the NCCL and
-//! host-staged carriers (issue #5); these kernels are their building block.
+//! Device buffers reach the kernels two ways, both walking the host's
+//! schedules (`walk::run_step` maps each primitive to its kernel):
+//! [`DeviceRanks`], in-process ranks on one GPU with device-to-device
+//! messages, and [`StagedRank`] with
+//! [`crate::Communicator::allreduce_device`], the host-staged carrier over
+//! any transport. [`bench`] measures the kernels. Not built: the NCCL and
+//! CUDA-aware MPI carriers (issue #5).
 
 pub mod bench;
 mod compile;
