@@ -27,7 +27,7 @@
 //! [`DeviceRanks`], in-process ranks on one GPU with device-to-device
 //! messages, and [`StagedRank`] with
 //! [`crate::Communicator::allreduce_device`], the host-staged carrier over
-//! any transport. [`bench`] measures the kernels. Not built: the NCCL and
+//! any transport. [`mod@bench`] measures the kernels. Not built: the NCCL and
 //! CUDA-aware MPI carriers (issue #5).
 
 pub mod bench;
