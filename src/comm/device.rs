@@ -57,8 +57,11 @@ impl Communicator {
         if opts.checksum {
             return unsupported("checksums are not supported for device buffers".into());
         }
-        if opts.slots == 0 {
-            return unsupported("slots must be >= 1".into());
+        if opts.slots == 0 || (1..64).contains(&opts.slice_bytes) {
+            return unsupported(format!(
+                "slots must be >= 1 and slice_bytes 0 (the carrier's) or >= 64 (got {} and {})",
+                opts.slots, opts.slice_bytes
+            ));
         }
         let mut st = self.lock(&desc0)?;
         let desc = self.device_desc(dtype, count, op, opts);
@@ -70,6 +73,7 @@ impl Communicator {
             self.flight.end(desc.seq, None);
             return Ok(());
         }
+        let slice = opts.slice_elems_or(dtype, st.transport.message_bytes());
         let cx = staged::Ctx {
             t: st.transport.as_mut(),
             desc: &desc,
@@ -77,6 +81,7 @@ impl Communicator {
             abort: &self.aborted,
             slots: opts.slots,
             verify_calls: opts.verify_calls,
+            slice,
         };
         let r = match staged::allreduce(cx, mem, &call) {
             Ok(true) if opts.codec != Codec::Native => Err(Error::Fp16Overflow { rank: self.rank, op: desc.clone() }),

@@ -15,11 +15,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::walk::{self, run_step, Call, MsgAt, Src, StepIo};
+use super::walk::{self, run_slice, Call, MsgAt, Src, StepIo};
 use super::Hop;
 use crate::error::{BufferState, Error, Result};
 use crate::op::OpDesc;
-use crate::schedule::{AnySchedule, Schedule};
+use crate::schedule::{AnySchedule, Cursor, Schedule};
 use crate::transport::{Deadline, SlotId, Transport, WaitError};
 use crate::wire::{describe, Header, FLAG_ABORT, FLAG_CHECKSUM, FLAG_OVERFLOW, HEADER};
 
@@ -50,6 +50,8 @@ pub(crate) struct Ctx<'a> {
     pub slots: usize,
     /// Compare each message's call fingerprint with this rank's call.
     pub verify_calls: bool,
+    /// Elements per message.
+    pub slice: usize,
 }
 
 /// Runs this rank's part of the allreduce `c` on `mem` over `cx.t`.
@@ -58,19 +60,14 @@ pub(crate) struct Ctx<'a> {
 pub(crate) fn allreduce<M: RankMemory>(cx: Ctx<'_>, mem: &mut M, c: &Call) -> Result<bool> {
     let rank = cx.t.rank();
     let s = walk::schedule_of(c, rank)?;
-    let bytes = walk::max_block_bytes(&s, c.wire);
+    let slice = cx.slice.max(1);
+    let bytes = walk::max_block_bytes(&s, c.wire).min(slice * c.wire.size());
     mem.prepare(bytes)?;
     // `slots` receives posted ahead and `slots` sends in flight leave two
     // slots: one for a hop's outgoing message, one for the receive it
     // waits on (as the host executor's pool; see `crate::exec`).
     let total = 2 * cx.slots + 2;
-    // Every receive of the call, in order: posted `slots` ahead, so a peer
-    // that waits for its send to complete finds its receive posted.
-    let recvs: Vec<(usize, usize)> = (0..s.len())
-        .map(|i| (i, s.step(i)))
-        .filter(|(_, st)| st.prim.receives() && !s.block(st.block).is_empty())
-        .map(|(i, st)| (i, st.recv_from))
-        .collect();
+    let cx_slots = cx.slots;
     cx.t.reserve(total, HEADER + bytes);
     let mut base = Header::new(cx.desc, 0, 0);
     if !cx.verify_calls {
@@ -86,18 +83,24 @@ pub(crate) fn allreduce<M: RankMemory>(cx: Ctx<'_>, mem: &mut M, c: &Call) -> Re
         held: None,
         flags: 0,
         msgs: 0,
-        recvs,
-        next_post: 0,
+        s: &s,
+        ahead: Cursor::new(&s, slice, cx_slots, true),
         posted: VecDeque::new(),
     };
     let r = (|| {
-        for i in 0..s.len() {
+        // The host executor's order (see `Cursor`): rounds of `slots`
+        // slices of each step, receives posted `slots` ahead. Walking step
+        // by step, a rank pushing every slice of its first block would
+        // wait on sends whose receives its neighbour, doing the same, has
+        // not posted.
+        let mut hops = Cursor::new(&s, slice, cx_slots, false);
+        while let Some(h) = hops.next(&s) {
             io.top_up()?;
             let mut sent = false;
-            // Every receive here waits for its message, so a step never
+            // Every receive here waits for its message, so a slice never
             // returns unfinished.
-            if !run_step(&mut io, &s, rank, i, &mut sent)? {
-                return Err(io.protocol(i, i, "a step could not finish".into()));
+            if !run_slice(&mut io, h.step, rank, h.step_idx, (h.slice_idx, h.range), &mut sent)? {
+                return Err(io.protocol(h.step.recv_from, h.step_idx, "a slice could not finish".into()));
             }
         }
         if let Some(id) = io.held.take() {
@@ -128,12 +131,12 @@ struct Staged<'c, 'm, M> {
     flags: u16,
     /// Messages received, for error reports.
     msgs: usize,
-    /// Every receive of the call: step and peer.
-    recvs: Vec<(usize, usize)>,
-    /// How many of `recvs` are posted.
-    next_post: usize,
-    /// Receives posted and not yet taken: slot, step, peer.
-    posted: VecDeque<(SlotId, usize, usize)>,
+    /// This rank's schedule.
+    s: &'m AnySchedule,
+    /// The receives not yet posted, in order.
+    ahead: Cursor,
+    /// Receives posted and not yet taken: slot, and step, slice and peer.
+    posted: VecDeque<(SlotId, (usize, usize, usize))>,
 }
 
 impl<M: RankMemory> Staged<'_, '_, M> {
@@ -217,13 +220,13 @@ impl<M: RankMemory> Staged<'_, '_, M> {
 
     /// Posts receives until `slots` are waiting (or all are posted).
     fn top_up(&mut self) -> Result<()> {
-        while self.posted.len() < self.cx.slots && self.next_post < self.recvs.len() {
-            let (step, from) = self.recvs[self.next_post];
+        while self.posted.len() < self.cx.slots {
+            let Some(h) = self.ahead.next(self.s) else { break };
+            let from = h.step.recv_from;
             let id = self.acquire()?;
             let tag = self.tag();
             self.cx.t.post_recv(id, from, tag).map_err(|e| self.transport(from, e))?;
-            self.posted.push_back((id, step, from));
-            self.next_post += 1;
+            self.posted.push_back((id, (h.step_idx, h.slice_idx, from)));
         }
         Ok(())
     }
@@ -265,7 +268,7 @@ impl<M: RankMemory> StepIo for Staged<'_, '_, M> {
             return self.post(id, HEADER + m.bytes, to, m.step);
         }
         let id = self.acquire()?;
-        let h = Header { flags: self.flags, block: m.block as u32, ..self.base };
+        let h = Header { flags: self.flags, block: m.block as u32, slice: m.slice as u32, ..self.base };
         let slot = self.cx.t.slot_mut(id);
         h.write(slot);
         self.mem.stage_out(src, &mut slot[HEADER..HEADER + m.bytes])?;
@@ -277,14 +280,12 @@ impl<M: RankMemory> StepIo for Staged<'_, '_, M> {
             self.done_with(id);
         }
         self.top_up()?;
-        let Some((id, step, peer)) = self.posted.pop_front().filter(|&(_, step, peer)| (step, peer) == (m.step, from))
-        else {
-            return Err(self.protocol(from, m.step, "no receive posted for this step".into()));
+        let Some((id, _)) = self.posted.pop_front().filter(|&(_, at)| at == (m.step, m.slice, from)) else {
+            return Err(self.protocol(from, m.step, format!("no receive posted for slice {} of this step", m.slice)));
         };
-        debug_assert_eq!((step, peer), (m.step, from));
         let got = self.wait(id, from, "receive from", m.step)?;
         self.msgs += 1;
-        let want = Header { block: m.block as u32, ..self.base };
+        let want = Header { block: m.block as u32, slice: m.slice as u32, ..self.base };
         let h = Header::read(&self.cx.t.slot(id)[..got.min(HEADER)]);
         let (rank, op, buffer) = (self.rank(), self.cx.desc.clone(), BufferState::Untouched);
         if let Some(h) = h.filter(|h| h.flags & FLAG_ABORT != 0) {

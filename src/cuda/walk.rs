@@ -23,7 +23,7 @@ use super::reference::codec_for;
 use super::{Hop, Kind};
 use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};
-use crate::schedule::{self, AnySchedule, Prim, Schedule, Shape};
+use crate::schedule::{self, AnySchedule, Prim, Schedule, Shape, Step};
 use crate::{Algorithm, AllreduceOpts};
 
 /// Inbox regions start on this many bytes (the kernels' 16-byte vector
@@ -269,6 +269,8 @@ pub(crate) struct MsgAt {
     pub step: usize,
     /// The schedule block (the same on both sides).
     pub block: usize,
+    /// The slice of the block.
+    pub slice: usize,
 }
 
 /// Runs step `i` of rank `r`'s schedule `s`: each primitive as the kernel
@@ -276,17 +278,32 @@ pub(crate) struct MsgAt {
 /// message went out already (the step waits for its partner's). Returns
 /// `false` when the step's message has not arrived (nothing else done).
 pub(crate) fn run_step<I: StepIo>(io: &mut I, s: &AnySchedule, r: usize, i: usize, sent: &mut bool) -> Result<bool> {
-    let c = *io.call();
     let st = s.step(i);
     let range = s.block(st.block);
-    let n = range.len();
     // An empty block sends no message, on the host as here.
-    if n == 0 {
+    if range.is_empty() {
         return Ok(true);
     }
+    run_slice(io, st, r, i, (0, range), sent)
+}
+
+/// Slice `k` (elements `range`) of step `i`, as one message: what
+/// [`run_step`] does for a whole block. The host-staged carrier walks
+/// slices in the host executor's order (`staged`); the kernels are
+/// elementwise, so slicing changes no result.
+pub(crate) fn run_slice<I: StepIo>(
+    io: &mut I,
+    st: Step,
+    r: usize,
+    i: usize,
+    (k, range): (usize, std::ops::Range<usize>),
+    sent: &mut bool,
+) -> Result<bool> {
+    let c = *io.call();
+    let n = range.len();
     let hop = |kind| Hop::new(kind, c.buffer, c.wire, c.op);
     let avg = (c.op == ReduceOp::Avg).then_some(c.size as u32);
-    let m = MsgAt { bytes: n * c.wire.size(), step: i, block: st.block };
+    let m = MsgAt { bytes: n * c.wire.size(), step: i, block: st.block, slice: k };
     let at = range.start;
     if matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal) && !*sent {
         // Send first: the partner does the same.

@@ -112,6 +112,6 @@ fn four_rank_fp16_ring_matches_the_cpu_backend() {
         let (want, _) = cpu_allreduce(&input, DType::F32, DType::F16, ReduceOp::Sum, Algorithm::Ring).unwrap();
         let mut lanes = HostLanes::new(&input);
         allreduce(&mut lanes, &c).unwrap();
-        assert_eq!(lanes.results(), want, "{c:?}");
+        assert!(lanes.results() == want, "{c:?}: differs from the CPU backend");
     }
 }
