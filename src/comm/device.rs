@@ -16,6 +16,8 @@ impl Communicator {
     /// encoded. Every rank ends with the bits [`Self::allreduce_with`] gives
     /// on the same inputs and options. f32, f16 and bf16 buffers; codecs
     /// `Native`, `Fp16` and `Bf16`; checksums are not supported here.
+    /// A message is a whole schedule block unless `opts.slice_bytes` is
+    /// set; either way the messages go in the host executor's order.
     pub fn allreduce_device(
         &self,
         rank: &mut StagedRank<'_>,
@@ -59,7 +61,7 @@ impl Communicator {
         }
         if opts.slots == 0 || (1..64).contains(&opts.slice_bytes) {
             return unsupported(format!(
-                "slots must be >= 1 and slice_bytes 0 (the carrier's) or >= 64 (got {} and {})",
+                "slots must be >= 1 and slice_bytes 0 (whole blocks) or >= 64 (got {} and {})",
                 opts.slots, opts.slice_bytes
             ));
         }
@@ -73,7 +75,13 @@ impl Communicator {
             self.flight.end(desc.seq, None);
             return Ok(());
         }
-        let slice = opts.slice_elems_or(dtype, st.transport.message_bytes());
+        // Whole blocks unless the call asks for slices: each message costs
+        // two waits for the device (the copy down, the overflow flag), and
+        // on an H100 (2026-11-26) 256 KiB slices made a 256 MiB call 1.5x
+        // slower over threads and 12x slower under mpirun with 4 processes
+        // on the one GPU (docs/gpu-results.md).
+        let slice =
+            if opts.slice_bytes == 0 { count.max(1) } else { opts.slice_elems_or(dtype, st.transport.message_bytes()) };
         let cx = staged::Ctx {
             t: st.transport.as_mut(),
             desc: &desc,

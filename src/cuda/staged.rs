@@ -6,10 +6,14 @@
 //! the host executor's messages are, and on the other side copied up into
 //! the device inbox the next kernel reads.
 //!
-//! Not pipelined: a hop's kernel, copy and send (or receive, copy and
-//! kernel) run one after the other, with up to `slots` sends in flight.
-//! Overlapping them over the slots, with pinned buffers, is what remains
-//! for speed (issue #5).
+//! Not pipelined on the device: a message's kernel, copy down and send (or
+//! receive, copy up and kernel) run one after the other, with up to
+//! `slots` sends in flight, through pageable memory. Messages are whole
+//! blocks unless the call sets `slice_bytes`: slicing lets neighbours work
+//! on a block together, but each message waits for the device twice, and
+//! measured on an H100 that cost more than it won (docs/gpu-results.md).
+//! Overlapping copies, kernels and transfers over the slots, with pinned
+//! buffers, is what remains for speed (issue #5).
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
