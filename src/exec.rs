@@ -345,19 +345,52 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
 /// The error for an abort notice from `peer`: [`Error::PeerAborted`]
 /// naming the rank that failed first, unless the notice names no rank of
 /// this communicator.
-fn abort_notice(cx: &mut Ctx<'_>, h: &Header, peer: usize, step: usize) -> Error {
-    let (rank, origin) = (cx.t.rank(), h.block as usize);
-    if origin >= cx.t.size() {
+/// (Also the device carrier's, `crate::cuda::staged`.)
+pub(crate) fn abort_notice(t: &dyn Transport, desc: &OpDesc, h: &Header, peer: usize, step: usize) -> Error {
+    let (rank, origin) = (t.rank(), h.block as usize);
+    if origin >= t.size() {
         return Error::Protocol {
             rank,
-            op: cx.desc.clone(),
+            op: desc.clone(),
             peer,
             step,
-            detail: format!("abort notice names rank {origin}, of {} ranks", cx.t.size()),
+            detail: format!("abort notice names rank {origin}, of {} ranks", t.size()),
             buffer: BufferState::Untouched,
         };
     }
-    Error::PeerAborted { rank, op: cx.desc.clone(), peer, origin, step, buffer: BufferState::Untouched }
+    Error::PeerAborted { rank, op: desc.clone(), peer, origin, step, buffer: BufferState::Untouched }
+}
+
+/// [`Error::Mismatch`] when a message's header comes from another call
+/// than `expect` (the header this rank's call gives it) and says which.
+pub(crate) fn mismatch(rank: usize, desc: &OpDesc, h: &Header, expect: &Header, peer: usize) -> Option<Error> {
+    if h.fp == expect.fp && h.seq == expect.seq {
+        return None;
+    }
+    let theirs = describe(&h.fp, h.seq)?;
+    Some(Error::Mismatch { rank, op: desc.clone(), peer, theirs, buffer: BufferState::Untouched })
+}
+
+/// The error for a wait on a message to or from `peer` that failed.
+#[allow(clippy::too_many_arguments)] // where the wait was, spelled out for the message
+pub(crate) fn wait_error(
+    rank: usize,
+    desc: &OpDesc,
+    peer: usize,
+    dir: &'static str,
+    step: usize,
+    msg: usize,
+    timeout: Duration,
+    e: WaitError,
+) -> Error {
+    let (op, buffer) = (desc.clone(), BufferState::Untouched);
+    match e {
+        // The carrier gave up `timeout` after its first clock read,
+        // microseconds into the wait.
+        WaitError::Timeout => Error::Timeout { rank, op, peer, dir, step, msg, waited: timeout, buffer },
+        WaitError::Failed(detail) => Error::Transport { rank, op, peer, detail, buffer },
+        WaitError::Aborted => Error::Aborted { rank, op, buffer },
+    }
 }
 
 /// With checksums on, a message must carry one ([`FLAG_CHECKSUM`]) and it
@@ -429,17 +462,11 @@ fn take_recv(
         // flags included) is believed before its CRC is.
         check_crc(cx, &h, &expect, id, got, peer, step_idx)?;
         if h.flags & FLAG_ABORT != 0 {
-            return Err(abort_notice(cx, &h, peer, step_idx));
+            return Err(abort_notice(cx.t, cx.desc, &h, peer, step_idx));
         }
-        if cx.verify_calls && (h.fp != expect.fp || h.seq != expect.seq) {
-            if let Some(theirs) = describe(&h.fp, h.seq) {
-                return Err(Error::Mismatch {
-                    rank: cx.t.rank(),
-                    op: cx.desc.clone(),
-                    peer,
-                    theirs,
-                    buffer: BufferState::Untouched,
-                });
+        if cx.verify_calls {
+            if let Some(e) = mismatch(cx.t.rank(), cx.desc, &h, &expect, peer) {
+                return Err(e);
             }
         }
     }
@@ -505,27 +532,10 @@ fn wait(cx: &mut Ctx<'_>, id: SlotId, peer: usize, dir: &'static str, step: usiz
     }
     cx.flight.waiting(cx.desc.seq, fdir, peer, step);
     let mut deadline = Deadline::after(cx.timeout);
-    let r = cx.t.wait(id, &mut deadline, cx.abort).map_err(|e| {
-        let buffer = BufferState::Untouched;
-        match e {
-            WaitError::Timeout => Error::Timeout {
-                rank: cx.t.rank(),
-                op: cx.desc.clone(),
-                peer,
-                dir,
-                step,
-                msg,
-                // The carrier gave up `timeout` after its first clock read,
-                // microseconds into the wait.
-                waited: cx.timeout,
-                buffer,
-            },
-            WaitError::Failed(detail) => {
-                Error::Transport { rank: cx.t.rank(), op: cx.desc.clone(), peer, detail, buffer }
-            }
-            WaitError::Aborted => Error::Aborted { rank: cx.t.rank(), op: cx.desc.clone(), buffer },
-        }
-    })?;
+    let rank = cx.t.rank();
+    let r =
+        cx.t.wait(id, &mut deadline, cx.abort)
+            .map_err(|e| wait_error(rank, cx.desc, peer, dir, step, msg, cx.timeout, e))?;
     cx.flight.moved(cx.desc.seq, fdir);
     Ok(r)
 }
@@ -555,7 +565,7 @@ pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
         if let Some(h) = got {
             check_crc(cx, &h, &hdr, 1, len, from, round as usize)?;
             if h.flags & FLAG_ABORT != 0 {
-                return Err(abort_notice(cx, &h, from, round as usize));
+                return Err(abort_notice(cx.t, cx.desc, &h, from, round as usize));
             }
         }
         cx.t.release(1);

@@ -29,8 +29,21 @@ impl Communicator {
         root: Option<usize>,
         opts: &AllreduceOpts,
     ) -> OpDesc {
+        self.desc_of(kind, T::DTYPE, count, op, root, opts)
+    }
+
+    /// [`Self::desc`] for a runtime element type (device buffers).
+    pub(super) fn desc_of(
+        &self,
+        kind: Collective,
+        dtype: DType,
+        count: usize,
+        op: Option<ReduceOp>,
+        root: Option<usize>,
+        opts: &AllreduceOpts,
+    ) -> OpDesc {
         let seq = self.seq.load(Ordering::Relaxed);
-        OpDesc { kind, seq, dtype: T::DTYPE, count, op, codec: opts.codec, root }
+        OpDesc { kind, seq, dtype, count, op, codec: opts.codec, root }
     }
 
     pub(super) fn lock(&self, desc: &OpDesc) -> Result<std::sync::MutexGuard<'_, State>> {

@@ -36,8 +36,7 @@ impl Communicator {
     }
 
     fn device_desc(&self, dtype: DType, count: usize, op: ReduceOp, opts: &AllreduceOpts) -> OpDesc {
-        let seq = self.seq.load(Ordering::Relaxed);
-        OpDesc { kind: Collective::Allreduce, seq, dtype, count, op: Some(op), codec: opts.codec, root: None }
+        self.desc_of(Collective::Allreduce, dtype, count, Some(op), None, opts)
     }
 
     /// [`Self::allreduce_device`] on any rank memory (the tests run it on

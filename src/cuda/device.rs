@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig};
 
+use super::walk::Src;
 use super::{compile, ffi, kernels, Hop, Kind};
 use crate::element::DType;
 use crate::error::{Error, Result};
@@ -160,6 +161,32 @@ impl Device {
             out.map(|(b, o)| (b, o, n * ws)),
             &lane.overflow,
         )
+    }
+
+    /// Queues `hop` on `lane` for a rank of the device walks (`walk`,
+    /// `staged`): its wire input from `recv` (the rank's `inbox` from a byte,
+    /// or its outgoing slice `out`), its buffer `local`, its output (where
+    /// the kind writes one) at the start of `out`.
+    #[allow(clippy::too_many_arguments)] // one rank's buffers, named
+    pub(crate) fn hop_src(
+        &self,
+        lane: &Lane,
+        hop: &Hop,
+        n: usize,
+        recv: Option<Src>,
+        local: (&mut CudaSlice<u8>, usize),
+        inbox: &CudaSlice<u8>,
+        out: &mut CudaSlice<u8>,
+    ) -> Result<()> {
+        let writes = hop.kind.writes_out(hop.fin);
+        match recv {
+            Some(Src::Out) if writes => {
+                Err(Error::Cuda { what: hop.kernel_name()?, detail: "reads and writes the outgoing slice".into() })
+            }
+            Some(Src::Out) => self.hop_on(lane, hop, n, Some((out, 0)), local, None),
+            Some(Src::Inbox(o)) => self.hop_on(lane, hop, n, Some((inbox, o)), local, writes.then_some((out, 0))),
+            None => self.hop_on(lane, hop, n, None, local, writes.then_some((out, 0))),
+        }
     }
 
     /// Waits for the device's own lane, then returns and clears its

@@ -31,8 +31,12 @@ pub struct DeviceRanks {
     lanes: Vec<Lane>,
     outs: Vec<CudaSlice<u8>>,
     inboxes: Vec<CudaSlice<u8>>,
-    /// One per message of the call in flight.
+    /// Events kept from call to call (creating one per message cost a
+    /// driver call each): the first `used` mark this call's messages and
+    /// the end of each lane. Recording one again leaves the waits issued on
+    /// it before as they were (CUDA's `cuStreamWaitEvent`).
     events: Vec<CudaEvent>,
+    used: usize,
     seq: u64,
 }
 
@@ -46,7 +50,20 @@ impl DeviceRanks {
         let alloc = |l: &Lane| l.stream().alloc_zeros::<u8>(walk::ALIGN).map_err(err("rank buffers"));
         let outs = lanes.iter().map(alloc).collect::<Result<Vec<_>>>()?;
         let inboxes = lanes.iter().map(alloc).collect::<Result<Vec<_>>>()?;
-        Ok(DeviceRanks { dev, lanes, outs, inboxes, events: Vec::new(), seq: 0 })
+        Ok(DeviceRanks { dev, lanes, outs, inboxes, events: Vec::new(), used: 0, seq: 0 })
+    }
+
+    /// Records the work queued so far on `rank`'s stream in the next free
+    /// event; returns its index.
+    fn mark(&mut self, rank: usize) -> Result<usize> {
+        let what = || format!("rank {rank}: event");
+        let stream = self.lanes[rank].stream();
+        match self.events.get(self.used) {
+            Some(e) => e.record(stream).map_err(err(what()))?,
+            None => self.events.push(stream.record_event(None).map_err(err(what()))?),
+        }
+        self.used += 1;
+        Ok(self.used - 1)
     }
 
     /// The device.
@@ -117,7 +134,7 @@ impl DeviceRanks {
             return Err(bad(format!("rank {r}'s buffer holds {} bytes, rank 0's {}", b.len(), count * dtype.size())));
         }
         let call = Call { size, count, buffer: dtype, wire, op, algo };
-        self.events.clear();
+        self.used = 0;
         let mut lanes = DeviceCall { ranks: self, bufs };
         walk::allreduce(&mut lanes, &call)?;
         let mut overflow = false;
@@ -156,28 +173,13 @@ impl Lanes for DeviceCall<'_> {
     fn hop(&mut self, rank: usize, hop: &Hop, n: usize, recv: Option<Src>, at: usize) -> Result<()> {
         let rk = &mut *self.ranks;
         let local = (&mut self.bufs[rank], at * hop.buffer.size());
-        let writes = hop.kind.writes_out(hop.fin);
-        match recv {
-            Some(Src::Out) if writes => Err(Error::Cuda {
-                what: format!("rank {rank}: {}", hop.kernel_name()?),
-                detail: "reads and writes the outgoing slice".into(),
-            }),
-            Some(Src::Out) => rk.dev.hop_on(&rk.lanes[rank], hop, n, Some((&rk.outs[rank], 0)), local, None),
-            recv => {
-                let recv = recv.map(|s| match s {
-                    Src::Inbox(o) => (&rk.inboxes[rank], o),
-                    Src::Out => unreachable!("matched above"),
-                });
-                let out = writes.then_some((&mut rk.outs[rank], 0));
-                rk.dev.hop_on(&rk.lanes[rank], hop, n, recv, local, out)
-            }
-        }
+        rk.dev.hop_src(&rk.lanes[rank], hop, n, recv, local, &rk.inboxes[rank], &mut rk.outs[rank])
     }
 
     fn send(&mut self, rank: usize, src: Src, to: usize, dst: usize, bytes: usize) -> Result<usize> {
         let rk = &mut *self.ranks;
         let what = || format!("rank {rank}: message to rank {to}");
-        let stream = rk.lanes[rank].stream().clone();
+        let stream = rk.lanes[rank].stream();
         // The walk never sends a rank to itself.
         let (from_inbox, to_inbox) = two(&mut rk.inboxes, rank, to);
         let mut dst = to_inbox.slice_mut(dst..dst + bytes);
@@ -186,8 +188,7 @@ impl Lanes for DeviceCall<'_> {
             Src::Inbox(o) => stream.memcpy_dtod(&from_inbox.slice(o..o + bytes), &mut dst),
         }
         .map_err(err(what()))?;
-        rk.events.push(stream.record_event(None).map_err(err(what()))?);
-        Ok(rk.events.len() - 1)
+        rk.mark(rank)
     }
 
     fn accept(&mut self, rank: usize, msg: usize) -> Result<()> {
@@ -196,14 +197,13 @@ impl Lanes for DeviceCall<'_> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        let rk = &*self.ranks;
-        let ends = rk
-            .lanes
-            .iter()
-            .map(|l| l.stream().record_event(None).map_err(err("end of call")))
-            .collect::<Result<Vec<_>>>()?;
+        let rk = &mut *self.ranks;
+        let first = rk.used;
+        for r in 0..rk.lanes.len() {
+            rk.mark(r)?;
+        }
         for (r, l) in rk.lanes.iter().enumerate() {
-            for (q, e) in ends.iter().enumerate() {
+            for (q, e) in rk.events[first..rk.used].iter().enumerate() {
                 if q != r {
                     l.stream().wait(e).map_err(err(format!("rank {r}: end of call")))?;
                 }

@@ -22,10 +22,11 @@ use std::time::Duration;
 use super::walk::{self, run_slice, Call, MsgAt, Src, StepIo};
 use super::Hop;
 use crate::error::{BufferState, Error, Result};
+use crate::exec::{abort_notice, mismatch, wait_error};
 use crate::op::OpDesc;
 use crate::schedule::{AnySchedule, Cursor, Schedule};
-use crate::transport::{Deadline, SlotId, Transport, WaitError};
-use crate::wire::{describe, Header, FLAG_ABORT, FLAG_CHECKSUM, FLAG_OVERFLOW, HEADER};
+use crate::transport::{Deadline, SlotId, Transport};
+use crate::wire::{Header, FLAG_ABORT, FLAG_CHECKSUM, FLAG_OVERFLOW, HEADER};
 
 /// One rank's device memory and queue: its buffer, inbox and outgoing
 /// slice, and the copies between them and the host.
@@ -169,16 +170,12 @@ impl<M: RankMemory> Staged<'_, '_, M> {
 
     fn wait(&mut self, id: SlotId, peer: usize, dir: &'static str, step: usize) -> Result<usize> {
         let mut deadline = Deadline::after(self.cx.timeout);
-        self.cx.t.wait(id, &mut deadline, self.cx.abort).map_err(|e| {
-            let (rank, op, buffer) = (self.cx.t.rank(), self.cx.desc.clone(), BufferState::Untouched);
-            match e {
-                WaitError::Timeout => {
-                    Error::Timeout { rank, op, peer, dir, step, msg: self.msgs, waited: self.cx.timeout, buffer }
-                }
-                WaitError::Failed(detail) => Error::Transport { rank, op, peer, detail, buffer },
-                WaitError::Aborted => Error::Aborted { rank, op, buffer },
-            }
-        })
+        let (rank, msg, timeout) = (self.rank(), self.msgs, self.cx.timeout);
+        let desc = self.cx.desc;
+        self.cx
+            .t
+            .wait(id, &mut deadline, self.cx.abort)
+            .map_err(|e| wait_error(rank, desc, peer, dir, step, msg, timeout, e))
     }
 
     /// Completes the oldest send; its slot, or `None` if none is in flight.
@@ -291,13 +288,12 @@ impl<M: RankMemory> StepIo for Staged<'_, '_, M> {
         self.msgs += 1;
         let want = Header { block: m.block as u32, slice: m.slice as u32, ..self.base };
         let h = Header::read(&self.cx.t.slot(id)[..got.min(HEADER)]);
-        let (rank, op, buffer) = (self.rank(), self.cx.desc.clone(), BufferState::Untouched);
         if let Some(h) = h.filter(|h| h.flags & FLAG_ABORT != 0) {
-            return Err(Error::PeerAborted { rank, op, peer: from, origin: h.block as usize, step: m.step, buffer });
+            return Err(abort_notice(&*self.cx.t, self.cx.desc, &h, from, m.step));
         }
-        if let Some(h) = h.filter(|h| self.cx.verify_calls && (h.fp != want.fp || h.seq != want.seq)) {
-            if let Some(theirs) = describe(&h.fp, h.seq) {
-                return Err(Error::Mismatch { rank, op, peer: from, theirs, buffer });
+        if self.cx.verify_calls {
+            if let Some(e) = h.and_then(|h| mismatch(self.rank(), self.cx.desc, &h, &want, from)) {
+                return Err(e);
             }
         }
         match h {

@@ -7,7 +7,7 @@ use super::device::{err, Lane};
 use super::staged::RankMemory;
 use super::walk::{Src, ALIGN};
 use super::{Device, Hop};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// This process's rank of allreduces of device buffers over a
 /// communicator's carrier (MPI, shared memory, threads):
@@ -64,18 +64,7 @@ impl RankMemory for StagedCall<'_, '_> {
 
     fn hop(&mut self, hop: &Hop, n: usize, recv: Option<Src>, at: usize) -> Result<()> {
         let r = &mut *self.rank;
-        let local = (&mut *self.buf, at * hop.buffer.size());
-        let writes = hop.kind.writes_out(hop.fin);
-        match recv {
-            Some(Src::Out) if writes => {
-                Err(Error::Cuda { what: hop.kernel_name()?, detail: "reads and writes the outgoing slice".into() })
-            }
-            Some(Src::Out) => r.dev.hop_on(&r.lane, hop, n, Some((&r.out, 0)), local, None),
-            Some(Src::Inbox(o)) => {
-                r.dev.hop_on(&r.lane, hop, n, Some((&r.inbox, o)), local, writes.then_some((&mut r.out, 0)))
-            }
-            None => r.dev.hop_on(&r.lane, hop, n, None, local, writes.then_some((&mut r.out, 0))),
-        }
+        r.dev.hop_src(&r.lane, hop, n, recv, (&mut *self.buf, at * hop.buffer.size()), &r.inbox, &mut r.out)
     }
 
     fn stage_out(&mut self, src: Src, dst: &mut [u8]) -> Result<()> {
@@ -91,8 +80,7 @@ impl RankMemory for StagedCall<'_, '_> {
 
     fn stage_in(&mut self, src: &[u8]) -> Result<()> {
         let r = &mut *self.rank;
-        let stream = r.lane.stream().clone();
-        stream.memcpy_htod(src, &mut r.inbox.slice_mut(..src.len())).map_err(err("copy to the device"))
+        r.lane.stream().memcpy_htod(src, &mut r.inbox.slice_mut(..src.len())).map_err(err("copy to the device"))
     }
 
     fn take_overflow(&mut self) -> Result<bool> {
