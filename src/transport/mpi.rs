@@ -15,6 +15,10 @@ use ::mpi::traits::AsRaw;
 use super::mpi_ffi::{InFlight, SendComm};
 use super::{Deadline, SlotId, Transport, WaitError};
 
+/// Polls between yields on a host with a core per rank: an MPI_Test
+/// drives Open MPI's progress engine, so a few dozen take microseconds.
+const BUSY_POLLS: u32 = 64;
+
 /// One rank's MPI carrier.
 pub struct MpiTransport {
     inflight: InFlight,
@@ -24,6 +28,8 @@ pub struct MpiTransport {
     rank: usize,
     size: usize,
     message_bytes: usize,
+    // Polls between yields while waiting (super::polls_per_yield).
+    polls_per_yield: u32,
     // Declared last so it drops last: keeps MPI initialised while `comm`
     // is freed.
     _keep_mpi: Option<Arc<dyn Any + Send + Sync>>,
@@ -42,6 +48,7 @@ impl MpiTransport {
             rank,
             size,
             message_bytes: crate::comm::DEFAULT_SLICE_BYTES,
+            polls_per_yield: BUSY_POLLS,
             _keep_mpi: keep,
         }
     }
@@ -50,6 +57,14 @@ impl MpiTransport {
     /// [`Transport::message_bytes`]).
     pub fn with_message_bytes(mut self, bytes: usize) -> Self {
         self.message_bytes = bytes;
+        self
+    }
+
+    /// The same, for `local_ranks` ranks on this host (0: unknown): waits
+    /// yield the core at every poll when they outnumber its cores
+    /// ([`super::polls_per_yield`]).
+    pub fn with_ranks_on_host(mut self, local_ranks: usize) -> Self {
+        self.polls_per_yield = super::polls_per_yield(local_ranks, BUSY_POLLS);
         self
     }
 
@@ -95,7 +110,7 @@ impl Transport for MpiTransport {
     }
 
     fn wait(&mut self, id: SlotId, deadline: &mut Deadline, abort: &AtomicBool) -> Result<usize, WaitError> {
-        super::poll_until(deadline, abort, 64, || self.inflight.test(id).map_err(WaitError::Failed))
+        super::poll_until(deadline, abort, self.polls_per_yield, || self.inflight.test(id).map_err(WaitError::Failed))
     }
 
     fn cancel_all(&mut self) {

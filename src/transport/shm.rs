@@ -131,6 +131,8 @@ pub struct ShmTransport {
     their_acks: Vec<u64>,
     ahead: Vec<Vec<u64>>,
     broken: Option<String>,
+    // Polls between yields while waiting (super::polls_per_yield).
+    polls_per_yield: u32,
     _keep: Option<Arc<dyn Any + Send + Sync>>,
 }
 
@@ -190,6 +192,10 @@ impl ShmTransport {
             their_acks: vec![0; size],
             ahead: vec![Vec::new(); size],
             broken: None,
+            // Every rank is on this host (the carrier needs it). A poll
+            // here is a load, not an MPI_Test: the clock is read and the
+            // core yielded every few microseconds, not every few polls.
+            polls_per_yield: super::polls_per_yield(size, 2048),
             _keep: keep,
         })
     }
@@ -202,16 +208,15 @@ impl ShmTransport {
         (id * self.slot_bytes, self.slot_bytes)
     }
 
-    /// Waits until `counter` exceeds `seq`. A poll here is a load, not an
-    /// MPI_Test: the clock is read and the core yielded every few
-    /// microseconds, not every few polls.
+    /// Waits until `counter` exceeds `seq`.
     fn await_count(
         counter: &AtomicU64,
         seq: u64,
+        polls_per_yield: u32,
         deadline: &mut Deadline,
         abort: &AtomicBool,
     ) -> Result<(), WaitError> {
-        super::poll_until(deadline, abort, 2048, || {
+        super::poll_until(deadline, abort, polls_per_yield, || {
             if counter.load(Ordering::Acquire) > seq {
                 return Ok(Some(()));
             }
@@ -415,14 +420,14 @@ impl Transport for ShmTransport {
             None => Err(WaitError::Failed(format!("nothing posted on slot {id}"))),
             Some(Posted::Send { peer, seq, len, inline }) => {
                 if !inline {
-                    Self::await_count(self.ctl.counter(consumed(peer)), seq, deadline, abort)?;
+                    Self::await_count(self.ctl.counter(consumed(peer)), seq, self.polls_per_yield, deadline, abort)?;
                 }
                 self.posted[id] = None;
                 Ok(len)
             }
             Some(Posted::Recv { peer, seq, tag }) => {
                 let ready = self.peer_ctl(peer).map_err(WaitError::Failed)?.counter(entry(self.rank, seq));
-                Self::await_count(ready, seq, deadline, abort)?;
+                Self::await_count(ready, seq, self.polls_per_yield, deadline, abort)?;
                 let n = self.take(id, peer, seq, tag).map_err(WaitError::Failed)?;
                 self.posted[id] = None;
                 Ok(n)
