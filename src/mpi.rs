@@ -108,7 +108,7 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
             Err(e) => tracing::info!("ringfuse: shared memory carrier unavailable ({e}); using MPI"),
         }
     }
-    let t = MpiTransport::new(comm, keep).with_ranks_on_host(per_host);
+    let t = MpiTransport::new(comm, keep);
     if one_host {
         Box::new(t)
     } else {

@@ -121,10 +121,11 @@ pub trait Transport: Send {
     fn cancel_all(&mut self);
 }
 
-/// How many polls a carrier's wait makes between yields of the core, for
-/// a host running `local_ranks` ranks (0: unknown) and a carrier whose
-/// `busy` polls take a few microseconds: every poll when the host's ranks
-/// outnumber its cores, else `busy`.
+/// How many polls the shared-memory carrier's wait makes between yields
+/// of the core, for a host running `local_ranks` ranks (0: unknown) and
+/// `busy` polls taking a few microseconds: every poll when the host's
+/// ranks outnumber its cores, else `busy`. (The MPI carrier leaves this
+/// to Open MPI's progress engine, which yields by the same rule.)
 ///
 /// Why: a rank spinning on a core its peer needs keeps the peer off it
 /// until the scheduler's slice ends. On 4 ranks over 2 cores

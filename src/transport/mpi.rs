@@ -15,10 +15,6 @@ use ::mpi::traits::AsRaw;
 use super::mpi_ffi::{InFlight, SendComm};
 use super::{Deadline, SlotId, Transport, WaitError};
 
-/// Polls between yields on a host with a core per rank: an MPI_Test
-/// drives Open MPI's progress engine, so a few dozen take microseconds.
-const BUSY_POLLS: u32 = 64;
-
 /// One rank's MPI carrier.
 pub struct MpiTransport {
     inflight: InFlight,
@@ -28,8 +24,6 @@ pub struct MpiTransport {
     rank: usize,
     size: usize,
     message_bytes: usize,
-    // Polls between yields while waiting (super::polls_per_yield).
-    polls_per_yield: u32,
     // Declared last so it drops last: keeps MPI initialised while `comm`
     // is freed.
     _keep_mpi: Option<Arc<dyn Any + Send + Sync>>,
@@ -48,7 +42,6 @@ impl MpiTransport {
             rank,
             size,
             message_bytes: crate::comm::DEFAULT_SLICE_BYTES,
-            polls_per_yield: BUSY_POLLS,
             _keep_mpi: keep,
         }
     }
@@ -57,14 +50,6 @@ impl MpiTransport {
     /// [`Transport::message_bytes`]).
     pub fn with_message_bytes(mut self, bytes: usize) -> Self {
         self.message_bytes = bytes;
-        self
-    }
-
-    /// The same, for `local_ranks` ranks on this host (0: unknown): waits
-    /// yield the core at every poll when they outnumber its cores
-    /// ([`super::polls_per_yield`]).
-    pub fn with_ranks_on_host(mut self, local_ranks: usize) -> Self {
-        self.polls_per_yield = super::polls_per_yield(local_ranks, BUSY_POLLS);
         self
     }
 
@@ -109,8 +94,14 @@ impl Transport for MpiTransport {
         self.inflight.recv(id, peer, tag, comm)
     }
 
+    // 64 polls between yields, however many ranks share the cores: each
+    // MPI_Test drives Open MPI's progress engine, which yields the core
+    // itself when idle wherever `super::polls_per_yield` would yield every
+    // poll (its `mpi_yield_when_idle`). Yielding here as well measured
+    // slower on ci/netsim.sh (2026-11-26, 4 runs each, 8 hosts on 2
+    // cores: 8 B doubling 339 against 289 us, hd 707 against 496).
     fn wait(&mut self, id: SlotId, deadline: &mut Deadline, abort: &AtomicBool) -> Result<usize, WaitError> {
-        super::poll_until(deadline, abort, self.polls_per_yield, || self.inflight.test(id).map_err(WaitError::Failed))
+        super::poll_until(deadline, abort, 64, || self.inflight.test(id).map_err(WaitError::Failed))
     }
 
     fn cancel_all(&mut self) {
