@@ -12,6 +12,7 @@ fn cluster(ranks: usize, per_host: usize, latency_s: f64) -> Cluster {
         inter: Link { latency_s, bytes_per_s: 12.5e9, burst_bytes: 0.0 },
         reduce_bytes_per_s: 1e15, // kernels free: only the links count
         overhead_s: 0.0,
+        call_s: 0.0,
         cpus: 0,
     }
 }
@@ -132,4 +133,20 @@ fn message_overhead_queues_for_shared_cores() {
     assert!(shared >= 48.0 * o, "{shared}");
     c.cpus = 8;
     assert!((doubling(&c).time_s - own.time_s).abs() < 1e-9, "8 cores for 8 ranks is a core each");
+}
+
+/// The per-call latency is paid once per call, whatever the schedule or
+/// size: every prediction moves by exactly it.
+#[test]
+fn call_latency_is_added_once_per_call() {
+    for algo in Algorithm::FIXED {
+        for count in [2usize, 1000, 1 << 18] {
+            let base = cluster(16, 4, 5e-6);
+            let slow = Cluster { call_s: 7e-6, ..base };
+            let (a, b) = (predict(&base, &plan(algo, count)).unwrap(), predict(&slow, &plan(algo, count)).unwrap());
+            let d = b.time_s - a.time_s;
+            assert!((d - 7e-6).abs() < 1e-12, "{algo:?} count {count}: moved by {d} s");
+            assert_eq!(a.messages, b.messages);
+        }
+    }
 }

@@ -104,6 +104,10 @@ pub struct Args {
     /// receiver (LogP's o).
     #[arg(long, default_value = "0s", value_parser = parse_seconds)]
     pub overhead: f64,
+    /// With --simulate: time every call costs before its first message,
+    /// whatever its size (NCCL's base latency per call).
+    #[arg(long, default_value = "0s", value_parser = parse_seconds)]
+    pub call_latency: f64,
     /// With --simulate: cores all ranks share for that CPU time and the
     /// kernels (0: a core per rank). `ci/netsim.sh`'s hosts share this
     /// machine's cores.

@@ -179,7 +179,7 @@ pub fn model_line(args: &crate::cli::Args) {
     };
     println!(
         "# scale model: {} ranks per host; network {:.0} us + {:.3} GB/s per host, burst {} B; \
-         shared memory {:.1} us + {:.1} GB/s per rank; kernel {:.1} GB/s; {:.1} us CPU per message end, {cpus}",
+         shared memory {:.1} us + {:.1} GB/s per rank; kernel {:.1} GB/s; {:.1} us CPU per message end, {:.1} us per call, {cpus}",
         args.ranks_per_host,
         args.link_latency * 1e6,
         args.link_rate / 1e9,
@@ -188,6 +188,7 @@ pub fn model_line(args: &crate::cli::Args) {
         args.shm_rate / 1e9,
         args.reduce_rate as f64 / 1e9,
         args.overhead * 1e6,
+        args.call_latency * 1e6,
     );
 }
 

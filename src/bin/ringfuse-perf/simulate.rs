@@ -22,6 +22,7 @@ pub fn point(args: &Args, n: usize, bytes: usize, codec: Codec) -> Result<Vec<Ro
         inter: Link { latency_s: args.link_latency, bytes_per_s: args.link_rate, burst_bytes: args.link_burst as f64 },
         reduce_bytes_per_s: args.reduce_rate as f64,
         overhead_s: args.overhead,
+        call_s: args.call_latency,
         cpus: args.cpus,
     };
     let count = bytes / dtype.size();
