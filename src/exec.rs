@@ -96,6 +96,24 @@ pub(crate) fn run<E: Element, K: HopKernels<E>, S: Schedule>(
 
 /// The header every message of this call starts from: sequence number and
 /// (unless call checks are off) the call's fingerprint.
+/// An exchange hop on `local`'s elements `range`: in place, or, where an
+/// out-of-place call's elements are still fresh, from its input straight
+/// into its output (no copy of the input first).
+fn exchange_on<E: Element, K: HopKernels<E>>(
+    k: &K,
+    op: ReduceOp,
+    theirs: &[u8],
+    local: &mut Local<'_, E>,
+    range: Range<usize>,
+    mine_first: bool,
+    fin: Option<(Option<usize>, &mut [u8])>,
+) -> bool {
+    match local.update(range) {
+        Update::InPlace(l) => k.exchange(op, theirs, l, mine_first, fin),
+        Update::Split(s, d) => k.exchange_split(op, theirs, (s, d), mine_first, fin),
+    }
+}
+
 fn base_header(cx: &Ctx<'_>) -> Header {
     let h = Header::new(cx.desc, 0, 0);
     if cx.verify_calls {
@@ -281,7 +299,10 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                 flags_seen |= recv_hdr.flags;
                 *touched = true;
                 let rbuf = &cx.t.slot(rid)[HEADER..HEADER + payload_bytes];
-                k.reduce_into(op, rbuf, local.write(range));
+                match local.update(range) {
+                    Update::InPlace(l) => k.reduce_into(op, rbuf, l),
+                    Update::Split(s, d) => k.reduce_into_split(op, rbuf, (s, d)),
+                }
                 done_with(cx, rid);
             }
             Prim::Exchange | Prim::ExchangeFinal => {
@@ -299,7 +320,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                 let mine_first = cx.t.rank() < st.recv_from;
                 if st.prim == Prim::Exchange {
                     let rbuf = &cx.t.slot(rid)[HEADER..HEADER + payload_bytes];
-                    k.exchange(op, rbuf, local.write(range), mine_first, None);
+                    exchange_on(k, op, rbuf, local, range, mine_first, None);
                     done_with(cx, rid);
                 } else {
                     debug_assert!(!cx.scratch.free.is_empty(), "a free scratch slot (see `total`)");
@@ -307,7 +328,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                     let (rbuf, obuf) = cx.t.slot_pair(rid, scratch);
                     let theirs = &rbuf[HEADER..HEADER + payload_bytes];
                     let fin = &mut obuf[HEADER..HEADER + payload_bytes];
-                    if k.exchange(op, theirs, local.write(range), mine_first, Some((avg_ranks, fin))) {
+                    if exchange_on(k, op, theirs, local, range, mine_first, Some((avg_ranks, fin))) {
                         flags_seen |= FLAG_OVERFLOW;
                     }
                     done_with(cx, rid);

@@ -43,6 +43,12 @@ pub(crate) trait HopKernels<E: Element> {
     }
     fn decode_store(&self, recv: &[u8], local: &mut [E]);
     fn reduce_into(&self, op: ReduceOp, recv: &[u8], local: &mut [E]);
+    /// [`Self::reduce_into`] from `src` into `dst` (an out-of-place call's
+    /// input and output). The default copies `src` into `dst` first.
+    fn reduce_into_split(&self, op: ReduceOp, recv: &[u8], (src, dst): (&[E], &mut [E])) {
+        dst.copy_from_slice(src);
+        self.reduce_into(op, recv, dst)
+    }
     fn exchange(
         &self,
         op: ReduceOp,
@@ -51,6 +57,20 @@ pub(crate) trait HopKernels<E: Element> {
         mine_first: bool,
         fin: Option<(Option<usize>, &mut [u8])>,
     ) -> bool;
+    /// [`Self::exchange`] reading this rank's values from `src` and writing
+    /// `dst`: an out-of-place call's input and output. The default copies
+    /// `src` into `dst` first.
+    fn exchange_split(
+        &self,
+        op: ReduceOp,
+        theirs: &[u8],
+        (src, dst): (&[E], &mut [E]),
+        mine_first: bool,
+        fin: Option<(Option<usize>, &mut [u8])>,
+    ) -> bool {
+        dst.copy_from_slice(src);
+        self.exchange(op, theirs, dst, mine_first, fin)
+    }
     /// `acc += decode(wire)`, as a `Sum` hop adds (error feedback; IEEE
     /// addition commutes, so this is the kernel's `recv + local` bit for bit).
     fn add_decoded(&self, wire: &[u8], acc: &mut [f32]);
@@ -127,6 +147,9 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<'_, W> {
     fn reduce_into(&self, op: ReduceOp, recv: &[u8], local: &mut [E]) {
         super::reduce_into(op, w::<W>(recv, local.len()), local)
     }
+    fn reduce_into_split(&self, op: ReduceOp, recv: &[u8], (src, dst): (&[E], &mut [E])) {
+        super::reduce_into_split(op, w::<W>(recv, dst.len()), (src, dst))
+    }
     fn exchange(
         &self,
         op: ReduceOp,
@@ -138,6 +161,18 @@ impl<E: Element, W: Element> HopKernels<E> for Elementwise<'_, W> {
         let n = local.len();
         let fin = fin.map(|(avg, out)| (avg, w_mut::<W>(out, n)));
         super::exchange(op, w::<W>(theirs, n), local, mine_first, fin)
+    }
+    fn exchange_split(
+        &self,
+        op: ReduceOp,
+        theirs: &[u8],
+        (src, dst): (&[E], &mut [E]),
+        mine_first: bool,
+        fin: Option<(Option<usize>, &mut [u8])>,
+    ) -> bool {
+        let n = dst.len();
+        let fin = fin.map(|(avg, out)| (avg, w_mut::<W>(out, n)));
+        super::exchange_split(op, w::<W>(theirs, n), (src, dst), mine_first, fin)
     }
     fn add_decoded(&self, wire: &[u8], acc: &mut [f32]) {
         let n = acc.len();

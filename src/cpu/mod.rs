@@ -206,6 +206,13 @@ pub fn reduce_into<E: Element, W: Element>(op: ReduceOp, recv: &[W], local: &mut
     scalar::reduce_into(op, recv, local)
 }
 
+/// [`reduce_into`] from an out-of-place call's input `src` into its
+/// output `dst`: `dst = recv op src`, with no copy of `src` first.
+pub fn reduce_into_split<E: Element, W: Element>(op: ReduceOp, recv: &[W], (src, dst): (&[E], &mut [E])) {
+    assert!(recv.len() == dst.len() && src.len() == dst.len(), "kernel slices differ in length");
+    scalar::reduce_into_split(op, recv, (src, dst))
+}
+
 /// Recursive-doubling exchange (vector body for `f32` buffers); see
 /// `scalar::exchange`.
 pub fn exchange<E: Element, W: Element>(
@@ -215,20 +222,55 @@ pub fn exchange<E: Element, W: Element>(
     mine_first: bool,
     fin: Option<(Option<usize>, &mut [W])>,
 ) -> bool {
-    assert_eq!(theirs.len(), local.len(), "kernel slices differ in length");
+    exchange_from(op, theirs, None, local, mine_first, fin)
+}
+
+/// [`exchange`] reading this rank's values from `src` and writing them to
+/// `dst` (an out-of-place call's input and output), so the block needs no
+/// copy of the input first.
+pub fn exchange_split<E: Element, W: Element>(
+    op: ReduceOp,
+    theirs: &[W],
+    (src, dst): (&[E], &mut [E]),
+    mine_first: bool,
+    fin: Option<(Option<usize>, &mut [W])>,
+) -> bool {
+    exchange_from(op, theirs, Some(src), dst, mine_first, fin)
+}
+
+/// The exchange into `local`, combining `src` where given, else `local`'s
+/// own values.
+fn exchange_from<E: Element, W: Element>(
+    op: ReduceOp,
+    theirs: &[W],
+    src: Option<&[E]>,
+    local: &mut [E],
+    mine_first: bool,
+    fin: Option<(Option<usize>, &mut [W])>,
+) -> bool {
+    let n = local.len();
+    assert!(theirs.len() == n && src.is_none_or(|s| s.len() == n), "kernel slices differ in length");
     if let Some((_, out)) = &fin {
-        assert_eq!(out.len(), local.len(), "kernel slices differ in length");
+        assert_eq!(out.len(), n, "kernel slices differ in length");
     }
     #[cfg(target_arch = "x86_64")]
-    if let Some(k) = vector_kind::<E, W>() {
-        let mut fin = fin;
-        let vfin = fin.as_mut().map(|(avg, out)| (*avg, bytemuck::cast_slice_mut::<W, u8>(&mut out[..])));
-        let (n, over) =
-            x86::exchange_vec(k, op, mine_first, vfin, bytemuck::cast_slice(theirs), bytemuck::cast_slice_mut(local));
-        let tail_fin = fin.map(|(avg, out)| (avg, &mut out[n..]));
-        return over | scalar::exchange(op, &theirs[n..], &mut local[n..], mine_first, tail_fin);
+    let (v, over, fin) = match vector_kind::<E, W>() {
+        Some(k) => {
+            let mut fin = fin;
+            let vfin = fin.as_mut().map(|(avg, out)| (*avg, bytemuck::cast_slice_mut::<W, u8>(&mut out[..])));
+            let (theirs, local) = (bytemuck::cast_slice(theirs), bytemuck::cast_slice_mut(local));
+            let (v, over) = x86::exchange_vec(k, op, mine_first, vfin, theirs, src.map(bytemuck::cast_slice), local);
+            (v, over, fin)
+        }
+        None => (0, false, fin),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (v, over) = (0, false);
+    let tail_fin = fin.map(|(avg, out)| (avg, &mut out[v..]));
+    over | match src {
+        None => scalar::exchange(op, &theirs[v..], &mut local[v..], mine_first, tail_fin),
+        Some(s) => scalar::exchange_split(op, &theirs[v..], (&s[v..], &mut local[v..]), mine_first, tail_fin),
     }
-    scalar::exchange(op, theirs, local, mine_first, fin)
 }
 
 #[cfg(test)]

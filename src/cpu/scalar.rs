@@ -96,6 +96,14 @@ pub fn reduce_into<E: Element, W: Element>(op: ReduceOp, recv: &[W], local: &mut
     }
 }
 
+/// [`reduce_into`] reading the local values from `src` and writing `dst`
+/// (an out-of-place call's input and output): `dst = recv op src`.
+pub fn reduce_into_split<E: Element, W: Element>(op: ReduceOp, recv: &[W], (src, dst): (&[E], &mut [E])) {
+    for ((r, s), d) in recv.iter().zip(src).zip(dst.iter_mut()) {
+        *d = E::Acc::combine(op, E::Acc::load(*r), E::Acc::load(*s)).store();
+    }
+}
+
 /// One side of a recursive-doubling exchange. `mine` is this rank's wire
 /// value, recomputed from `local` exactly as it was encoded for sending
 /// (so the in-flight send slot is never read); both partners combine the
@@ -111,19 +119,54 @@ pub fn exchange<E: Element, W: Element>(
 ) -> bool {
     let mut over = false;
     for (i, (t, l)) in theirs.iter().zip(local.iter_mut()).enumerate() {
-        let m: W = E::Acc::load(*l).store();
-        let (m, t) = (E::Acc::load(m), E::Acc::load(*t));
-        let mut v = if mine_first { E::Acc::combine(op, m, t) } else { E::Acc::combine(op, t, m) };
-        match fin.as_mut() {
-            None => *l = v.store(),
-            Some((avg, out)) => {
-                if let Some(n) = *avg {
-                    v = v.div_ranks(n);
-                }
-                over |= put(v, &mut out[i]);
-                *l = E::Acc::load(out[i]).store();
-            }
-        }
+        over |= exchange_one(op, *t, *l, l, mine_first, fin.as_mut().map(|(avg, out)| (*avg, &mut out[i])));
     }
     over
+}
+
+/// [`exchange`] reading this rank's values from `src` and writing `dst`
+/// (an out-of-place call's input and output): no copy of `src` first.
+pub fn exchange_split<E: Element, W: Element>(
+    op: ReduceOp,
+    theirs: &[W],
+    (src, dst): (&[E], &mut [E]),
+    mine_first: bool,
+    mut fin: Option<(Option<usize>, &mut [W])>,
+) -> bool {
+    let mut over = false;
+    for (i, ((t, s), d)) in theirs.iter().zip(src).zip(dst.iter_mut()).enumerate() {
+        over |= exchange_one(op, *t, *s, d, mine_first, fin.as_mut().map(|(avg, out)| (*avg, &mut out[i])));
+    }
+    over
+}
+
+/// One element of an exchange: `mine` (this rank's value, rounded to the
+/// wire as it was sent) and `theirs` in rank order, into `d`; when final,
+/// through the wire element `out`.
+#[inline(always)]
+fn exchange_one<E: Element, W: Element>(
+    op: ReduceOp,
+    theirs: W,
+    mine: E,
+    d: &mut E,
+    mine_first: bool,
+    fin: Option<(Option<usize>, &mut W)>,
+) -> bool {
+    let m: W = E::Acc::load(mine).store();
+    let (m, t) = (E::Acc::load(m), E::Acc::load(theirs));
+    let mut v = if mine_first { E::Acc::combine(op, m, t) } else { E::Acc::combine(op, t, m) };
+    match fin {
+        None => {
+            *d = v.store();
+            false
+        }
+        Some((avg, out)) => {
+            if let Some(n) = avg {
+                v = v.div_ranks(n);
+            }
+            let over = put(v, out);
+            *d = E::Acc::load(*out).store();
+            over
+        }
+    }
 }

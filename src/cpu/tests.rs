@@ -65,6 +65,12 @@ fn check_kernels<W: Element + Default>(recv: &[W], local0: &[f32]) {
             let fb = scalar::reduce_encode(op, recv, local0, &mut b);
             assert_eq!((fa, rbits(&a)), (fb, rbits(&b)), "reduce_encode {op} n={n}");
             let avg = (op == ReduceOp::Avg).then_some(3);
+            // The tree's fold, out of place: as the copy-then-fold it
+            // replaces, and the input untouched.
+            let (mut want, mut got) = (local0.to_vec(), vec![0f32; n]);
+            reduce_into(op, recv, &mut want);
+            reduce_into_split(op, recv, (local0, &mut got));
+            assert_eq!(lbits(&got), lbits(&want), "reduce_into split {op} n={n}");
             for mine_first in [false, true] {
                 let (mut la, mut lb) = (local0.to_vec(), local0.to_vec());
                 exchange::<f32, W>(op, recv, &mut la, mine_first, None);
@@ -74,6 +80,26 @@ fn check_kernels<W: Element + Default>(recv: &[W], local0: &[f32]) {
                 let fa = exchange(op, recv, &mut la, mine_first, Some((avg, &mut a[..])));
                 let fb = scalar::exchange(op, recv, &mut lb, mine_first, Some((avg, &mut b[..])));
                 assert_eq!((fa, rbits(&a), lbits(&la)), (fb, rbits(&b), lbits(&lb)), "exchange final {op} n={n}");
+                // Out of place: from the input into another output, the
+                // same bits as in place, vector and scalar bodies.
+                for fin in [false, true] {
+                    let mut want = local0.to_vec();
+                    let mut wa = vec![W::default(); n];
+                    let fw = exchange(op, recv, &mut want, mine_first, fin.then_some((avg, &mut wa[..])));
+                    let (mut da, mut db) = (vec![0f32; n], vec![0f32; n]);
+                    let (mut sa, mut sb) = (vec![W::default(); n], vec![W::default(); n]);
+                    let ga = exchange_split(op, recv, (local0, &mut da), mine_first, fin.then_some((avg, &mut sa[..])));
+                    let gb = scalar::exchange_split(
+                        op,
+                        recv,
+                        (local0, &mut db),
+                        mine_first,
+                        fin.then_some((avg, &mut sb[..])),
+                    );
+                    let want = (fw, rbits(&wa), lbits(&want));
+                    assert_eq!((ga, rbits(&sa), lbits(&da)), want, "exchange split vector, final {fin}, {op} n={n}");
+                    assert_eq!((gb, rbits(&sb), lbits(&db)), want, "exchange split scalar, final {fin}, {op} n={n}");
+                }
             }
             let (mut la, mut lb) = (local0.to_vec(), local0.to_vec());
             let fa = reduce_store_encode(op, avg, recv, &mut la, &mut a);

@@ -406,9 +406,10 @@ pub unsafe fn reduce_store_encode<const STREAM: bool, const WS: bool>(
 }
 
 /// Recursive-doubling exchange over `n` elements: the wire value of
-/// `local` and `theirs` combined in rank order; stored in `local`, or, when
+/// `src` and `theirs` combined in rank order; stored in `local`, or, when
 /// `out` is non-null (final), divided for Avg, rounded to the wire into
-/// `out` and the decoded value stored.
+/// `out` and the decoded value stored. `src` is `local` in place, or an
+/// out-of-place call's input (then nothing is copied into `local` first).
 #[target_feature(enable = "avx2,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn exchange(
@@ -417,6 +418,7 @@ pub unsafe fn exchange(
     mine_first: bool,
     avg_ranks: Option<usize>,
     theirs: *const u8,
+    src: *const f32,
     local: *mut f32,
     out: *mut u8,
     n: usize,
@@ -426,7 +428,7 @@ pub unsafe fn exchange(
         let div = _mm256_set1_ps(avg_ranks.unwrap_or(1) as f32);
         let mut i = 0;
         while i + 8 <= n {
-            let m = round_trip(k, _mm256_loadu_ps(local.add(i)));
+            let m = round_trip(k, _mm256_loadu_ps(src.add(i)));
             let t = load(k, theirs, i);
             let v = if mine_first { combine(op, m, t) } else { combine(op, t, m) };
             if out.is_null() {
@@ -625,20 +627,22 @@ pub fn decode_store_vec(k: WireKind, recv: &[u8], local: &mut [f32], stream: boo
 }
 
 /// Whole vectors of `exchange`; `fin` is `Some((avg, out))` for the final
-/// exchange. See [`encode_vec`].
+/// exchange; `src` the values to combine when they are not `local`'s own
+/// (an out-of-place call's input). See [`encode_vec`].
 pub fn exchange_vec(
     k: WireKind,
     op: ReduceOp,
     mine_first: bool,
     fin: Option<(Option<usize>, &mut [u8])>,
     theirs: &[u8],
+    src: Option<&[f32]>,
     local: &mut [f32],
 ) -> (usize, bool) {
     let n = local.len() & !7;
     if !available() || n == 0 {
         return (0, false);
     }
-    assert!(theirs.len() >= n * width(k));
+    assert!(theirs.len() >= n * width(k) && src.is_none_or(|s| s.len() >= n));
     let (avg, out) = match fin {
         Some((avg, out)) => {
             assert!(out.len() >= n * width(k));
@@ -646,7 +650,11 @@ pub fn exchange_vec(
         }
         None => (None, std::ptr::null_mut()),
     };
-    // SAFETY: features checked; theirs, local and (when non-null) out each
-    // cover n elements and are distinct borrows.
-    (n, unsafe { exchange(k, op, mine_first, avg, theirs.as_ptr(), local.as_mut_ptr(), out, n) })
+    let l = local.as_mut_ptr();
+    let s = src.map_or(l as *const f32, <[f32]>::as_ptr);
+    // SAFETY: features checked; theirs, src, local and (when non-null) out
+    // each cover n elements; local and out are exclusive borrows, and src
+    // is either local itself (each element read before it is written, in
+    // the same iteration) or a shared borrow, so it does not overlap them.
+    (n, unsafe { exchange(k, op, mine_first, avg, theirs.as_ptr(), s, l, out, n) })
 }
