@@ -94,8 +94,6 @@ pub(crate) fn run<E: Element, K: HopKernels<E>, S: Schedule>(
     })
 }
 
-/// The header every message of this call starts from: sequence number and
-/// (unless call checks are off) the call's fingerprint.
 /// An exchange hop on `local`'s elements `range`: in place, or, where an
 /// out-of-place call's elements are still fresh, from its input straight
 /// into its output (no copy of the input first).
@@ -114,6 +112,8 @@ fn exchange_on<E: Element, K: HopKernels<E>>(
     }
 }
 
+/// The header every message of this call starts from: sequence number and
+/// (unless call checks are off) the call's fingerprint.
 fn base_header(cx: &Ctx<'_>) -> Header {
     let h = Header::new(cx.desc, 0, 0);
     if cx.verify_calls {
