@@ -19,7 +19,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let comm = mpi.world();
+    let comm = match mpi.world() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (rank, n) = (comm.rank(), comm.size());
     let count = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(16usize << 20);
     // Each rank's gradient is a deterministic function of (rank, i), so

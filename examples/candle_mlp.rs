@@ -53,7 +53,7 @@ fn rows(d: &data::Data, idx: &[usize]) -> candle_core::Result<(Tensor, Tensor)> 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let mpi = ringfuse::mpi::init()?;
-    let comm = mpi.world();
+    let comm = mpi.world()?;
     let (rank, n) = (comm.rank(), comm.size());
     let d = data::load(7);
 

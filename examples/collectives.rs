@@ -83,7 +83,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let comm = mpi.world();
+    let comm = match mpi.world() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(&comm) {
         Ok(checks) => {
             if comm.rank() == 0 {

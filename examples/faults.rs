@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let mpi = ringfuse::mpi::init().expect("MPI initialises");
-    let mut comm = mpi.world();
+    let mut comm = mpi.world().expect("communicator");
     let t = comm.defaults().timeout;
     let outcome = run_one(&mut comm, coll, t);
     let mine = check_rank(&fault.kind, coll, t, &outcome);

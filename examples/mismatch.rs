@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let mpi = ringfuse::mpi::init().expect("MPI initialises");
-    let comm = mpi.world();
+    let comm = mpi.world().expect("communicator");
     let odd = comm.rank() + 1 == comm.size();
     let deadline = Duration::from_secs(2);
     let opts = AllreduceOpts::default().timeout(deadline).slice_bytes(4096).algorithm(Algorithm::Ring);

@@ -55,7 +55,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let mpi = ringfuse::mpi::init()?;
-    let comm = mpi.world();
+    let comm = mpi.world()?;
     let (rank, n) = (comm.rank(), comm.size());
     let len = args.layer_mib << 18; // f32s per layer
     let lens = vec![len; args.layers];

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let arg = |i: usize, default: u64| std::env::args().nth(i).and_then(|s| s.parse().ok()).unwrap_or(default);
     let (slow, at, secs) = (arg(1, 2) as usize, arg(2, 5), arg(3, 3));
     let mpi = ringfuse::mpi::init().expect("MPI initialises");
-    let comm = mpi.world();
+    let comm = mpi.world().expect("communicator");
     let mut v = vec![1f32; 1 << 16];
     for call in 0..at + 3 {
         if call == at && comm.rank() == slow {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::op::OpDesc;
 
 /// Every error ringfuse returns.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A buffer's length does not fit the collective.
@@ -201,6 +201,28 @@ pub enum Error {
         /// The first error.
         cause: String,
     },
+    /// A setting (a `RINGFUSE_*` environment variable or an option) holds
+    /// a value that is not accepted.
+    #[error("{}{name}={value:?} is not accepted; expected {expected}", rank_prefix(*.rank))]
+    Setting {
+        /// The rank that read it, where a communicator existed.
+        rank: Option<usize>,
+        /// The variable or option.
+        name: String,
+        /// The value it held.
+        value: String,
+        /// What it accepts.
+        expected: String,
+    },
+    /// Setting up a communicator failed (a deadline passed, a peer
+    /// disagreed) before any collective ran.
+    #[error("rank {rank}: start-up: {detail}")]
+    Startup {
+        /// The rank that failed.
+        rank: usize,
+        /// What failed, naming the step and the peer where known.
+        detail: String,
+    },
     /// MPI could not be initialised or was initialised twice.
     #[error("mpi: {0}")]
     MpiInit(String),
@@ -283,6 +305,10 @@ impl Error {
             _ => None,
         }
     }
+}
+
+fn rank_prefix(rank: Option<usize>) -> String {
+    rank.map_or_else(String::new, |r| format!("rank {r}: "))
 }
 
 /// `Result` with ringfuse's [`Error`].

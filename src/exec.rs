@@ -183,7 +183,10 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
     // lends until released: two ranks could otherwise each hold the
     // other's message while waiting for their own to be released.
     let total = 2 * cx.slots + 2;
-    cx.t.reserve(total, HEADER + k.bytes(cx.slice));
+    // No message is longer than the buffer: a large slice_bytes on a
+    // small call must not size the pool (1 GiB slices once took 10 GiB).
+    let bytes = HEADER + k.bytes(cx.slice.min(local.output().len().max(1)));
+    cx.t.reserve(total, bytes).map_err(|e| transport_err(cx, cx.t.rank(), e))?;
     let sc = &mut *cx.scratch;
     // The pool is a queue, kept from call to call: a slot whose message a
     // peer has just read in place is taken again last. Taking it at once
@@ -570,7 +573,7 @@ fn transport_err(cx: &Ctx<'_>, peer: usize, detail: String) -> Error {
 /// `ceil(log2 n)` rounds every rank has heard, transitively, from all.
 pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
     let (rank, n) = (cx.t.rank(), cx.t.size());
-    cx.t.reserve(2, HEADER);
+    cx.t.reserve(2, HEADER).map_err(|e| transport_err(cx, rank, e))?;
     let tag = (cx.desc.seq & 0x7fff) as u32;
     let mut dist = 1;
     let mut round = 0;

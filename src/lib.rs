@@ -23,7 +23,7 @@
 //! 1. Add `ringfuse` to `Cargo.toml` (feature `mpi`, on by default, needs
 //!    Open MPI: `bash ci/setup.sh` installs it on Debian).
 //! 2. Initialise once and take the world communicator:
-//!    `let mpi = ringfuse::mpi::init()?; let comm = mpi.world();`
+//!    `let mpi = ringfuse::mpi::init()?; let comm = mpi.world()?;`
 //! 3. After each backward pass, reduce the gradients in place:
 //!    `comm.allreduce_with(&mut grads, ReduceOp::Avg, &AllreduceOpts::default().codec(Codec::Fp16))?;`
 //! 4. Launch with `mpirun -np 4 your-trainer`.
@@ -79,6 +79,7 @@ pub mod verify;
 pub mod wire;
 
 pub use codec::Codec;
+pub use comm::env;
 pub use comm::{Algorithm, AllreduceOpts, Communicator, DEFAULT_SLICE_BYTES};
 pub use cpu::WireStores;
 pub use element::{DType, Element, ReduceOp};

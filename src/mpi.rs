@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ::mpi::environment::Universe;
 use ::mpi::Threading;
 
+use crate::comm::env::TransportChoice;
 use crate::comm::Communicator;
 use crate::error::{Error, Result};
 use crate::transport::mpi::MpiTransport;
@@ -23,7 +24,7 @@ pub struct Mpi {
 ///
 /// ```no_run
 /// let mpi = ringfuse::mpi::init().unwrap();
-/// let comm = mpi.world();
+/// let comm = mpi.world().unwrap();
 /// let mut v = vec![1.0f32; 1 << 20];
 /// comm.allreduce(&mut v, ringfuse::ReduceOp::Sum).unwrap();
 /// assert_eq!(v[0], comm.size() as f32);
@@ -36,13 +37,16 @@ pub fn init() -> Result<Mpi> {
 
 impl Mpi {
     /// A communicator over all processes (a duplicate of `MPI_COMM_WORLD`).
-    /// Collective: `Algorithm::Auto`'s cost model is probed here unless
-    /// `RINGFUSE_TUNING` says otherwise ([`crate::tuning`]).
-    pub fn world(&self) -> Communicator {
+    /// Collective: the ranks agree on `Algorithm::Auto`'s rule here, and
+    /// probe its cost model if `RINGFUSE_TUNING` asks ([`crate::tuning`]).
+    ///
+    /// Fails with [`Error::Setting`] when a `RINGFUSE_*` variable holds a
+    /// value it does not accept ([`crate::env`]).
+    pub fn world(&self) -> Result<Communicator> {
         let keep: Arc<dyn Any + Send + Sync> = self.universe.clone();
         let world = self.universe.world();
         let per_host = ranks_per_host(&world);
-        Communicator::tuned(carrier(&world, Some(keep), per_host), true, per_host)
+        Communicator::tuned(carrier(&world, Some(keep), per_host)?, per_host)
     }
 
     /// The rsmpi universe, for the application's own MPI calls.
@@ -56,7 +60,8 @@ impl Mpi {
     }
 }
 
-/// The carrier, as `RINGFUSE_TRANSPORT` says. Collective.
+/// The carrier, as `RINGFUSE_TRANSPORT` says (an unaccepted value is an
+/// [`Error::Setting`], the same on every rank). Collective.
 ///
 /// - unset or `auto`: shared memory when every rank is on one host (as
 ///   Open MPI and NCCL themselves carry messages inside a host), else MPI;
@@ -71,21 +76,19 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
     comm: &C,
     keep: Option<Arc<dyn Any + Send + Sync>>,
     per_host: usize,
-) -> Box<dyn crate::transport::Transport> {
+) -> Result<Box<dyn crate::transport::Transport>> {
     use ::mpi::collective::SystemOperation;
     use ::mpi::traits::CommunicatorCollectives;
     let (rank, size) = (comm.rank() as usize, comm.size() as usize);
-    let asked = std::env::var("RINGFUSE_TRANSPORT").unwrap_or_default();
+    let asked = crate::env::settings()
+        .map_err(|e| match e {
+            Error::Setting { name, value, expected, .. } => Error::Setting { rank: Some(rank), name, value, expected },
+            e => e,
+        })?
+        .transport;
     let one_host = size > 1 && per_host == size;
-    let insist = asked == "shm";
-    let try_shm = match asked.as_str() {
-        "" | "auto" | "shm" => one_host,
-        "mpi" => false,
-        other => {
-            tracing::warn!("ringfuse: rank {rank}: RINGFUSE_TRANSPORT={other} is not auto, shm or mpi; using auto");
-            one_host
-        }
-    };
+    let insist = asked == TransportChoice::Shm;
+    let try_shm = asked != TransportChoice::Mpi && one_host;
     let mut agree = |ok: bool| {
         let mut all = 0i32;
         comm.all_reduce_into(&(ok as i32), &mut all, SystemOperation::min());
@@ -103,17 +106,13 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
         };
         let setup = crate::transport::shm::Setup { rank, size, share: &mut share, agree: &mut agree };
         match crate::transport::shm::ShmTransport::new(setup, keep.clone()) {
-            Ok(t) => return Box::new(t),
+            Ok(t) => return Ok(Box::new(t)),
             Err(e) if insist => tracing::warn!("ringfuse: shared memory carrier unavailable ({e}); using MPI"),
             Err(e) => tracing::info!("ringfuse: shared memory carrier unavailable ({e}); using MPI"),
         }
     }
     let t = MpiTransport::new(comm, keep);
-    if one_host {
-        Box::new(t)
-    } else {
-        Box::new(t.with_message_bytes(ACROSS_HOSTS_SLICE_BYTES))
-    }
+    Ok(if one_host { Box::new(t) } else { Box::new(t.with_message_bytes(ACROSS_HOSTS_SLICE_BYTES)) })
 }
 
 /// Message size over MPI between hosts. Open MPI's TCP transport sends

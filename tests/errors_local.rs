@@ -130,12 +130,41 @@ fn nan_and_inf_inputs_propagate_through_fp16_like_native() {
 }
 
 #[test]
-fn bad_options_are_rejected() {
+fn options_out_of_bounds_are_rejected_by_name_value_and_bound() {
+    let cases: Vec<(AllreduceOpts, &str)> = vec![
+        (quick(Codec::Native).slots(0), "slots=\"0\""),
+        (quick(Codec::Native).slots(65), "slots=\"65\""),
+        (quick(Codec::Native).slice_bytes(63), "slice_bytes=\"63\""),
+        (quick(Codec::Native).slice_bytes(1 << 30), "slice_bytes=\"1073741824\""),
+        (quick(Codec::Native).timeout(Duration::ZERO), "timeout=\"0ns\""),
+        (quick(Codec::Native).timeout(Duration::MAX), "timeout="),
+    ];
     let out = ringfuse::local::run(2, |comm| {
         let mut v = vec![1f32; 8];
-        comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(Codec::Native).slots(0)).unwrap_err().to_string()
+        let errs: Vec<String> =
+            cases.iter().map(|(o, _)| comm.allreduce_with(&mut v, ReduceOp::Sum, o).unwrap_err().to_string()).collect();
+        // Argument errors leave the communicator usable.
+        comm.allreduce(&mut v, ReduceOp::Sum).unwrap();
+        (errs, v[0])
     });
-    assert!(out[0].contains("slots must be >= 1"), "{}", out[0]);
+    for (r, (errs, v)) in out.iter().enumerate() {
+        for (e, (_, want)) in errs.iter().zip(&cases) {
+            assert!(e.starts_with(&format!("rank {r}: ")) && e.contains(want) && e.contains("expected"), "{e}");
+        }
+        assert_eq!(*v, 2.0);
+    }
+}
+
+#[test]
+fn a_huge_slice_on_a_small_call_sizes_the_pool_by_the_call() {
+    // 64 MiB slices (the bound) with 64 slots would be 8 GiB of slots if
+    // the pool were sized by the option; one element needs one element.
+    let out = ringfuse::local::run(2, |comm| {
+        let mut v = vec![1f32; 1];
+        let opts = quick(Codec::Native).slice_bytes(64 << 20).slots(64);
+        comm.allreduce_with(&mut v, ReduceOp::Sum, &opts).map(|_| v[0])
+    });
+    assert!(out.iter().all(|r| matches!(r, Ok(x) if *x == 2.0)), "{out:?}");
 }
 
 #[test]
@@ -252,7 +281,10 @@ fn calls_with_different_schedules_fail_fast_on_every_rank() {
     for odd in [Odd::SmallCount, Odd::Broadcast, Odd::Barrier] {
         let t0 = Instant::now();
         let out = ringfuse::local::run(3, |mut comm| {
-            let opts = AllreduceOpts::default().timeout(Duration::from_secs(60));
+            // A fixed crossover, so the two counts get those schedules
+            // whatever this machine's cores make the rule say.
+            let opts =
+                AllreduceOpts { small_bytes: 32 << 10, ..AllreduceOpts::default() }.timeout(Duration::from_secs(60));
             comm.set_defaults(opts.clone());
             let mut v = vec![1f32; 100_000];
             let r = match (comm.rank(), odd) {

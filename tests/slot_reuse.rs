@@ -26,7 +26,7 @@ impl Transport for Recording {
     fn size(&self) -> usize {
         self.inner.size()
     }
-    fn reserve(&mut self, count: usize, bytes: usize) {
+    fn reserve(&mut self, count: usize, bytes: usize) -> Result<(), String> {
         self.inner.reserve(count, bytes)
     }
     fn slot_bytes(&self) -> usize {
@@ -63,7 +63,7 @@ fn a_call_sends_from_slots_the_call_before_did_not_use() {
                 let t = Recording { inner: LocalTransport::new(world.clone(), rank), sent: sent[rank].clone() };
                 let log = sent[rank].clone();
                 s.spawn(move || {
-                    let comm = Communicator::from_transport(Box::new(t));
+                    let comm = Communicator::from_transport(Box::new(t)).unwrap();
                     // One message per hop, 4 in flight: a pool of 10 slots.
                     let opts = AllreduceOpts::default().algorithm(Algorithm::Ring).slots(4);
                     (0..4)

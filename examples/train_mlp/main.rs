@@ -62,7 +62,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let comm = Arc::new(mpi.world());
+    let comm = match mpi.world() {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let lead = comm.rank() == 0;
     let d = data::load(SEED);
     let mut runs = vec![train(&args, &d, None)];

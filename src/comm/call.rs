@@ -13,7 +13,7 @@ impl Communicator {
             if !matches!(e, Error::Fp16Overflow { .. }) {
                 st.transport.cancel_all();
                 st.poisoned = Some(e.to_string());
-                if std::env::var("RINGFUSE_FLIGHT_ON_ERROR").as_deref() != Ok("0") {
+                if super::env::flight_on_error() {
                     self.flight.snapshot(&format!("error in {desc}")).emit();
                 }
             }
@@ -87,16 +87,7 @@ impl Communicator {
                 ),
             });
         }
-        if opts.slots == 0 || (1..64).contains(&opts.slice_bytes) {
-            return Err(Error::Unsupported {
-                rank: self.rank,
-                op: desc0,
-                detail: format!(
-                    "slots must be >= 1 and slice_bytes 0 (the carrier's) or >= 64 (got {} and {})",
-                    opts.slots, opts.slice_bytes
-                ),
-            });
-        }
+        opts.check_bounds(self.rank)?;
         if count > u32::MAX as usize * 32 {
             return Err(Error::Unsupported { rank: self.rank, op: desc0, detail: "more than 2^37 elements".into() });
         }

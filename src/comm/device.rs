@@ -58,12 +58,7 @@ impl Communicator {
         if opts.checksum {
             return unsupported("checksums are not supported for device buffers".into());
         }
-        if opts.slots == 0 || (1..64).contains(&opts.slice_bytes) {
-            return unsupported(format!(
-                "slots must be >= 1 and slice_bytes 0 (whole blocks) or >= 64 (got {} and {})",
-                opts.slots, opts.slice_bytes
-            ));
-        }
+        opts.check_bounds(self.rank)?;
         let mut st = self.lock(&desc0)?;
         let desc = self.device_desc(dtype, count, op, opts);
         self.seq.fetch_add(1, Ordering::Relaxed);

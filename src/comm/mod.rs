@@ -19,10 +19,12 @@ use crate::op::{Collective, OpDesc};
 use crate::schedule::{self, AnySchedule, Chain, Ring, RingKind, Schedule, Shape};
 use crate::transport::fault::{Fault, FaultyTransport};
 use crate::transport::Transport;
+use crate::tuning::rule::{doubling_up_to, LinkClass};
 use crate::tuning::{Memo, Tuning};
 use crate::wire::FLAG_OVERFLOW;
 
 use call::n_rounds;
+use env::Settings;
 pub use opts::{Algorithm, AllreduceOpts, DEFAULT_SLICE_BYTES};
 
 struct State {
@@ -35,14 +37,9 @@ struct State {
 
 /// `RINGFUSE_WIRE_STORES` if set, else timed where peers read messages
 /// in place and cached elsewhere.
-fn wire_stores(t: &dyn Transport) -> WireStores {
+fn wire_stores(t: &dyn Transport, settings: &Settings) -> WireStores {
     let default = if t.peers_read_in_place() { WireStores::Auto } else { WireStores::Cached };
-    WireStores::from_env()
-        .unwrap_or_else(|e| {
-            tracing::warn!("ringfuse: {e}; using {default:?}");
-            None
-        })
-        .unwrap_or(default)
+    settings.wire_stores.unwrap_or(default)
 }
 
 /// A group of ranks that run collectives together.
@@ -70,6 +67,9 @@ pub struct Communicator {
     memo: Memo,
     /// Ranks per host (consecutive ranks share one); 0 if not known.
     ranks_per_host: usize,
+    /// Wire bytes up to which `Auto` without a tuning runs recursive
+    /// doubling ([`crate::tuning::rule`]), agreed by every rank.
+    doubling_up_to: usize,
     carrier: &'static str,
     /// The carrier's message size, for calls with `slice_bytes` 0.
     message_bytes: usize,
@@ -81,47 +81,72 @@ impl Communicator {
     /// A communicator over any transport. If `RINGFUSE_FAULT` is set, its
     /// fault is injected (see [`crate::transport::fault`]).
     ///
-    /// `Auto` uses the fixed rule unless `RINGFUSE_TUNING` asks for a probe
-    /// or a cached file ([`crate::tuning`]; then this is collective).
-    pub fn from_transport(t: Box<dyn Transport>) -> Self {
-        Self::tuned(t, false, 0)
+    /// `Auto` uses the fixed rule ([`crate::tuning::rule`]) unless
+    /// `RINGFUSE_TUNING` asks for a probe or a cached file
+    /// ([`crate::tuning`]; then this is collective). Fails with
+    /// [`Error::Setting`] when a `RINGFUSE_*` variable holds a value it
+    /// does not accept ([`mod@env`]).
+    pub fn from_transport(t: Box<dyn Transport>) -> Result<Self> {
+        Self::tuned(t, 0)
     }
 
-    /// Builds with `ranks_per_host` (0: unknown), tunes as
-    /// `RINGFUSE_TUNING` says (probing when unset if `probe_by_default`),
-    /// then injects `RINGFUSE_FAULT`'s fault: the probe's traffic is not
-    /// the traffic a fault test counts.
-    pub(crate) fn tuned(t: Box<dyn Transport>, probe_by_default: bool, ranks_per_host: usize) -> Self {
-        let mut c = Self::bare(t);
+    /// Builds with `ranks_per_host` (0: unknown), picks `Auto`'s rule,
+    /// tunes as `RINGFUSE_TUNING` says, then injects `RINGFUSE_FAULT`'s
+    /// fault: the probe's traffic is not the traffic a fault test counts.
+    pub(crate) fn tuned(t: Box<dyn Transport>, ranks_per_host: usize) -> Result<Self> {
+        let settings = env::settings().map_err(|e| match e {
+            Error::Setting { name, value, expected, .. } => {
+                Error::Setting { rank: Some(t.rank()), name, value, expected }
+            }
+            e => e,
+        })?;
+        let mut c = Self::bare(t, settings);
         c.ranks_per_host = ranks_per_host;
-        match Tuning::from_env(&c, probe_by_default) {
-            Ok(t) => c.tuning = t,
-            // Auto still works (the fixed rule); say why it is not tuned.
-            Err(e) => tracing::warn!("ringfuse: no tuning for Algorithm::Auto: {e}"),
-        }
-        // The probe's calls (a couple of thousand) are the library's, not
-        // the user's: the user's first call is #0 in errors and flight
-        // records. Every rank resets at the same point of its message
-        // stream, and messages between two ranks arrive in order, so a
-        // probe message can never be taken for a later call's.
+        c.doubling_up_to = c.agree_on_rule()?;
+        c.tuning = Tuning::from_settings(&c, &settings.tuning)?;
+        // Start-up's calls (the rule's agreement, a probe's couple of
+        // thousand) are the library's, not the user's: the user's first
+        // call is #0 in errors and flight records. Every rank resets at the
+        // same point of its message stream, and messages between two ranks
+        // arrive in order, so a start-up message can never be taken for a
+        // later call's.
         if c.seq.load(Ordering::Relaxed) > 0 {
             c.seq.store(0, Ordering::Relaxed);
             c.flight.forget();
         }
-        match crate::transport::fault::from_env() {
+        Ok(match settings.fault.clone() {
             Some(f) => c.inject_fault(f),
             None => c,
-        }
+        })
     }
 
-    fn bare(t: Box<dyn Transport>) -> Self {
+    /// `Auto`'s crossover by [`crate::tuning::rule`], the same on every
+    /// rank (the largest any rank computed: hosts may count their cores
+    /// differently). Collective.
+    fn agree_on_rule(&self) -> Result<usize> {
+        let local = if self.ranks_per_host == 0 { self.size } else { self.ranks_per_host };
+        let over = crate::transport::host_oversubscribed(local);
+        let class = LinkClass::of(self.size, self.ranks_per_host, over);
+        let mine = doubling_up_to(class, self.size);
+        // Threads of one process read the same environment and cores.
+        if self.size == 1 || self.carrier == "threads" {
+            return Ok(mine);
+        }
+        let mut all = [mine as f64];
+        let opts = self.defaults.clone().algorithm(Algorithm::Ring).codec(Codec::Native);
+        self.allreduce_with(&mut all, ReduceOp::Max, &opts)
+            .map_err(|e| Error::Startup { rank: self.rank, detail: format!("agreeing on Auto's rule: {e}") })?;
+        Ok(all[0] as usize)
+    }
+
+    fn bare(t: Box<dyn Transport>, settings: &Settings) -> Self {
         let flight = Arc::new(FlightRecorder::new(t.rank(), t.size()));
-        crate::flight::signal::register(&flight);
-        let wire = wire_stores(t.as_ref());
+        crate::flight::signal::register(&flight, settings.flight_signal);
+        let wire = wire_stores(t.as_ref(), settings);
         Communicator {
             rank: t.rank(),
             size: t.size(),
-            defaults: AllreduceOpts::default(),
+            defaults: AllreduceOpts::from_settings(settings),
             seq: AtomicU64::new(0),
             aborted: AtomicBool::new(false),
             flight,
@@ -137,6 +162,7 @@ impl Communicator {
             tuning: None,
             memo: Memo::default(),
             ranks_per_host: 0,
+            doubling_up_to: 32 << 10,
         }
     }
 
@@ -171,6 +197,11 @@ impl Communicator {
             });
         }
         self.ranks_per_host = k;
+        if k < self.size {
+            // Several hosts: the network's crossover, which needs no
+            // local facts, so every rank computes the same.
+            self.doubling_up_to = doubling_up_to(LinkClass::Network, self.size);
+        }
         self.memo.clear();
         Ok(())
     }
@@ -179,6 +210,14 @@ impl Communicator {
     fn shape(&self, opts: &AllreduceOpts, dtype: DType) -> Shape {
         let slice = opts.slice_elems_or(dtype, self.message_bytes);
         Shape { size: self.size, per_host: self.ranks_per_host, slice, slots: opts.slots }
+    }
+
+    /// Wire bytes up to which `Algorithm::Auto` runs recursive doubling
+    /// when no cost model is loaded and the call's
+    /// [`AllreduceOpts::small_bytes`] is 0: this communicator's rule
+    /// ([`crate::tuning::rule`]), the same on every rank.
+    pub fn doubling_up_to(&self) -> usize {
+        self.doubling_up_to
     }
 
     /// `Algorithm::Auto`'s cost model, if measured or loaded.
@@ -212,11 +251,11 @@ impl Communicator {
     /// `opts` runs on this communicator.
     pub fn algorithm_for(&self, opts: &AllreduceOpts, dtype: DType, count: usize) -> Algorithm {
         if opts.algorithm != Algorithm::Auto || self.tuning.is_none() {
-            return opts.resolve(dtype, count, self.tuning.as_ref(), self.shape(opts, dtype));
+            return opts.resolve(dtype, count, self.tuning.as_ref(), self.shape(opts, dtype), self.doubling_up_to);
         }
         let wire_bytes = opts.codec.wire_bytes(dtype, count, opts.scale_block);
         self.memo.get(dtype, opts.codec, wire_bytes).unwrap_or_else(|| {
-            let a = opts.resolve(dtype, count, self.tuning.as_ref(), self.shape(opts, dtype));
+            let a = opts.resolve(dtype, count, self.tuning.as_ref(), self.shape(opts, dtype), self.doubling_up_to);
             self.memo.put(dtype, opts.codec, wire_bytes, a);
             a
         })
@@ -255,9 +294,9 @@ impl Communicator {
     ///
     /// Collective: `Auto`'s cost model is probed here unless
     /// `RINGFUSE_TUNING` says otherwise ([`crate::tuning`]).
-    pub fn from_mpi<C: ::mpi::traits::Communicator>(comm: &C) -> Self {
+    pub fn from_mpi<C: ::mpi::traits::Communicator>(comm: &C) -> Result<Self> {
         let per_host = crate::mpi::ranks_per_host(comm);
-        Self::tuned(crate::mpi::carrier(comm, None, per_host), true, per_host)
+        Self::tuned(crate::mpi::carrier(comm, None, per_host)?, per_host)
     }
 
     /// Ends this rank's collective in flight, from any thread: its waits
@@ -543,6 +582,7 @@ impl Communicator {
 mod call;
 #[cfg(feature = "cuda")]
 mod device;
+pub mod env;
 mod opts;
 #[cfg(test)]
 mod tests;

@@ -8,12 +8,17 @@ use crate::element::DType;
 use crate::schedule::Shape;
 use crate::tuning::Tuning;
 
+use super::env::{Settings, MAX_TIMEOUT};
+use crate::error::{Error, Result};
+
 /// Which allreduce schedule runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Algorithm {
     /// The algorithm the communicator's cost model ([`crate::tuning`])
     /// predicts fastest, or without one recursive doubling up to
-    /// [`AllreduceOpts::small_bytes`] of wire data and the ring above.
+    /// [`AllreduceOpts::small_bytes`] of wire data (by default the
+    /// communicator's rule, [`crate::tuning::rule`]: the same choice in
+    /// every run) and the ring above.
     /// `RINGFUSE_ALGO=ring|doubling|tree|hd` forces one.
     #[default]
     Auto,
@@ -91,6 +96,14 @@ impl Algorithm {
     }
 }
 
+/// The most messages in flight each way ([`AllreduceOpts::slots`]): the
+/// shared-memory carrier numbers its slots in a byte, and past a few dozen
+/// more slots only cost memory.
+pub const MAX_SLOTS: usize = 64;
+/// The largest message payload ([`AllreduceOpts::slice_bytes`]), 64 MiB:
+/// a pool holds `2 * slots + 2` of them.
+pub const MAX_SLICE_BYTES: usize = 64 << 20;
+
 /// Message payload when neither the call nor the carrier says otherwise.
 pub const DEFAULT_SLICE_BYTES: usize = 256 << 10;
 
@@ -109,12 +122,14 @@ pub struct AllreduceOpts {
     /// rank is about `(2 * slots + 2) * slice_bytes`, whatever the buffer.
     pub slots: usize,
     /// Deadline of every single wait (default 300 s, or
-    /// `RINGFUSE_TIMEOUT_MS`).
+    /// `RINGFUSE_TIMEOUT_MS`); at most [`super::env::MAX_TIMEOUT`].
     pub timeout: Duration,
     /// Allreduce schedule (default [`Algorithm::Auto`]).
     pub algorithm: Algorithm,
-    /// Under `Auto`, buffers of at most this many wire bytes use recursive
-    /// doubling (default 32 KiB; see the README for the crossover measured).
+    /// Under `Auto` without a tuning, buffers of at most this many wire
+    /// bytes use recursive doubling, larger ones the ring. Default 0: the
+    /// communicator's rule ([`crate::tuning::rule`]), which depends only on
+    /// the ranks, the hosts and whether they are oversubscribed.
     pub small_bytes: usize,
     /// Seal every message with a CRC-32C of its payload, checked on
     /// receipt: a corrupted message becomes [`crate::Error::Checksum`] naming the
@@ -135,44 +150,53 @@ pub struct AllreduceOpts {
 }
 
 impl Default for AllreduceOpts {
+    /// The defaults with the process's `RINGFUSE_*` overrides
+    /// ([`super::env`]); where those cannot be read, no communicator can
+    /// be made either (its creation reports why), and these are the
+    /// built-in defaults.
     fn default() -> Self {
-        let timeout = std::env::var("RINGFUSE_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or(Duration::from_secs(300));
-        let algorithm =
-            (std::env::var("RINGFUSE_ALGO").ok()).and_then(|a| Algorithm::parse(&a)).unwrap_or(Algorithm::Auto);
-        let env_flag = |name: &str, default: bool| match std::env::var(name).as_deref() {
-            Ok("1") | Ok("true") | Ok("on") => true,
-            Ok("0") | Ok("false") | Ok("off") => false,
-            _ => default,
-        };
-        AllreduceOpts {
-            codec: Codec::Native,
-            slice_bytes: 0,
-            slots: 4,
-            timeout,
-            algorithm,
-            small_bytes: 32 << 10,
-            checksum: env_flag("RINGFUSE_CHECKSUM", false),
-            verify_calls: env_flag("RINGFUSE_VERIFY_CALLS", true),
-            scale_block: crate::codec::DEFAULT_SCALE_BLOCK,
+        match super::env::settings() {
+            Ok(s) => Self::from_settings(s),
+            Err(_) => Self::from_settings(&Settings::default()),
         }
     }
 }
 
 impl AllreduceOpts {
+    /// The built-in defaults with `s`'s overrides.
+    pub(crate) fn from_settings(s: &Settings) -> Self {
+        AllreduceOpts {
+            codec: Codec::Native,
+            slice_bytes: 0,
+            slots: 4,
+            timeout: s.timeout.unwrap_or(Duration::from_secs(300)),
+            algorithm: s.algorithm.unwrap_or(Algorithm::Auto),
+            small_bytes: 0,
+            checksum: s.checksum.unwrap_or(false),
+            verify_calls: s.verify_calls.unwrap_or(true),
+            scale_block: crate::codec::DEFAULT_SCALE_BLOCK,
+        }
+    }
+
     /// The algorithm an allreduce of `count` elements of `dtype` runs with
     /// these options: `Auto`'s choice (by `tuning`'s cost model, or without
-    /// one recursive doubling up to [`Self::small_bytes`] and the ring
+    /// one recursive doubling up to [`Self::small_bytes`], or where that is
+    /// 0 up to `doubling_up_to`, the communicator's rule, and the ring
     /// above), or the forced one where it [supports](Algorithm::supports)
     /// the buffer and codec, else the ring.
-    pub(crate) fn resolve(&self, dtype: DType, count: usize, tuning: Option<&Tuning>, shape: Shape) -> Algorithm {
+    pub(crate) fn resolve(
+        &self,
+        dtype: DType,
+        count: usize,
+        tuning: Option<&Tuning>,
+        shape: Shape,
+        doubling_up_to: usize,
+    ) -> Algorithm {
         let wire_bytes = self.codec.wire_bytes(dtype, count, self.scale_block);
+        let small = if self.small_bytes == 0 { doubling_up_to } else { self.small_bytes };
         let algo = match (self.algorithm, tuning) {
             (Algorithm::Auto, Some(t)) => t.best(dtype, self.codec, wire_bytes),
-            (Algorithm::Auto, None) if wire_bytes <= self.small_bytes => Algorithm::RecursiveDoubling,
+            (Algorithm::Auto, None) if wire_bytes <= small => Algorithm::RecursiveDoubling,
             (Algorithm::Auto, None) => Algorithm::Ring,
             (a, _) => a,
         };
@@ -182,6 +206,28 @@ impl AllreduceOpts {
         } else {
             Algorithm::Ring
         }
+    }
+
+    /// Refuses options outside their bounds with [`Error::Setting`] naming
+    /// the option, its value and what is accepted.
+    pub(crate) fn check_bounds(&self, rank: usize) -> Result<()> {
+        let bad = |name: &str, value: String, expected: String| {
+            Err(Error::Setting { rank: Some(rank), name: name.into(), value, expected })
+        };
+        if !(1..=MAX_SLOTS).contains(&self.slots) {
+            return bad("slots", self.slots.to_string(), format!("1 to {MAX_SLOTS} messages in flight"));
+        }
+        if self.slice_bytes != 0 && !(64..=MAX_SLICE_BYTES).contains(&self.slice_bytes) {
+            return bad(
+                "slice_bytes",
+                self.slice_bytes.to_string(),
+                format!("0 (the carrier's) or 64 to {MAX_SLICE_BYTES} bytes"),
+            );
+        }
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            return bad("timeout", format!("{:?}", self.timeout), format!("1 ms to {MAX_TIMEOUT:?}"));
+        }
+        Ok(())
     }
 
     /// Elements per message for a buffer of `dtype`: `slice_bytes` of

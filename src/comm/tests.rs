@@ -83,7 +83,7 @@ fn the_carrier_sizes_messages_unless_the_call_does() {
                 let world = world.clone();
                 s.spawn(move || {
                     let t = LocalTransport::new(world, rank).with_message_bytes(4096);
-                    let comm = Communicator::from_transport(Box::new(t));
+                    let comm = Communicator::from_transport(Box::new(t)).unwrap();
                     let ring = AllreduceOpts::default().algorithm(Algorithm::Ring);
                     // 256 KiB: a block of 128 KiB per rank and step.
                     let mut v = vec![1f32; 1 << 16];

@@ -141,7 +141,7 @@ fn simd_is_used_where_available() {
     // be taken, or the comparisons above compare scalar with itself.
     if std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("f16c")
-        && std::env::var_os("RINGFUSE_NO_SIMD").is_none()
+        && !matches!(std::env::var("RINGFUSE_NO_SIMD").as_deref(), Ok("1" | "true" | "on"))
     {
         assert!(simd_active());
     }

@@ -102,16 +102,13 @@ impl WireStores {
         }
     }
 
-    /// `RINGFUSE_WIRE_STORES=cached|streaming|auto`; `None` when unset.
-    pub fn from_env() -> Result<Option<WireStores>, String> {
-        match std::env::var("RINGFUSE_WIRE_STORES") {
-            Err(_) => Ok(None),
-            Ok(v) => match v.as_str() {
-                "cached" => Ok(Some(WireStores::Cached)),
-                "streaming" => Ok(Some(WireStores::Streaming)),
-                "auto" => Ok(Some(WireStores::Auto)),
-                other => Err(format!("RINGFUSE_WIRE_STORES must be cached, streaming or auto (got {other:?})")),
-            },
+    /// Parses `cached`, `streaming` or `auto` (`RINGFUSE_WIRE_STORES`).
+    pub fn parse(v: &str) -> Option<WireStores> {
+        match v {
+            "cached" => Some(WireStores::Cached),
+            "streaming" => Some(WireStores::Streaming),
+            "auto" => Some(WireStores::Auto),
+            _ => None,
         }
     }
 }

@@ -474,7 +474,10 @@ pub fn available() -> bool {
     use std::sync::OnceLock;
     static HAVE: OnceLock<bool> = OnceLock::new();
     *HAVE.get_or_init(|| {
-        std::env::var_os("RINGFUSE_NO_SIMD").is_none()
+        // Read here, below the communicator (which refuses values other
+        // than 1/true/on/0/false/off, crate::env), since kernels also run
+        // with none.
+        !matches!(std::env::var("RINGFUSE_NO_SIMD").as_deref(), Ok("1" | "true" | "on"))
             && std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("f16c")
     })

@@ -73,7 +73,13 @@ pub(crate) fn allreduce<M: RankMemory>(cx: Ctx<'_>, mem: &mut M, c: &Call) -> Re
     // waits on (as the host executor's pool; see `crate::exec`).
     let total = 2 * cx.slots + 2;
     let cx_slots = cx.slots;
-    cx.t.reserve(total, HEADER + bytes);
+    cx.t.reserve(total, HEADER + bytes).map_err(|e| Error::Transport {
+        rank: cx.t.rank(),
+        op: cx.desc.clone(),
+        peer: cx.t.rank(),
+        detail: e,
+        buffer: BufferState::Untouched,
+    })?;
     let mut base = Header::new(cx.desc, 0, 0);
     if !cx.verify_calls {
         base.fp = [0; 16];

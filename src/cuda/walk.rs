@@ -108,7 +108,10 @@ pub(crate) fn schedule_of(c: &Call, rank: usize) -> Result<AnySchedule> {
         slice: opts.slice_elems_or(c.buffer, crate::DEFAULT_SLICE_BYTES),
         slots: opts.slots,
     };
-    let algo = opts.resolve(c.buffer, c.count, None, shape);
+    // A communicator hands its resolved algorithm down; `Auto` comes only
+    // from in-process device ranks, which share one host's memory.
+    let rule = crate::tuning::rule::doubling_up_to(crate::tuning::rule::LinkClass::SharedMemory, c.size);
+    let algo = opts.resolve(c.buffer, c.count, None, shape, rule);
     Ok(schedule::allreduce(algo, rank, c.count, shape))
 }
 

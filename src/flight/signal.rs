@@ -2,10 +2,15 @@
 //! process. `mpirun` forwards `SIGUSR1` to every rank, so
 //! `kill -USR1 <mpirun pid>` during a hang dumps all ranks at once.
 //!
-//! The handler is installed when the first communicator is created, on a
-//! thread of its own (signal-hook's iterator: the handler itself only
-//! writes to a pipe, the dump runs on the thread). `RINGFUSE_FLIGHT_SIGNAL=0`
-//! leaves `SIGUSR1` alone for applications that use it.
+//! Opt-in: `RINGFUSE_FLIGHT_SIGNAL=1` installs the handler when the first
+//! communicator is created, and [`install`] does from code. A library
+//! must not take a signal from the application by default: one that
+//! arrives before the handler exists kills the process instead, and an
+//! application may use `SIGUSR1` itself. The handler runs on a thread of
+//! its own (signal-hook's iterator: the handler itself only writes to a
+//! pipe, the dump runs on the thread). Once installed, it prints
+//! `ringfuse: pid P: SIGUSR1 flight-record handler installed` to stderr,
+//! so a script knows when a signal is safe to send.
 
 use std::sync::{Arc, Mutex, Once, Weak};
 
@@ -15,16 +20,26 @@ static LIVE: Mutex<Vec<Weak<FlightRecorder>>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
 
 /// Adds a recorder to those `SIGUSR1` dumps, and installs the handler on
-/// first use.
-pub(crate) fn register(rec: &Arc<FlightRecorder>) {
+/// first use if `install_handler` (`RINGFUSE_FLIGHT_SIGNAL=1`).
+pub(crate) fn register(rec: &Arc<FlightRecorder>, install_handler: bool) {
     let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
     live.retain(|w| w.strong_count() > 0);
     live.push(Arc::downgrade(rec));
     drop(live);
-    if std::env::var("RINGFUSE_FLIGHT_SIGNAL").as_deref() != Ok("0") {
-        INSTALL.call_once(install);
+    if install_handler {
+        install();
     }
 }
+
+/// Installs the `SIGUSR1` handler that dumps every live communicator's
+/// flight record (once per process; later calls do nothing). Returns
+/// whether it is installed.
+pub fn install() -> bool {
+    INSTALL.call_once(|| INSTALLED.store(start(), std::sync::atomic::Ordering::SeqCst));
+    INSTALLED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Dumps every live recorder (what `SIGUSR1` does).
 pub fn dump_all(reason: &str) {
@@ -35,7 +50,7 @@ pub fn dump_all(reason: &str) {
     }
 }
 
-fn install() {
+fn start() -> bool {
     match signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1]) {
         Ok(mut signals) => {
             let spawned = std::thread::Builder::new().name("ringfuse-flight".into()).spawn(move || {
@@ -43,10 +58,22 @@ fn install() {
                     dump_all("SIGUSR1");
                 }
             });
-            if let Err(e) = spawned {
-                tracing::warn!("ringfuse: no SIGUSR1 flight-recorder thread: {e}");
+            match spawned {
+                Ok(_) => {
+                    // The handler is registered (Signals::new did it):
+                    // from here a SIGUSR1 is caught, so say so.
+                    eprintln!("ringfuse: pid {}: SIGUSR1 flight-record handler installed", std::process::id());
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!("ringfuse: no SIGUSR1 flight-recorder thread: {e}");
+                    false
+                }
             }
         }
-        Err(e) => tracing::warn!("ringfuse: cannot watch SIGUSR1 for flight-recorder dumps: {e}"),
+        Err(e) => {
+            tracing::warn!("ringfuse: cannot watch SIGUSR1 for flight-recorder dumps: {e}");
+            false
+        }
     }
 }

@@ -111,11 +111,12 @@ impl Transport for FaultyTransport {
     fn size(&self) -> usize {
         self.inner.size()
     }
-    fn reserve(&mut self, count: usize, bytes: usize) {
+    fn reserve(&mut self, count: usize, bytes: usize) -> Result<(), String> {
         // One slot more than asked, hidden, for a duplicate's copy.
-        self.inner.reserve(count + 1, bytes);
+        self.inner.reserve(count + 1, bytes)?;
         self.hidden = self.hidden.max(count);
         self.fake.resize(self.hidden + 1, None);
+        Ok(())
     }
     fn slot_bytes(&self) -> usize {
         self.inner.slot_bytes()
@@ -219,19 +220,6 @@ impl Transport for FaultyTransport {
         self.fake.iter_mut().for_each(|f| *f = None);
         self.dup = None;
         self.inner.cancel_all();
-    }
-}
-
-/// The fault `RINGFUSE_FAULT` asks for, if any.
-pub(crate) fn from_env() -> Option<Fault> {
-    let spec = std::env::var("RINGFUSE_FAULT").ok().filter(|s| !s.is_empty())?;
-    match spec.parse() {
-        Ok(f) => Some(f),
-        Err(e) => {
-            // A typo must not silently run a fault-free test.
-            eprintln!("ringfuse: {e}");
-            std::process::exit(2);
-        }
     }
 }
 

@@ -160,7 +160,7 @@ impl Transport for LocalTransport {
     fn size(&self) -> usize {
         self.world.boxes.len()
     }
-    fn reserve(&mut self, count: usize, bytes: usize) {
+    fn reserve(&mut self, count: usize, bytes: usize) -> Result<(), String> {
         self.pool.reserve(count, bytes);
         self.posted.resize(count.max(self.posted.len()), Posted::Idle);
         // A rank has at most `count` messages in flight: with as many
@@ -178,6 +178,7 @@ impl Transport for LocalTransport {
             q.reserve(room.saturating_sub(queued));
             self.lent = (count.max(self.lent.0), bytes.max(self.lent.1));
         }
+        Ok(())
     }
     fn slot_bytes(&self) -> usize {
         self.pool.bytes()

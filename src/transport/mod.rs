@@ -53,7 +53,12 @@ impl Deadline {
     }
     /// The instant it passes (starting the clock if it has not started).
     pub fn at(&mut self) -> Instant {
-        *self.at.get_or_insert_with(|| Instant::now() + self.timeout)
+        *self.at.get_or_insert_with(|| {
+            let now = Instant::now();
+            // Options are bounded (crate::env::MAX_TIMEOUT), but a carrier
+            // used directly may pass anything: far enough is never.
+            now.checked_add(self.timeout).unwrap_or(now + Duration::from_secs(u32::MAX as u64))
+        })
     }
     /// Whether it has passed.
     pub fn passed(&mut self) -> bool {
@@ -83,8 +88,9 @@ pub trait Transport: Send {
     fn size(&self) -> usize;
     /// Makes sure at least `count` slots of at least `bytes` bytes exist.
     /// Called only when nothing is in flight; never shrinks, so steady state
-    /// allocates nothing.
-    fn reserve(&mut self, count: usize, bytes: usize);
+    /// allocates nothing. An error (the memory could not be had) leaves the
+    /// slots as they were, and the call fails with it.
+    fn reserve(&mut self, count: usize, bytes: usize) -> Result<(), String>;
     /// Bytes of each slot (0 before the first `reserve`).
     fn slot_bytes(&self) -> usize;
     /// Slot `id`, to fill before `post_send`.
@@ -139,20 +145,23 @@ pub trait Transport: Send {
 /// (another launcher), ranks outnumbering the CPUs this process may use
 /// is the sign.
 pub(crate) fn polls_per_yield(local_ranks: usize, busy: u32) -> u32 {
-    let var = |k: &str| std::env::var(k).ok();
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let when_idle = var("OMPI_MCA_mpi_yield_when_idle");
-    let over = var("OMPI_MCA_mpi_oversubscribe");
-    let yields = oversubscribed(local_ranks, cpus, when_idle.as_deref(), over.as_deref());
-    tracing::debug!(
-        "ringfuse: {local_ranks} ranks on this host, {cpus} CPUs: yield every {} polls",
-        if yields { 1 } else { busy }
-    );
+    let yields = host_oversubscribed(local_ranks);
+    tracing::debug!("ringfuse: {local_ranks} ranks on this host: yield every {} polls", if yields { 1 } else { busy });
     if yields {
         1
     } else {
         busy
     }
+}
+
+/// Whether this host runs more ranks than it has cores for, by
+/// [`polls_per_yield`]'s rule, for `local_ranks` ranks on it.
+pub(crate) fn host_oversubscribed(local_ranks: usize) -> bool {
+    let var = |k: &str| std::env::var(k).ok();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let when_idle = var("OMPI_MCA_mpi_yield_when_idle");
+    let over = var("OMPI_MCA_mpi_oversubscribe");
+    oversubscribed(local_ranks, cpus, when_idle.as_deref(), over.as_deref())
 }
 
 /// Whether waits should yield at every poll: Open MPI's own settings

@@ -72,8 +72,9 @@ impl Transport for MpiTransport {
     fn size(&self) -> usize {
         self.size
     }
-    fn reserve(&mut self, count: usize, bytes: usize) {
+    fn reserve(&mut self, count: usize, bytes: usize) -> Result<(), String> {
         self.inflight.reserve(count, bytes);
+        Ok(())
     }
     fn slot_bytes(&self) -> usize {
         self.inflight.slot_bytes()

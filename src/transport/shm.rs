@@ -311,22 +311,22 @@ impl Transport for ShmTransport {
         self.size
     }
 
-    fn reserve(&mut self, count: usize, bytes: usize) {
+    fn reserve(&mut self, count: usize, bytes: usize) -> Result<(), String> {
         let bytes = bytes.next_multiple_of(64);
         if bytes <= self.slot_bytes && count <= self.slot_count {
-            return;
+            return Ok(());
         }
         let (b, c) = (bytes.max(self.slot_bytes), count.max(self.slot_count));
-        match Segment::create(b * c) {
-            Ok(s) => {
-                self.data.push(s);
-                (self.slot_bytes, self.slot_count) = (b, c);
-                self.posted.resize(c, None);
-                self.lent.resize(c, None);
-            }
-            // reserve cannot fail; the next post reports it.
-            Err(e) => self.broken = Some(format!("cannot make {c} slots of {b} bytes in shared memory: {e}")),
-        }
+        let s = b
+            .checked_mul(c)
+            .ok_or_else(|| format!("{c} slots of {b} bytes overflow"))
+            .and_then(|len| Segment::create(len).map_err(|e| e.to_string()))
+            .map_err(|e| format!("cannot make {c} slots of {b} bytes in shared memory: {e}"))?;
+        self.data.push(s);
+        (self.slot_bytes, self.slot_count) = (b, c);
+        self.posted.resize(c, None);
+        self.lent.resize(c, None);
+        Ok(())
     }
 
     fn slot_bytes(&self) -> usize {
@@ -476,9 +476,14 @@ mod tests {
     use crate::{AllreduceOpts, Codec, Communicator, ReduceOp};
 
     /// `n` ranks as threads of this process, each with a shared-memory
-    /// carrier (a process can open its own /proc/self/fd files).
+    /// carrier (a process can open its own /proc/self/fd files). Made on
+    /// threads of their own: making one is collective.
     fn comms(n: usize) -> Vec<Communicator> {
-        transports(n).into_iter().map(|t| Communicator::tuned(Box::new(t), false, 0)).collect()
+        std::thread::scope(|s| {
+            let hs: Vec<_> =
+                transports(n).into_iter().map(|t| s.spawn(move || Communicator::tuned(Box::new(t), 0))).collect();
+            hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+        })
     }
 
     /// `n` bare carriers as ranks of this process.
@@ -601,7 +606,7 @@ mod tests {
         let (a, b) = (&mut a[0], &mut b[0]);
         let (never, abort) = (std::time::Duration::from_secs(5), AtomicBool::new(false));
         for x in [&mut *a, &mut *b] {
-            x.reserve(4, 4096);
+            x.reserve(4, 4096).unwrap();
         }
         // Larger than an entry: it stays in rank 0's slot.
         let msg: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();

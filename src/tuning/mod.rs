@@ -22,12 +22,17 @@
 //! drops to stay in it: a few milliseconds on shared memory take the
 //! whole grid), then takes every constant's maximum over the ranks, so
 //! every rank predicts, and picks, alike. `RINGFUSE_TUNING` chooses:
-//! `off` (the fixed rule: recursive doubling up to
-//! `AllreduceOpts::small_bytes`, the ring above), `probe`, or a file path
-//! (read if it holds constants for this many ranks, else probed over the
-//! whole grid, without a budget, and written by rank 0).
+//! `off` (the default: the fixed rule of [`rule`], recursive doubling up
+//! to a crossover that depends only on the job's layout, the ring above;
+//! the same choice, and so the same bits, in every run), `probe` (may
+//! choose differently from run to run: a close call goes the way the
+//! noise of that start-up says), or a file path (read if it holds
+//! constants for this many ranks, else probed over the whole grid,
+//! without a budget, and written by rank 0; every run that reads it
+//! chooses alike).
 
 mod probe;
+pub mod rule;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +42,7 @@ pub use probe::{BUDGET, NET_SIZES, SLOW_BARRIER};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
+use crate::comm::env::TuningSource;
 use crate::comm::{Algorithm, Communicator};
 use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};
@@ -134,14 +140,13 @@ impl Tuning {
     }
 
     /// Constants for `comm` as `RINGFUSE_TUNING` says (see the module
-    /// docs); unset means `probe` if `probe_by_default`, else `off`.
-    /// Collective when it probes.
-    pub fn from_env(comm: &Communicator, probe_by_default: bool) -> Result<Option<Tuning>> {
-        match std::env::var("RINGFUSE_TUNING").as_deref() {
-            Err(_) if probe_by_default => Tuning::probe(comm).map(Some),
-            Err(_) | Ok("") | Ok("off") => Ok(None),
-            Ok("probe") => Tuning::probe(comm).map(Some),
-            Ok(path) => Tuning::cached(comm, Path::new(path)).map(Some),
+    /// docs): none for the rule (the default), else probed or cached.
+    /// Collective when it probes or reads a file.
+    pub fn from_settings(comm: &Communicator, source: &TuningSource) -> Result<Option<Tuning>> {
+        match source {
+            TuningSource::Rule => Ok(None),
+            TuningSource::Probe => Tuning::probe(comm).map(Some),
+            TuningSource::File(path) => Tuning::cached(comm, path).map(Some),
         }
     }
 
@@ -153,12 +158,13 @@ impl Tuning {
         let usable = read.as_ref().map(|f| f.tuning.ranks == comm.size()).unwrap_or(false);
         let mut all = [if usable { 1f32 } else { 0.0 }];
         comm.allreduce(&mut all, ReduceOp::Min)?;
-        if all[0] == 1.0 {
-            return Ok(read.expect("usable").tuning);
+        if let Some(f) = read.filter(|_| all[0] == 1.0) {
+            return Ok(f.tuning);
         }
         let t = Tuning::probe_within(comm, None)?;
         if comm.rank() == 0 {
-            let text = serde_json::to_string_pretty(&TuningFile { tuning: t.clone() }).expect("serialisable");
+            let text = serde_json::to_string_pretty(&TuningFile { tuning: t.clone() })
+                .map_err(|e| Error::Tuning { rank: 0, detail: format!("cannot serialise the tuning: {e}") })?;
             std::fs::write(path, text)
                 .map_err(|e| Error::Tuning { rank: 0, detail: format!("cannot write {}: {e}", path.display()) })?;
         }

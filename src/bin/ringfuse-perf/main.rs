@@ -80,7 +80,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let comm = mpi.world();
+    let comm = match mpi.world() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let world = mpi.universe().world();
     let dtype = args.dtype.dtype();
     let mut dev = match args.device {
@@ -137,7 +143,10 @@ fn main() -> ExitCode {
                     .collect();
                 println!("# auto's cost model (probed in {:.1} ms): {}", t.seconds * 1e3, lines.join("; "));
             }
-            None => println!("# auto's cost model: none (RINGFUSE_TUNING=off): doubling up to small_bytes, ring above"),
+            None => println!(
+                "# auto: the fixed rule (RINGFUSE_TUNING unset or off; the same choice every run): doubling up to {} wire bytes, ring above",
+                comm.doubling_up_to()
+            ),
         }
     }
     let bar = (lead && std::io::stderr().is_terminal()).then(|| {

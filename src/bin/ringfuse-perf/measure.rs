@@ -28,8 +28,9 @@ pub struct Row {
     pub codec: &'static str,
     /// The schedule that ran (`Auto` resolved).
     pub algo: &'static str,
-    /// The algorithm asked for (`--algo`): the plot's series.
-    #[serde(skip)]
+    /// The algorithm asked for (`--algo`): the plot's series, and what
+    /// tells an `auto` row from the fixed row of the algorithm it ran.
+    #[serde(rename = "requested")]
     pub asked: &'static str,
     /// Ranks, in `--simulate` rows (a sweep over rank counts).
     #[serde(skip_serializing_if = "Option::is_none")]
