@@ -28,4 +28,17 @@ for np in 1 3; do
 done
 echo "== mpirun -np 2 examples/overlap (results checked; its timings are not asserted)"
 timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 2 target/release/examples/overlap --layers 4 --layer-mib 1 --steps 3
+# A setting that is not accepted fails start-up on every rank, naming the
+# variable, the value and what is accepted: never a silent default.
+for bad in RINGFUSE_TIMEOUT_MS=abc RINGFUSE_ALGO=xyz RINGFUSE_CHECKSUM=yes RINGFUSE_TUNING=prob RINGFUSE_FAULT=drop@x:1; do
+    name=${bad%%=*}
+    rc=0
+    out=$(env "$bad" timeout 120 "${MPIRUN[@]}" -x "$name" -np 2 target/release/examples/allreduce 1000 2>&1) || rc=$?
+    n=$(grep -c "rank [01]: $name=\"${bad#*=}\" is not accepted; expected" <<<"$out" || true)
+    # mpirun may end one rank before it prints, once the other has failed.
+    if [[ $rc -eq 0 || $n -lt 1 ]]; then
+        echo "$bad: exit $rc, no rank named it:"; echo "$out"; exit 1
+    fi
+done
+echo "bad RINGFUSE_* values: start-up fails, naming rank, variable, value and what is accepted"
 echo "mpi examples: all runs passed"

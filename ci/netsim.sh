@@ -51,7 +51,9 @@ PERF_ARGS=("$@")
 
 bash ci/setup.sh >/dev/null
 cargo build --release --bin ringfuse-perf -q
-PERF=$(pwd)/target/release/ringfuse-perf
+# Where cargo put it: CARGO_TARGET_DIR when set (relative to here), else
+# target/.
+PERF=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/ringfuse-perf
 
 P="rfs$$"                 # unique prefix: parallel runs do not collide
 BR="${P}br"

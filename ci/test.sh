@@ -38,6 +38,8 @@ grep -q "^test result: ok. 2 passed" target/nvrtc.log || { cat target/nvrtc.log;
 echo "GPU tests (the kernels on a device, bit for bit): not run here, no GPU; ci/gpu.sh runs them"
 echo "== MPI tier"
 bash ci/mpi_examples.sh
+echo "== same bits run after run with default options (mpirun -np 3 and 4, 5 runs each)"
+bash ci/same_bits.sh
 echo "== fault matrix under mpirun (shared-memory carrier), short form (bash ci/faults.sh for all of it)"
 bash ci/faults.sh --short
 echo "== flight recorder: SIGUSR1 dumps of a hung job, merged by ringfuse-trace"
