@@ -214,8 +214,30 @@ pub enum Error {
         /// What it accepts.
         expected: String,
     },
+    /// Ranks called the same collective with options that must agree but
+    /// do not (algorithm, slots, message size, scale block).
+    #[error("rank {rank}: {op}: this rank's {setting} is {mine}, but rank {peer}'s is {theirs}; every rank must pass the same; buffer {buffer}")]
+    OptionMismatch {
+        /// The rank that noticed.
+        rank: usize,
+        /// The collective.
+        op: OpDesc,
+        /// The other rank.
+        peer: usize,
+        /// Which option.
+        setting: &'static str,
+        /// This rank's value.
+        mine: Box<str>,
+        /// The other rank's value.
+        theirs: Box<str>,
+        /// What happened to the caller's buffer.
+        buffer: BufferState,
+    },
     /// Setting up a communicator failed (a deadline passed, a peer
-    /// disagreed) before any collective ran.
+    /// disagreed) before any collective ran. Under MPI the job cannot go
+    /// on: a late rank may still enter MPI's own start-up calls, which
+    /// `MPI_Finalize` would then wait for, so end the job with
+    /// `MPI_Abort` (rsmpi's `world.abort(code)`).
     #[error("rank {rank}: start-up: {detail}")]
     Startup {
         /// The rank that failed.
@@ -263,6 +285,7 @@ macro_rules! mid_flight_buffer {
         match $e {
             Error::Timeout { buffer: $b, .. }
             | Error::Mismatch { buffer: $b, .. }
+            | Error::OptionMismatch { buffer: $b, .. }
             | Error::Aborted { buffer: $b, .. }
             | Error::PeerAborted { buffer: $b, .. }
             | Error::Protocol { buffer: $b, .. }
@@ -298,6 +321,7 @@ impl Error {
         match self {
             Error::Timeout { peer, .. }
             | Error::Mismatch { peer, .. }
+            | Error::OptionMismatch { peer, .. }
             | Error::Protocol { peer, .. }
             | Error::Checksum { peer, .. }
             | Error::Transport { peer, .. } => Some(*peer),

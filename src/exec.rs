@@ -49,6 +49,8 @@ pub(crate) struct Ctx<'a> {
     pub checksum: bool,
     /// Compare each message's call fingerprint with this rank's call.
     pub verify_calls: bool,
+    /// The options every rank must pass alike, in every header.
+    pub agreed: wire::Agreed,
     pub flight: &'a FlightRecorder,
     /// Error feedback (ring allreduce of an in-place `Sum` only): for
     /// every element this rank encodes, `residual[i]` becomes the value
@@ -86,10 +88,13 @@ pub(crate) fn run<E: Element, K: HopKernels<E>, S: Schedule>(
             _ => cx.t.rank(),
         };
         let culprit = match &e {
-            Error::Mismatch { peer, .. } | Error::Protocol { peer, .. } | Error::Checksum { peer, .. } => Some(*peer),
+            Error::Mismatch { peer, .. }
+            | Error::OptionMismatch { peer, .. }
+            | Error::Protocol { peer, .. }
+            | Error::Checksum { peer, .. } => Some(*peer),
             _ => None,
         };
-        notify_abort(cx, sched, origin, culprit, matches!(e, Error::Mismatch { .. }));
+        notify_abort(cx, sched, origin, culprit, matches!(e, Error::Mismatch { .. } | Error::OptionMismatch { .. }));
         e.with_buffer(if touched { BufferState::Partial } else { BufferState::Untouched })
     })
 }
@@ -117,7 +122,7 @@ fn exchange_on<E: Element, K: HopKernels<E>>(
 fn base_header(cx: &Ctx<'_>) -> Header {
     let h = Header::new(cx.desc, 0, 0);
     if cx.verify_calls {
-        h
+        Header { agreed: cx.agreed, ..h }
     } else {
         Header { fp: [0; 16], ..h }
     }
@@ -145,7 +150,7 @@ fn seal(checksum: bool, h: Header, buf: &mut [u8], payload_bytes: usize) {
 /// of them up to `2 * slots + 2` ranks). A notice to a peer that has
 /// finished is never matched (its tag is that of the finished call).
 fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize, culprit: Option<usize>, everyone: bool) {
-    let tag = (cx.desc.seq & 0x7fff) as u32;
+    let tag = (cx.desc.seq & cx.t.tag_mask() as u64) as u32;
     let (me, n) = (cx.t.rank(), cx.t.size());
     let steps = (0..sched.len()).map(|i| sched.step(i));
     let sends = steps.clone().filter(|st| st.prim.sends()).map(|st| st.send_to);
@@ -166,6 +171,10 @@ fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize, culprit
     }
 }
 
+/// Payload bytes per slot below which a call's size does not shrink its
+/// slots (the carriers' usual message size).
+const POOL_FLOOR: usize = 256 << 10;
+
 fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
     cx: &mut Ctx<'_>,
     k: &K,
@@ -185,7 +194,9 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
     let total = 2 * cx.slots + 2;
     // No message is longer than the buffer: a large slice_bytes on a
     // small call must not size the pool (1 GiB slices once took 10 GiB).
-    let bytes = HEADER + k.bytes(cx.slice.min(local.output().len().max(1)));
+    // Not below POOL_FLOOR either, so that a peer that called with another
+    // count still fits its first message and is named by its header.
+    let bytes = HEADER + k.bytes(cx.slice).min(k.bytes(local.output().len()).max(POOL_FLOOR));
     cx.t.reserve(total, bytes).map_err(|e| transport_err(cx, cx.t.rank(), e))?;
     let sc = &mut *cx.scratch;
     // The pool is a queue, kept from call to call: a slot whose message a
@@ -200,7 +211,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
     }
     sc.recvs.clear();
     sc.sends.clear();
-    let tag = (cx.desc.seq & 0x7fff) as u32;
+    let tag = (cx.desc.seq & cx.t.tag_mask() as u64) as u32;
     let native = k.is_identity();
     let mut flags_seen = 0u16;
     let mut hops = Cursor::new(sched, cx.slice, cx.per_round, false);
@@ -389,7 +400,30 @@ pub(crate) fn abort_notice(t: &dyn Transport, desc: &OpDesc, h: &Header, peer: u
 /// than `expect` (the header this rank's call gives it) and says which.
 pub(crate) fn mismatch(rank: usize, desc: &OpDesc, h: &Header, expect: &Header, peer: usize) -> Option<Error> {
     if h.fp == expect.fp && h.seq == expect.seq {
-        return None;
+        let (a, b) = (&expect.agreed, &h.agreed);
+        let differ = |setting: &'static str, mine: String, theirs: String| {
+            Some(Error::OptionMismatch {
+                rank,
+                op: desc.clone(),
+                peer,
+                setting,
+                mine: mine.into(),
+                theirs: theirs.into(),
+                buffer: BufferState::Untouched,
+            })
+        };
+        return if a.schedule != b.schedule {
+            let name = |c| crate::schedule::AnySchedule::name_of(c).to_string();
+            differ("algorithm", name(a.schedule), name(b.schedule))
+        } else if a.slots != b.slots {
+            differ("slots", a.slots.to_string(), b.slots.to_string())
+        } else if a.slice != b.slice {
+            differ("message size (slice_bytes)", format!("{} elements", a.slice), format!("{} elements", b.slice))
+        } else if a.scale_block != b.scale_block {
+            differ("scale_block", a.scale_block.to_string(), b.scale_block.to_string())
+        } else {
+            None
+        };
     }
     let theirs = describe(&h.fp, h.seq)?;
     Some(Error::Mismatch { rank, op: desc.clone(), peer, theirs, buffer: BufferState::Untouched })
@@ -515,7 +549,7 @@ fn take_recv(
 }
 
 fn post_send(cx: &mut Ctx<'_>, id: SlotId, len: usize, st: Step, sent: &mut usize) -> Result<()> {
-    let tag = (cx.desc.seq & 0x7fff) as u32;
+    let tag = (cx.desc.seq & cx.t.tag_mask() as u64) as u32;
     cx.t.post_send(id, len, st.send_to, tag).map_err(|e| transport_err(cx, st.send_to, e))?;
     cx.scratch.sends.push_back((id, st.send_to, *sent));
     *sent += 1;
@@ -574,7 +608,7 @@ fn transport_err(cx: &Ctx<'_>, peer: usize, detail: String) -> Error {
 pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
     let (rank, n) = (cx.t.rank(), cx.t.size());
     cx.t.reserve(2, HEADER).map_err(|e| transport_err(cx, rank, e))?;
-    let tag = (cx.desc.seq & 0x7fff) as u32;
+    let tag = (cx.desc.seq & cx.t.tag_mask() as u64) as u32;
     let mut dist = 1;
     let mut round = 0;
     while dist < n {

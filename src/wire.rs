@@ -1,10 +1,13 @@
-//! The 40-byte header in front of every message's payload.
+//! The 48-byte header in front of every message's payload.
 //!
 //! It carries what a receiver needs to know the message is the one its
 //! schedule expects: the collective's sequence number, block and slice, and
 //! a *fingerprint* of the call (kind, element type, count, op, codec,
 //! root), so ranks that called different collectives fail with both calls
-//! named instead of reducing garbage. It also carries flags that must reach
+//! named instead of reducing garbage, and the options every rank must pass
+//! alike ([`Agreed`]: schedule, slots, message size, scale block), so ranks
+//! that differ there fail with both settings named instead of a deadline or
+//! a length error. It also carries flags that must reach
 //! every rank: a partial result overflowed the wire format (OR-ed hop by
 //! hop, so all ranks fail alike), or the sender gave up on this collective.
 //! With checksums on (`AllreduceOpts::checksum`), it also carries the
@@ -15,8 +18,8 @@ use crate::codec::Codec;
 use crate::element::{DType, ReduceOp};
 use crate::op::{Collective, OpDesc};
 
-/// Bytes of header before each payload (keeps `f64` payloads aligned).
-pub const HEADER: usize = 40;
+/// Bytes of header before each payload (keeps payloads 16-byte aligned).
+pub const HEADER: usize = 48;
 const MAGIC: u16 = 0x5246; // "RF"
 
 /// A partial or final value of this slice overflowed the wire format.
@@ -27,6 +30,20 @@ pub const FLAG_ABORT: u16 = 2;
 /// `crc` holds the CRC-32C of the message ([`message_crc`]); the receiver
 /// checks it.
 pub const FLAG_CHECKSUM: u16 = 4;
+
+/// Options every rank of one call must pass alike, carried in every
+/// header: where two ranks differ, a message shows it at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Agreed {
+    /// The schedule that runs (`AnySchedule::code`; 0 where none is named).
+    pub schedule: u8,
+    /// Messages in flight each way.
+    pub slots: u8,
+    /// Elements per scale of a block-scaled codec (0 for the others).
+    pub scale_block: u16,
+    /// Elements per message.
+    pub slice: u32,
+}
 
 /// A decoded header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,12 +60,22 @@ pub struct Header {
     pub fp: [u8; 16],
     /// [`message_crc`] when `flags` has [`FLAG_CHECKSUM`], else 0.
     pub crc: u32,
+    /// The sender's options that must agree.
+    pub agreed: Agreed,
 }
 
 impl Header {
     /// A header for `desc`'s messages.
     pub fn new(desc: &OpDesc, block: u32, slice: u32) -> Header {
-        Header { flags: 0, seq: desc.seq as u32, block, slice, fp: fingerprint(desc), crc: 0 }
+        Header {
+            flags: 0,
+            seq: desc.seq as u32,
+            block,
+            slice,
+            fp: fingerprint(desc),
+            crc: 0,
+            agreed: Agreed::default(),
+        }
     }
 
     /// Writes the header into the first [`HEADER`] bytes of `buf`.
@@ -60,13 +87,17 @@ impl Header {
         buf[12..16].copy_from_slice(&self.slice.to_le_bytes());
         buf[16..32].copy_from_slice(&self.fp);
         buf[32..36].copy_from_slice(&self.crc.to_le_bytes());
-        buf[36..40].fill(0);
+        buf[36] = self.agreed.schedule;
+        buf[37] = self.agreed.slots;
+        buf[38..40].copy_from_slice(&self.agreed.scale_block.to_le_bytes());
+        buf[40..44].copy_from_slice(&self.agreed.slice.to_le_bytes());
+        buf[44..48].fill(0);
     }
 
     /// Reads a header from any bytes; `None` if too short or not ours
     /// (wrong magic, or reserved bytes not zero).
     pub fn read(buf: &[u8]) -> Option<Header> {
-        if buf.len() < HEADER || u16::from_le_bytes([buf[0], buf[1]]) != MAGIC || buf[36..40] != [0; 4] {
+        if buf.len() < HEADER || u16::from_le_bytes([buf[0], buf[1]]) != MAGIC || buf[44..48] != [0; 4] {
             return None;
         }
         let u32at = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
@@ -79,15 +110,22 @@ impl Header {
             slice: u32at(12),
             fp,
             crc: u32at(32),
+            agreed: Agreed {
+                schedule: buf[36],
+                slots: buf[37],
+                scale_block: u16::from_le_bytes([buf[38], buf[39]]),
+                slice: u32at(40),
+            },
         })
     }
 }
 
-/// The CRC-32C a sealed message carries: over the header's first 32 bytes
-/// (flags, sequence, block, slice and fingerprint: a flipped flag is caught
-/// too) and the payload after the header.
+/// The CRC-32C a sealed message carries: over the whole header but the CRC
+/// itself (flags, sequence, block, slice, fingerprint and agreed options:
+/// a flipped flag is caught too) and the payload after the header.
 pub fn message_crc(msg: &[u8], payload_bytes: usize) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&msg[..32]), &msg[HEADER..HEADER + payload_bytes])
+    let head = crc32c::crc32c_append(crc32c::crc32c(&msg[..32]), &msg[36..HEADER]);
+    crc32c::crc32c_append(head, &msg[HEADER..HEADER + payload_bytes])
 }
 
 /// Writes `h` into `msg` with [`FLAG_CHECKSUM`] set and the CRC of the
@@ -165,7 +203,8 @@ mod tests {
         };
         assert_eq!(describe(&fingerprint(&d), 7), Some(d));
         assert_eq!(describe(&[0xee; 16], 0), None);
-        let h = Header { flags: FLAG_OVERFLOW, seq: 9, block: 2, slice: 5, fp: [1; 16], crc: 0xdead_beef };
+        let agreed = Agreed { schedule: 3, slots: 64, scale_block: 4096, slice: 1 << 26 };
+        let h = Header { flags: FLAG_OVERFLOW, seq: 9, block: 2, slice: 5, fp: [1; 16], crc: 0xdead_beef, agreed };
         let mut buf = [0u8; HEADER];
         h.write(&mut buf);
         assert_eq!(Header::read(&buf), Some(h));
@@ -196,9 +235,11 @@ mod tests {
             #[test]
             fn header_read_takes_near_valid_bytes(
                 h in (any::<u16>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<[u8; 16]>(), any::<u32>()),
+                a in (any::<u8>(), any::<u8>(), any::<u16>(), any::<u32>()),
                 flip in 0usize..HEADER * 8,
             ) {
-                let h = Header { flags: h.0, seq: h.1, block: h.2, slice: h.3, fp: h.4, crc: h.5 };
+                let agreed = Agreed { schedule: a.0, slots: a.1, scale_block: a.2, slice: a.3 };
+                let h = Header { flags: h.0, seq: h.1, block: h.2, slice: h.3, fp: h.4, crc: h.5, agreed };
                 let mut buf = [0u8; HEADER];
                 h.write(&mut buf);
                 prop_assert_eq!(Header::read(&buf), Some(h));

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ringfuse::{AllreduceOpts, Codec, Error, ReduceOp};
+use ringfuse::{Algorithm, AllreduceOpts, Codec, Error, ReduceOp};
 
 fn quick(codec: Codec) -> AllreduceOpts {
     AllreduceOpts::default().codec(codec).timeout(Duration::from_millis(500))
@@ -303,5 +303,46 @@ fn calls_with_different_schedules_fail_fast_on_every_rank() {
             named_both |= matches!(e, Error::Mismatch { .. });
         }
         assert!(named_both, "{odd:?}: some rank must name both calls: {out:?}");
+    }
+}
+
+/// Options that must agree, set differently on rank 1 of 2: both fail
+/// fast, naming the option and both values. (On more ranks a rank blocked
+/// in a send to the odd rank, which has left the call, waits out its
+/// deadline: the known limit in the README's "Errors".)
+#[test]
+fn ranks_passing_different_options_are_told_which_and_both_values() {
+    type Tweak = fn(AllreduceOpts) -> AllreduceOpts;
+    // Rank 0's value and rank 1's, as the error prints them.
+    let cases: [(&str, Tweak, [&str; 2]); 4] = [
+        ("algorithm", |o| o.algorithm(Algorithm::RecursiveDoubling), ["ring", "doubling"]),
+        ("slots", |o| o.slots(2), ["4", "2"]),
+        ("message size (slice_bytes)", |o| o.slice_bytes(8 << 10), ["4096 elements", "8192 elements"]),
+        ("scale_block", |o| o.scale_block(256), ["1024", "256"]),
+    ];
+    for (setting, tweak, values) in cases {
+        let t0 = Instant::now();
+        let out = ringfuse::local::run(2, |comm| {
+            let base =
+                quick(Codec::Int8).timeout(Duration::from_secs(60)).algorithm(Algorithm::Ring).slice_bytes(4 << 10);
+            let opts = if comm.rank() == 1 { tweak(base) } else { base };
+            let mut v = vec![1f32; 100_000];
+            (comm.allreduce_with(&mut v, ReduceOp::Sum, &opts), t0.elapsed())
+        });
+        let mut named = false;
+        for (r, (res, took)) in out.iter().enumerate() {
+            let e = res.as_ref().expect_err("every rank fails");
+            assert!(*took < Duration::from_secs(5), "{setting}: rank {r} took {took:?}: {e}");
+            // A rank whose slots are too small for the other's message may
+            // fail on its length instead; the other then names the option.
+            if let Error::OptionMismatch { setting: s, .. } = e {
+                assert_eq!(*s, setting);
+                let (mine, theirs) = (values[r], values[1 - r]);
+                let want = format!("{setting} is {mine}, but rank {}'s is {theirs}", 1 - r);
+                assert!(e.to_string().contains(&want), "{setting}: {e}");
+                named = true;
+            }
+        }
+        assert!(named, "{setting}: some rank must name it: {out:?}");
     }
 }

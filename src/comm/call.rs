@@ -131,6 +131,13 @@ impl Communicator {
             scratch,
             checksum: opts.checksum,
             verify_calls: opts.verify_calls,
+            agreed: crate::wire::Agreed {
+                schedule: sched.code(),
+                // Bounded by check_bounds: slots <= 64, slices <= 64 MiB.
+                slots: opts.slots as u8,
+                scale_block: if opts.codec.is_block_scaled() { opts.scale_block as u16 } else { 0 },
+                slice: slice as u32,
+            },
             flight: &self.flight,
             residual,
         };

@@ -169,6 +169,32 @@ pub enum AnySchedule {
 }
 
 impl AnySchedule {
+    /// A number for which schedule this is (1-6), carried in every
+    /// message's header so ranks that run different ones are told.
+    pub fn code(&self) -> u8 {
+        match self {
+            AnySchedule::Ring(_) => 1,
+            AnySchedule::Chain(_) => 2,
+            AnySchedule::Doubling(_) => 3,
+            AnySchedule::Tree(_) => 4,
+            AnySchedule::Halving(_) => 5,
+            AnySchedule::Hier(_) => 6,
+        }
+    }
+
+    /// The name of the schedule with [`Self::code`] `code`.
+    pub fn name_of(code: u8) -> &'static str {
+        match code {
+            1 => "ring",
+            2 => "chain",
+            3 => "doubling",
+            4 => "tree",
+            5 => "hd",
+            6 => "hier",
+            _ => "none",
+        }
+    }
+
     fn get(&self) -> &dyn Schedule {
         match self {
             AnySchedule::Ring(s) => s,

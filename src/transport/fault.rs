@@ -105,6 +105,9 @@ impl Transport for FaultyTransport {
     fn message_bytes(&self) -> usize {
         self.inner.message_bytes()
     }
+    fn tag_mask(&self) -> u32 {
+        self.inner.tag_mask()
+    }
     fn rank(&self) -> usize {
         self.inner.rank()
     }

@@ -290,9 +290,9 @@ impl Transport for LocalTransport {
 }
 
 /// Whether a message tagged `got` belongs to a call before the one tagged
-/// `want` (tags are 15-bit call sequence numbers, so they wrap): within
-/// half the tag space behind it.
+/// `want` (tags are call sequence numbers masked by [`super::TAG_MASK`],
+/// so they wrap): within half the tag space behind it.
 fn is_leftover(got: u32, want: u32) -> bool {
-    let behind = want.wrapping_sub(got) & 0x7fff;
-    (1..0x4000).contains(&behind)
+    let behind = want.wrapping_sub(got) & super::TAG_MASK;
+    (1..=super::TAG_MASK / 2).contains(&behind)
 }

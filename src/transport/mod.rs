@@ -22,6 +22,9 @@ pub mod shm;
 #[cfg(target_os = "linux")]
 mod shm_ffi;
 
+/// The default [`Transport::tag_mask`]: 31 bits, MPI's usual tag bound.
+pub const TAG_MASK: u32 = 0x7fff_ffff;
+
 /// Index of a slot in a transport's pool.
 pub type SlotId = usize;
 
@@ -74,6 +77,13 @@ pub trait Transport: Send {
     /// [`crate::AllreduceOpts::slice_bytes`] at 0 slice by it.
     fn message_bytes(&self) -> usize {
         crate::comm::DEFAULT_SLICE_BYTES
+    }
+    /// The tags this carrier takes: a call's tag is its sequence number
+    /// masked by this (all ones in the low bits), so a stray message of an
+    /// earlier call can only match a call `tag_mask + 1` calls later. The
+    /// default is 31 bits.
+    fn tag_mask(&self) -> u32 {
+        TAG_MASK
     }
     /// Whether peers read this rank's messages in place, from their own
     /// cores (shared memory). Then how a message is written decides what

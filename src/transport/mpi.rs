@@ -24,6 +24,7 @@ pub struct MpiTransport {
     rank: usize,
     size: usize,
     message_bytes: usize,
+    tag_mask: u32,
     // Declared last so it drops last: keeps MPI initialised while `comm`
     // is freed.
     _keep_mpi: Option<Arc<dyn Any + Send + Sync>>,
@@ -36,12 +37,18 @@ impl MpiTransport {
         let comm = comm.duplicate();
         super::mpi_ffi::errors_return(comm.as_raw());
         let (rank, size) = (comm.rank() as usize, comm.size() as usize);
+        // The widest all-ones mask under MPI's tag bound, so tags wrap
+        // cleanly (Open MPI: 31 bits; a stray message then aliases a call
+        // 2^31 calls later instead of 32768).
+        let ub = super::mpi_ffi::tag_ub(comm.as_raw());
+        let tag_mask = all_ones_under(ub);
         MpiTransport {
             inflight: InFlight::default(),
             comm: Some(SendComm(comm)),
             rank,
             size,
             message_bytes: crate::comm::DEFAULT_SLICE_BYTES,
+            tag_mask,
             _keep_mpi: keep,
         }
     }
@@ -64,6 +71,9 @@ impl Transport for MpiTransport {
     }
     fn message_bytes(&self) -> usize {
         self.message_bytes
+    }
+    fn tag_mask(&self) -> u32 {
+        self.tag_mask
     }
 
     fn rank(&self) -> usize {
@@ -110,6 +120,12 @@ impl Transport for MpiTransport {
     }
 }
 
+/// The largest `2^k - 1` that is at most `ub`.
+fn all_ones_under(ub: u32) -> u32 {
+    let k = 63 - (ub as u64 + 1).leading_zeros();
+    ((1u64 << k) - 1) as u32
+}
+
 impl Drop for MpiTransport {
     fn drop(&mut self) {
         if ::mpi::environment::is_finalized() {
@@ -119,5 +135,16 @@ impl Drop for MpiTransport {
             return;
         }
         self.inflight.cancel_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tags_wrap_at_the_widest_mask_mpi_allows() {
+        assert_eq!(super::all_ones_under(32767), 32767, "the standard's least bound");
+        assert_eq!(super::all_ones_under(40000), 32767);
+        assert_eq!(super::all_ones_under(0x7fff_ffff), 0x7fff_ffff, "Open MPI's");
+        assert_eq!(super::all_ones_under(u32::MAX), u32::MAX);
     }
 }

@@ -40,6 +40,31 @@ fn check(code: c_int, what: &str) -> Result<(), String> {
     }
 }
 
+/// The largest tag `comm` accepts (`MPI_TAG_UB`; the standard promises
+/// at least 32767, Open MPI gives 2^31 - 1).
+pub fn tag_ub(comm: ffi::MPI_Comm) -> u32 {
+    let mut val: *mut c_int = std::ptr::null_mut();
+    let mut flag: c_int = 0;
+    // SAFETY: `comm` is a live communicator handle; for MPI_TAG_UB MPI
+    // stores a pointer to an int it owns in `val` (whose address we pass)
+    // and sets `flag` when it did.
+    let code = unsafe {
+        ffi::MPI_Comm_get_attr(
+            comm,
+            ffi::MPI_TAG_UB as c_int,
+            &mut val as *mut *mut c_int as *mut std::ffi::c_void,
+            &mut flag,
+        )
+    };
+    if code != ffi::MPI_SUCCESS as c_int || flag == 0 || val.is_null() {
+        return 32767;
+    }
+    // SAFETY: MPI set `val` to its attribute, a valid int for the
+    // communicator's lifetime.
+    let ub = unsafe { *val };
+    ub.max(32767) as u32
+}
+
 /// Makes MPI errors on `comm` come back as return codes instead of
 /// aborting the job (`MPI_ERRORS_ARE_FATAL` is the default): a message
 /// longer than the receive slot (ranks that called with different element
