@@ -64,3 +64,16 @@ for kind in count dtype slice collective; do
     echo "| $kind | $(sort <<<"$out" | sed 's/^rank [0-9]*: //' | cut -c1-160 | paste -sd'|' | sed 's/|/<br>/g') |"
 done
 echo "mismatches under mpirun: every rank failed in time"
+# Start-up has a deadline too: the last rank starts 3 s late, the others'
+# mpi.world() must fail at their 1 s deadline naming start-up.
+rc=0
+started=$(date +%s%N)
+out=$(RINGFUSE_TIMEOUT_MS=1000 timeout 60 "${MPIRUN[@]}" "${carrier[@]}" -x RINGFUSE_TIMEOUT_MS -np 3 \
+    target/release/examples/mismatch late-start 2>"$err") || rc=$?
+took_ms=$((($(date +%s%N) - started) / 1000000))
+if ((rc == 0)) || ! grep -q "start-up: not every one of 3 ranks started making a communicator within 1s" <<<"$out" || ((took_ms > 20000)); then
+    echo "$out"; cat "$err"
+    echo "late start: no start-up error within the deadline (status $rc, ${took_ms} ms)"
+    exit 1
+fi
+echo "late start under mpirun: $(grep -c 'start-up' <<<"$out") ranks failed start-up at the deadline ($(head -1 <<<"$out" | sed 's/.*(after/after/'))"

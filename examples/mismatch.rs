@@ -3,20 +3,23 @@
 //! abort, a hang or a wrong result). `ci/faults.sh` runs each kind:
 //!
 //! ```text
-//! mpirun -np 3 mismatch count|dtype|slice|collective
+//! mpirun -np 3 mismatch count|dtype|slice|collective|late-start
 //! ```
 //! `count`: 1001 elements against 100000 (recursive doubling against the
 //! ring as well);
 //! `dtype`: f64 against f32 (messages twice as long); `slice`: 1 MiB
 //! slices against 4 KiB (messages longer than the peer's receive slots);
-//! `collective`: broadcast against allreduce.
+//! `collective`: broadcast against allreduce; `late-start`: the last rank
+//! starts 3 s late, and the others' start-up must fail at its deadline
+//! (run it with `RINGFUSE_TIMEOUT_MS=1000`).
 //!
 //! The allreduces run the ring, not `Auto`: a mismatch is named by the
 //! first rank that receives a message from a rank in another call, and
 //! with other schedules the ranks that disagree may only ever wait for
 //! each other (then every rank fails at its deadline, naming the peer it
 //! waited for, but no rank can name both calls). Which schedule `Auto`
-//! picks depends on the probe, so a test of the message must not.
+//! picks depends on the machine (its rule counts cores), so a test of the
+//! message must not.
 //!
 //! Every rank must fail within its deadline (2 s here) plus a margin; most
 //! fail within milliseconds. Under MPI one wait can run its whole deadline:
@@ -34,12 +37,29 @@ use ringfuse::{Algorithm, AllreduceOpts, ReduceOp};
 
 fn main() -> ExitCode {
     let kind = std::env::args().nth(1).unwrap_or_default();
-    if !["count", "dtype", "slice", "collective"].contains(&kind.as_str()) {
-        eprintln!("usage: mismatch count|dtype|slice|collective");
+    if !["count", "dtype", "slice", "collective", "late-start"].contains(&kind.as_str()) {
+        eprintln!("usage: mismatch count|dtype|slice|collective|late-start");
         return ExitCode::from(2);
     }
     let mpi = ringfuse::mpi::init().expect("MPI initialises");
-    let comm = mpi.world().expect("communicator");
+    let world = ::mpi::traits::Communicator::size(&mpi.universe().world()) as usize;
+    let me = ::mpi::traits::Communicator::rank(&mpi.universe().world()) as usize;
+    if kind == "late-start" && me + 1 == world {
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let t0 = Instant::now();
+    let comm = match mpi.world() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{e} (after {:.1?})", t0.elapsed());
+            // A rank that never arrived may arrive later and wait in MPI's
+            // own start-up calls, which MPI_Finalize would wait for: end
+            // the job instead, as MPI programs do on a fatal error.
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            ::mpi::traits::Communicator::abort(&mpi.universe().world(), 1);
+        }
+    };
     let odd = comm.rank() + 1 == comm.size();
     let deadline = Duration::from_secs(2);
     let opts = AllreduceOpts::default().timeout(deadline).slice_bytes(4096).algorithm(Algorithm::Ring);

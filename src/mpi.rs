@@ -45,6 +45,7 @@ impl Mpi {
     pub fn world(&self) -> Result<Communicator> {
         let keep: Arc<dyn Any + Send + Sync> = self.universe.clone();
         let world = self.universe.world();
+        arrive(&world)?;
         let per_host = ranks_per_host(&world);
         Communicator::tuned(carrier(&world, Some(keep), per_host)?, per_host)
     }
@@ -98,11 +99,11 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
         tracing::warn!("ringfuse: RINGFUSE_TRANSPORT=shm needs every rank on one host; using MPI");
     }
     if agree(try_shm) {
-        let mut share = |pid: u32, fd: i32| {
-            let mine = [pid as i64, fd as i64];
-            let mut all = vec![0i64; 2 * size];
+        let mut share = |pid: u32, fd: i32, nonce: u64| {
+            let mine = [pid as i64, fd as i64, nonce as i64];
+            let mut all = vec![0i64; 3 * size];
             comm.all_gather_into(&mine[..], &mut all[..]);
-            all.chunks(2).map(|c| (c[0] as u32, c[1] as i32)).collect()
+            all.chunks(3).map(|c| (c[0] as u32, c[1] as i32, c[2] as u64)).collect()
         };
         let setup = crate::transport::shm::Setup { rank, size, share: &mut share, agree: &mut agree };
         match crate::transport::shm::ShmTransport::new(setup, keep.clone()) {
@@ -113,6 +114,47 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
     }
     let t = MpiTransport::new(comm, keep);
     Ok(if one_host { Box::new(t) } else { Box::new(t.with_message_bytes(ACROSS_HOSTS_SLICE_BYTES)) })
+}
+
+/// Waits, within the deadline of a wait (`RINGFUSE_TIMEOUT_MS`, else
+/// 300 s), until every rank of `comm` has started making a communicator.
+/// Start-up's own collectives (the host split, the carrier's agreement)
+/// are blocking MPI calls with no deadline of their own; once every rank
+/// has arrived they complete promptly, so this non-blocking barrier is
+/// their deadline. Collective.
+pub(crate) fn arrive<C: ::mpi::traits::Communicator>(comm: &C) -> Result<()> {
+    use ::mpi::traits::CommunicatorCollectives;
+    let rank = comm.rank() as usize;
+    let timeout = crate::env::settings()
+        .map_err(|e| match e {
+            Error::Setting { name, value, expected, .. } => Error::Setting { rank: Some(rank), name, value, expected },
+            e => e,
+        })?
+        .timeout
+        .unwrap_or(std::time::Duration::from_secs(300));
+    let started = std::time::Instant::now();
+    let mut req = comm.immediate_barrier();
+    loop {
+        match req.test() {
+            Ok(_) => return Ok(()),
+            Err(r) => req = r,
+        }
+        if started.elapsed() > timeout {
+            // MPI cannot cancel a collective, and rsmpi's request must not
+            // be dropped unfinished: it stays with MPI, which is finalised
+            // when the process ends.
+            std::mem::forget(req);
+            return Err(Error::Startup {
+                rank,
+                detail: format!(
+                    "not every one of {} ranks started making a communicator within {timeout:?} (RINGFUSE_TIMEOUT_MS): \
+                     a rank failed or is late before mpi.world() / Communicator::from_mpi",
+                    comm.size()
+                ),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
 }
 
 /// Message size over MPI between hosts. Open MPI's TCP transport sends

@@ -292,9 +292,12 @@ impl Communicator {
     /// as this communicator lives.
     #[cfg(feature = "mpi")]
     ///
-    /// Collective: `Auto`'s cost model is probed here unless
-    /// `RINGFUSE_TUNING` says otherwise ([`crate::tuning`]).
+    /// Collective, with the deadline of a wait: every rank must arrive
+    /// within it ([`Error::Startup`] otherwise); then the ranks agree on
+    /// `Auto`'s rule, and probe its cost model if `RINGFUSE_TUNING` asks
+    /// ([`crate::tuning`]).
     pub fn from_mpi<C: ::mpi::traits::Communicator>(comm: &C) -> Result<Self> {
+        crate::mpi::arrive(comm)?;
         let per_host = crate::mpi::ranks_per_host(comm);
         Self::tuned(crate::mpi::carrier(comm, None, per_host)?, per_host)
     }
@@ -570,6 +573,7 @@ impl Communicator {
             scratch,
             checksum: opts.checksum,
             verify_calls: opts.verify_calls,
+            agreed: Default::default(),
             flight: &self.flight,
             residual: None,
         };

@@ -37,7 +37,7 @@ use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::shm_ffi::Segment;
+use super::shm_ffi::{Access, Segment};
 use super::{Deadline, SlotId, Transport, WaitError};
 
 /// Descriptors per peer: messages to one peer in flight at most.
@@ -54,6 +54,16 @@ const HEAD: usize = 64; // consumed, alone on its cache line
 const BLOCK: usize = HEAD + RING * ENTRY;
 /// The offset field of an inline message.
 const IN_ENTRY: u64 = u64::MAX;
+/// Data files of one peer mapped at most. A rank makes a new one only when
+/// its slots must grow, and grows them at least twofold, so a peer within
+/// the option bounds (64 slots of 64 MiB) makes well under this many.
+const MAX_PEER_FILES: usize = 32;
+
+/// The name of the memory files of the rank with `pid` and `nonce`: what a
+/// peer checks before it maps one.
+fn file_name(pid: u32, nonce: u64) -> String {
+    format!("ringfuse-{pid}-{nonce:016x}")
+}
 
 fn consumed(peer: usize) -> usize {
     peer * BLOCK
@@ -109,6 +119,8 @@ pub struct ShmTransport {
     rank: usize,
     size: usize,
     pids: Vec<u32>,
+    // Every rank's memory-file name (file_name), this rank's included.
+    names: Vec<String>,
     ctl: Segment,
     peer_ctl: Vec<Option<Segment>>,
     // Every data file this rank made; the last holds the slots. Older ones
@@ -137,14 +149,15 @@ pub struct ShmTransport {
 }
 
 /// How the ranks tell each other where their control files are, and agree
-/// that every rank could map every other's: `share(pid, fd)` returns every
-/// rank's pair, `agree(ok)` whether all ranks said ok. Collective.
+/// that every rank could map every other's: `share(pid, fd, nonce)`
+/// returns every rank's triple, `agree(ok)` whether all ranks said ok.
+/// Collective.
 // Only the MPI launcher (and the tests) set a carrier up.
 #[cfg_attr(not(any(feature = "mpi", test)), allow(dead_code))]
 pub(crate) struct Setup<'a> {
     pub rank: usize,
     pub size: usize,
-    pub share: &'a mut dyn FnMut(u32, i32) -> Vec<(u32, i32)>,
+    pub share: &'a mut dyn FnMut(u32, i32, u64) -> Vec<(u32, i32, u64)>,
     pub agree: &'a mut dyn FnMut(bool) -> bool,
 }
 
@@ -155,17 +168,22 @@ impl ShmTransport {
     #[cfg_attr(not(any(feature = "mpi", test)), allow(dead_code))]
     pub(crate) fn new(setup: Setup<'_>, keep: Option<Arc<dyn Any + Send + Sync>>) -> Result<ShmTransport, String> {
         let Setup { rank, size, share, agree } = setup;
-        let ctl = Segment::create(size * BLOCK);
-        let (pid, fd) = (std::process::id(), ctl.as_ref().map_or(-1, |c| c.fd()));
-        let all = share(pid, fd);
+        let (pid, nonce) = (std::process::id(), rand::random::<u64>());
+        let ctl = Segment::create(size * BLOCK, &file_name(pid, nonce));
+        let fd = ctl.as_ref().map_or(-1, |c| c.fd());
+        let all = share(pid, fd, nonce);
+        let names: Vec<String> = all.iter().map(|&(p, _, n)| file_name(p, n)).collect();
         let mut why = ctl.as_ref().err().map(|e| format!("rank {rank}: control file: {e}"));
+        if all.len() != size {
+            why = Some(format!("rank {rank}: {} ranks announced control files, expected {size}", all.len()));
+        }
         let mut peer_ctl = Vec::with_capacity(size);
-        for (p, &(ppid, pfd)) in all.iter().enumerate() {
+        for (p, &(ppid, pfd, _)) in all.iter().enumerate() {
             if p == rank || why.is_some() {
                 peer_ctl.push(None);
                 continue;
             }
-            match Segment::open_peer(ppid, pfd) {
+            match Segment::open_peer(ppid, pfd, &names[p], Access::ReadWrite) {
                 Ok(s) if s.len() >= size * BLOCK => peer_ctl.push(Some(s)),
                 Ok(s) => why = Some(format!("rank {rank}: rank {p}'s control file holds {} bytes", s.len())),
                 Err(e) => why = Some(format!("rank {rank}: cannot map rank {p}'s control file: {e}")),
@@ -177,7 +195,8 @@ impl ShmTransport {
         Ok(ShmTransport {
             rank,
             size,
-            pids: all.iter().map(|&(p, _)| p).collect(),
+            pids: all.iter().map(|&(p, _, _)| p).collect(),
+            names,
             ctl: ctl.map_err(|e| e.to_string())?,
             peer_ctl,
             data: Vec::new(),
@@ -232,9 +251,9 @@ impl ShmTransport {
         let mut d = [0u64; FIELDS - 1];
         let at = entry(self.rank, seq);
         self.peer_ctl(peer)?.read_words(at + 8, &mut d).map_err(|e| e.to_string())?;
-        let (fd, off, len, their_tag) = (d[0] as i32, d[1], d[2] as usize, d[3] as u32);
-        if their_tag != tag {
-            return Err(format!("message {seq} from peer {peer} has tag {their_tag}, expected {tag}"));
+        let (fd, off, len) = (d[0] as i32, d[1], d[2] as usize);
+        if d[3] != tag as u64 {
+            return Err(format!("message {seq} from peer {peer} has tag {}, expected {tag}", d[3]));
         }
         if len > self.slot_bytes {
             return Err(format!(
@@ -253,10 +272,19 @@ impl ShmTransport {
             src.copy_out(at + FIELDS * 8, dst).map_err(|e| e.to_string())?;
             self.ack(peer, seq)?;
         } else {
+            // The payload is cast to its element type in place: it must
+            // start where a slot does (slots are 64-byte multiples of a
+            // page-aligned file), and the descriptor names a file.
+            if off % 64 != 0 || d[0] > i32::MAX as u64 {
+                return Err(format!("message {seq} from peer {peer} lies at file {} offset {off}: not a slot", d[0]));
+            }
             let i = match self.peer_data.iter().position(|(p, f, _)| (*p, *f) == (peer, fd)) {
                 Some(i) => i,
                 None => {
-                    let s = Segment::open_peer(self.pids[peer], fd)
+                    if self.peer_data.iter().filter(|(p, _, _)| *p == peer).count() >= MAX_PEER_FILES {
+                        return Err(format!("peer {peer} has sent from more than {MAX_PEER_FILES} slot files"));
+                    }
+                    let s = Segment::open_peer(self.pids[peer], fd, &self.names[peer], Access::ReadOnly)
                         .map_err(|e| format!("cannot map peer {peer}'s slots: {e}"))?;
                     self.peer_data.push((peer, fd, s));
                     self.peer_data.len() - 1
@@ -316,11 +344,16 @@ impl Transport for ShmTransport {
         if bytes <= self.slot_bytes && count <= self.slot_count {
             return Ok(());
         }
-        let (b, c) = (bytes.max(self.slot_bytes), count.max(self.slot_count));
+        // Growing, grow at least twofold: each growth is a new file that
+        // peers map and that stays until the end (a peer may still be told
+        // of it), so their number must stay small (MAX_PEER_FILES).
+        let grow = |want: usize, have: usize| if want > have { want.max(2 * have) } else { have };
+        let (b, c) = (grow(bytes, self.slot_bytes), grow(count, self.slot_count));
+        let name = &self.names[self.rank];
         let s = b
             .checked_mul(c)
             .ok_or_else(|| format!("{c} slots of {b} bytes overflow"))
-            .and_then(|len| Segment::create(len).map_err(|e| e.to_string()))
+            .and_then(|len| Segment::create(len, name).map_err(|e| e.to_string()))
             .map_err(|e| format!("cannot make {c} slots of {b} bytes in shared memory: {e}"))?;
         self.data.push(s);
         (self.slot_bytes, self.slot_count) = (b, c);
@@ -380,8 +413,14 @@ impl Transport for ShmTransport {
         self.settle(id);
         let seq = self.next_send[peer];
         if seq - self.their_acks[peer] >= RING as u64 {
-            self.their_acks[peer] = self.ctl.counter(consumed(peer)).load(Ordering::Acquire);
-            if seq - self.their_acks[peer] >= RING as u64 {
+            // The peer writes this counter: it cannot have taken messages
+            // not yet sent.
+            let acks = self.ctl.counter(consumed(peer)).load(Ordering::Acquire);
+            if acks > seq {
+                return Err(format!("peer {peer} says it took {acks} messages, but {seq} were sent"));
+            }
+            self.their_acks[peer] = acks;
+            if seq - acks >= RING as u64 {
                 return Err(format!("more than {RING} messages to peer {peer} in flight"));
             }
         }
@@ -488,7 +527,7 @@ mod tests {
 
     /// `n` bare carriers as ranks of this process.
     fn transports(n: usize) -> Vec<ShmTransport> {
-        let table = Mutex::new(vec![(0u32, 0i32); n]);
+        let table = Mutex::new(vec![(0u32, 0i32, 0u64); n]);
         let oks = Mutex::new(Vec::new());
         let barrier = Barrier::new(n);
         std::thread::scope(|s| {
@@ -496,8 +535,8 @@ mod tests {
                 .map(|rank| {
                     let (table, oks, barrier) = (&table, &oks, &barrier);
                     s.spawn(move || {
-                        let mut share = |pid, fd| {
-                            table.lock().unwrap()[rank] = (pid, fd);
+                        let mut share = |pid, fd, nonce| {
+                            table.lock().unwrap()[rank] = (pid, fd, nonce);
                             barrier.wait();
                             let all = table.lock().unwrap().clone();
                             barrier.wait();
@@ -556,6 +595,59 @@ mod tests {
     /// Allreduce over shared memory gives the bits in-process ranks give,
     /// for every codec, across slice boundaries and several calls (slots
     /// reused, descriptors wrapping past the ring).
+    /// What a peer's control file may say about a message, near the
+    /// valid values so that every check is reached from both sides.
+    fn forged_descriptor() -> impl proptest::strategy::Strategy<Value = ([u64; 4], bool)> {
+        use proptest::prelude::*;
+        let fd = prop_oneof![Just(u64::MAX), Just(0u64), any::<u64>(), Just(3u64), Just(1u64 << 40)];
+        let off =
+            prop_oneof![Just(IN_ENTRY), (0u64..8).prop_map(|k| k * 4096), any::<u64>(), (0u64..64).prop_map(|k| k * 8)];
+        let len = prop_oneof![0u64..(INLINE as u64 + 8), Just(4096u64), any::<u64>(), Just(u64::MAX)];
+        let tag = prop_oneof![Just(0u64), any::<u64>(), Just(1u64 << 32)];
+        ((fd, off, len, tag).prop_map(|(a, b, c, d)| [a, b, c, d]), any::<bool>())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A peer that writes anything at all into its descriptor of a
+        /// message (or claims more acknowledgements than were sent) makes
+        /// the receive (or send) fail with an error, never a panic, a
+        /// crash or a read outside what it mapped.
+        #[test]
+        fn a_forged_descriptor_is_an_error_not_a_panic((words, real_fd) in forged_descriptor(), acks in proptest::prelude::any::<u64>()) {
+            let mut ts = transports(2);
+            for t in &mut ts {
+                t.reserve(4, 4096).unwrap();
+            }
+            let (a, b) = ts.split_at_mut(1);
+            let (s, r) = (&mut a[0], &mut b[0]);
+            let mut words = words;
+            if real_fd {
+                words[0] = s.data.last().unwrap().fd() as u64;
+            }
+            let at = entry(1, 0);
+            s.ctl.write_words(at + 8, &words);
+            s.ctl.counter(at).store(1, Ordering::Release);
+            r.post_recv(0, 0, 0).unwrap();
+            let mut deadline = Deadline::after(std::time::Duration::from_millis(200));
+            match r.wait(0, &mut deadline, &AtomicBool::new(false)) {
+                Ok(n) => {
+                    proptest::prop_assert!(n <= r.slot_bytes, "{n} bytes taken into a {}-byte slot", r.slot_bytes);
+                    let _ = r.slot(0); // a lent message reads back
+                }
+                Err(e) => proptest::prop_assert!(!matches!(e, WaitError::Timeout), "{e:?}"),
+            }
+            // The receiver's acknowledgement counter in the sender's file,
+            // forged too: the sender's next sends must not underflow.
+            s.ctl.counter(consumed(1)).store(acks, Ordering::Release);
+            for _ in 0..RING + 1 {
+                if s.post_send(1, 8, 1, 0).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
     #[test]
     fn allreduce_over_shared_memory_matches_in_process_ranks() {
         for n in [2usize, 3, 4] {

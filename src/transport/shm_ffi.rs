@@ -2,6 +2,13 @@
 //! (`memfd_create`), mapping them, mapping a peer's through
 //! `/proc/<pid>/fd/<fd>`, and reading and writing them.
 //!
+//! A peer's file is trusted only as far as it is checked: it must be a
+//! memory file of the name its owner announced (`ringfuse-<pid>-<nonce>`,
+//! the nonce random per process, so a reused PID or another job's file on
+//! the same host is refused), sealed against shrinking and growing (a
+//! shrunk file would kill its readers with SIGBUS), and a peer's slots are
+//! mapped read-only (only its counters are written, in its control file).
+//!
 //! A [`Segment`] is one mapping. Who may touch which bytes when is the
 //! protocol's business (`shm.rs`): a sender writes a slot only while no
 //! message on it is in flight; a receiver copies a message out only after
@@ -30,11 +37,26 @@ pub(super) struct Segment {
 // is only an address, valid until Drop, wherever the value moves.
 unsafe impl Send for Segment {}
 
-fn map(fd: i32, len: usize) -> io::Result<*mut u8> {
+/// Seals a memory file carries: its size is fixed, and so are the seals.
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// How a peer's file is mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Access {
+    /// Its counters are written too (a control file).
+    ReadWrite,
+    /// Only read (a peer's slots).
+    ReadOnly,
+}
+
+fn map(fd: i32, len: usize, access: Access) -> io::Result<*mut u8> {
+    let prot = match access {
+        Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        Access::ReadOnly => libc::PROT_READ,
+    };
     // SAFETY: a fresh shared mapping of `len` bytes of an open file; the
     // kernel picks the address, and the result is checked.
-    let p =
-        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
     if p == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
@@ -42,15 +64,16 @@ fn map(fd: i32, len: usize) -> io::Result<*mut u8> {
 }
 
 impl Segment {
-    /// A new zeroed file of `len` bytes in memory, mapped. Its pages are
-    /// allocated now (`fallocate`), so a short machine fails here with an
-    /// error instead of killing the process with SIGBUS on first touch.
-    pub(super) fn create(len: usize) -> io::Result<Segment> {
+    /// A new zeroed file of `len` bytes in memory named `name`, sealed at
+    /// that size, mapped. Its pages are allocated now (`fallocate`), so a
+    /// short machine fails here with an error instead of killing the
+    /// process with SIGBUS on first touch.
+    pub(super) fn create(len: usize, name: &str) -> io::Result<Segment> {
         let len = len.max(64);
-        let name = CString::new("ringfuse").expect("no NUL");
+        let name = CString::new(name).map_err(|_| io::Error::other("a memory file name with a NUL"))?;
         // SAFETY: memfd_create with a valid C string; the result is checked
         // and owned from here on.
-        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -65,17 +88,40 @@ impl Segment {
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(if rc > 0 { rc } else { libc::EIO }));
         }
-        let ptr = map(fd.as_raw_fd(), len)?;
+        // SAFETY: adding seals to our own memory file; checked.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = map(fd.as_raw_fd(), len, Access::ReadWrite)?;
         Ok(Segment { ptr, len, fd: Some(fd) })
     }
 
-    /// Maps the whole of process `pid`'s descriptor `fd` (a segment that
-    /// process created and keeps open).
-    pub(super) fn open_peer(pid: u32, fd: i32) -> io::Result<Segment> {
-        let path = CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL");
+    /// Maps the whole of process `pid`'s descriptor `fd`, a segment that
+    /// process created as `name` and keeps open, after checking it is
+    /// that file and sealed.
+    pub(super) fn open_peer(pid: u32, fd: i32, name: &str, access: Access) -> io::Result<Segment> {
+        if fd < 0 {
+            return Err(io::Error::other(format!("descriptor {fd} of process {pid} is not a file")));
+        }
+        let proc_path = format!("/proc/{pid}/fd/{fd}");
+        // What the descriptor is, by the kernel's name for it: a memory
+        // file shows as `/memfd:NAME (deleted)`.
+        let target = std::fs::read_link(&proc_path)?;
+        let want = format!("/memfd:{name} (deleted)");
+        if target.as_os_str() != want.as_str() {
+            return Err(io::Error::other(format!(
+                "{proc_path} is {}, not the peer's {want} (another process took that PID?)",
+                target.display()
+            )));
+        }
+        let path = CString::new(proc_path.clone()).map_err(|_| io::Error::other("a path with a NUL"))?;
+        let flags = match access {
+            Access::ReadWrite => libc::O_RDWR,
+            Access::ReadOnly => libc::O_RDONLY,
+        };
         // SAFETY: open with a valid C string; checked, and closed by OwnedFd
         // once mapped (the mapping keeps the file).
-        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        let raw = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -86,11 +132,16 @@ impl Segment {
         if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: reading the seals of a file we hold open; checked.
+        let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & SEALS != SEALS {
+            return Err(io::Error::other(format!("{proc_path} is not sealed against resizing")));
+        }
         let len = st.st_size as usize;
         if len == 0 {
-            return Err(io::Error::other(format!("/proc/{pid}/fd/{fd} is empty")));
+            return Err(io::Error::other(format!("{proc_path} is empty")));
         }
-        let ptr = map(file.as_raw_fd(), len)?;
+        let ptr = map(file.as_raw_fd(), len, access)?;
         Ok(Segment { ptr, len, fd: None })
     }
 
