@@ -111,6 +111,28 @@ fn barrier_returns_on_every_rank_repeatedly() {
     }
 }
 
+/// A barrier holds every rank until the last has entered: each rank counts
+/// itself in before the barrier, with ranks arriving at staggered times,
+/// and must see every rank counted when it leaves.
+#[test]
+fn no_rank_leaves_a_barrier_before_the_last_enters() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for n in [2, 3, 5, 8] {
+        for round in 0..3usize {
+            let entered = AtomicUsize::new(0);
+            let seen = ringfuse::local::run(n, |comm| {
+                // A different rank is last each round.
+                let late = (comm.rank() + round) % n;
+                std::thread::sleep(std::time::Duration::from_millis(5 * late as u64));
+                entered.fetch_add(1, Ordering::SeqCst);
+                comm.barrier().unwrap();
+                entered.load(Ordering::SeqCst)
+            });
+            assert!(seen.iter().all(|&k| k == n), "{n} ranks, round {round}: ranks left having seen {seen:?} enter");
+        }
+    }
+}
+
 #[test]
 fn many_calls_in_a_row_reuse_the_communicator() {
     // Sequence numbers and slots carry over between calls; mixing sizes,
