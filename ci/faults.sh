@@ -76,4 +76,4 @@ if ((rc == 0)) || ! grep -q "start-up: not every one of 3 ranks started making a
     echo "late start: no start-up error within the deadline (status $rc, ${took_ms} ms)"
     exit 1
 fi
-echo "late start under mpirun: $(grep -c 'start-up' <<<"$out") ranks failed start-up at the deadline ($(head -1 <<<"$out" | sed 's/.*(after/after/'))"
+echo "late start under mpirun: $(grep -c 'start-up' <<<"$out") ranks failed start-up at the deadline, $(head -1 <<<"$out" | sed 's/.*(after/(after/')"

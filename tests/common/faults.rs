@@ -82,6 +82,8 @@ pub struct Outcome {
     /// After a success, the next call (an allreduce), and how long it took:
     /// a fault can leave a stray message that only the next call can see.
     pub next: Option<(Result<(), Error>, Duration)>,
+    /// The next call's result holds the exact sum on every element.
+    pub next_correct: bool,
 }
 
 fn value(rank: usize, i: usize) -> f32 {
@@ -126,12 +128,17 @@ pub fn run_one(comm: &mut Communicator, coll: Coll, t: Duration) -> Outcome {
         Coll::Barrier => (comm.barrier(), false, true),
     };
     let took = t0.elapsed();
+    // Each rank's own values, so a stray message taken for one of this
+    // call's would change the sum, not vanish in a sum of ones.
+    let mut next_correct = false;
     let next = result.is_ok().then(|| {
         let t1 = Instant::now();
-        let mut v = vec![1f32; 64];
-        (comm.allreduce(&mut v, ReduceOp::Sum), t1.elapsed())
+        let mut v: Vec<f32> = (0..64).map(|i| value(rank, i)).collect();
+        let r = comm.allreduce(&mut v, ReduceOp::Sum);
+        next_correct = v.iter().enumerate().all(|(i, x)| *x == sum(i));
+        (r, t1.elapsed())
     });
-    Outcome { rank, result, took, buffer_changed: changed, correct, next }
+    Outcome { rank, result, took, buffer_changed: changed, correct, next, next_correct }
 }
 
 /// One rank's part of the verdict.
@@ -177,6 +184,9 @@ pub fn check_rank(kind: &FaultKind, coll: Coll, t: Duration, o: &Outcome) -> Res
                 blamed: blames(e),
             };
         }
+    }
+    if matches!(&o.next, Some((Ok(()), _))) && !o.next_correct {
+        return Err(format!("{coll}, {kind:?}: rank {}'s next call returned Ok with a wrong result", o.rank));
     }
     if let Some((Err(e), took)) = &o.next {
         if *took > limit {
