@@ -81,12 +81,7 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
     use ::mpi::collective::SystemOperation;
     use ::mpi::traits::CommunicatorCollectives;
     let (rank, size) = (comm.rank() as usize, comm.size() as usize);
-    let asked = crate::env::settings()
-        .map_err(|e| match e {
-            Error::Setting { name, value, expected, .. } => Error::Setting { rank: Some(rank), name, value, expected },
-            e => e,
-        })?
-        .transport;
+    let asked = crate::comm::env::settings_for(rank)?.transport;
     let one_host = size > 1 && per_host == size;
     let insist = asked == TransportChoice::Shm;
     let try_shm = asked != TransportChoice::Mpi && one_host;
@@ -125,13 +120,7 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
 pub(crate) fn arrive<C: ::mpi::traits::Communicator>(comm: &C) -> Result<()> {
     use ::mpi::traits::CommunicatorCollectives;
     let rank = comm.rank() as usize;
-    let timeout = crate::env::settings()
-        .map_err(|e| match e {
-            Error::Setting { name, value, expected, .. } => Error::Setting { rank: Some(rank), name, value, expected },
-            e => e,
-        })?
-        .timeout
-        .unwrap_or(std::time::Duration::from_secs(300));
+    let timeout = crate::AllreduceOpts::from_settings(crate::comm::env::settings_for(rank)?).timeout;
     let started = std::time::Instant::now();
     let mut req = comm.immediate_barrier();
     loop {

@@ -89,6 +89,14 @@ pub fn settings() -> Result<&'static Settings> {
     }
 }
 
+/// [`settings`], with an error naming `rank` (the rank that reads them).
+pub(crate) fn settings_for(rank: usize) -> Result<&'static Settings> {
+    settings().map_err(|e| match e {
+        Error::Setting { name, value, expected, .. } => Error::Setting { rank: Some(rank), name, value, expected },
+        e => e,
+    })
+}
+
 /// Whether `RINGFUSE_FLIGHT_ON_ERROR` leaves error dumps on (its default
 /// when the settings could not be read: no communicator exists then).
 pub(crate) fn flight_on_error() -> bool {

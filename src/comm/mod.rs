@@ -94,12 +94,7 @@ impl Communicator {
     /// tunes as `RINGFUSE_TUNING` says, then injects `RINGFUSE_FAULT`'s
     /// fault: the probe's traffic is not the traffic a fault test counts.
     pub(crate) fn tuned(t: Box<dyn Transport>, ranks_per_host: usize) -> Result<Self> {
-        let settings = env::settings().map_err(|e| match e {
-            Error::Setting { name, value, expected, .. } => {
-                Error::Setting { rank: Some(t.rank()), name, value, expected }
-            }
-            e => e,
-        })?;
+        let settings = env::settings_for(t.rank())?;
         let mut c = Self::bare(t, settings);
         c.ranks_per_host = ranks_per_host;
         c.doubling_up_to = c.agree_on_rule()?;
