@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     let mut comm = mpi.world().expect("communicator");
     let t = comm.defaults().timeout;
     let outcome = run_one(&mut comm, coll, t);
-    let mine = check_rank(&fault.kind, coll, t, &outcome);
+    let mine = check_rank(&fault.kind, FAULTY, coll, t, &outcome);
     let line = match &mine {
         Ok(c) => format!("{}{}{}", c.failed as u8, c.blamed as u8, c.text),
         Err(e) => format!("00BROKEN {e}"),
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         .iter()
         .map(|l| Cell { failed: &l[..1] == "1", blamed: &l[1..2] == "1", text: l[2..].to_string() })
         .collect();
-    let ok = match verdict(&fault.kind, coll, t, &cells) {
+    let ok = match verdict(&fault.kind, FAULTY, coll, t, &cells) {
         Ok(row) if broken.is_empty() => {
             println!("{row}");
             true

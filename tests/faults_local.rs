@@ -1,5 +1,7 @@
 //! The fault matrix on in-process ranks: every fault against every
-//! collective, 4 ranks. Prints the table (`--nocapture` to see it).
+//! collective, 4 ranks, with rank 1's second message spoiled (mid-call),
+//! its last message, and for broadcast the root's second message.
+//! Prints the table (`--nocapture` to see it).
 
 mod common;
 
@@ -7,15 +9,43 @@ use std::time::Duration;
 
 use common::faults::{faults, judge, run_one, Coll, COLLS, FAULTY, FAULT_MSG};
 use ringfuse::transport::fault::{Fault, FaultKind};
+use ringfuse::Communicator;
 
 const T: Duration = Duration::from_millis(600);
 
-fn matrix_row(kind: &FaultKind, coll: Coll) -> Result<String, String> {
-    let outs = ringfuse::local::run(4, |comm| {
-        let mut comm = comm.inject_fault(Fault { rank: FAULTY, msg: FAULT_MSG, kind: kind.clone() });
+/// Which message of which rank a cell spoils.
+#[derive(Clone, Copy, Debug)]
+enum Spoil {
+    /// Rank 1's second send.
+    Mid,
+    /// Rank 1's last send of the collective.
+    Last,
+    /// The broadcast root's (rank 0's) second send.
+    Root,
+}
+
+/// How many messages this rank sends in `coll`: one fault-free run
+/// (results checked by the rules as any cell's), read off the flight
+/// record.
+fn sends(comm: &mut Communicator, coll: Coll) -> u64 {
+    let o = run_one(comm, coll, T);
+    assert!(o.result.is_ok() && o.correct, "{coll}: the fault-free run failed: {:?}", o.result);
+    comm.flight_record().ops[0].msgs_sent as u64
+}
+
+fn matrix_row(kind: &FaultKind, coll: Coll, spoil: Spoil) -> Result<String, String> {
+    let faulty = if let Spoil::Root = spoil { 0 } else { FAULTY };
+    let outs = ringfuse::local::run(4, |mut comm| {
+        let msg = match spoil {
+            Spoil::Mid | Spoil::Root => FAULT_MSG,
+            // Counted from the injection on: the next call's first send
+            // follows the last one of this call.
+            Spoil::Last => sends(&mut comm, coll).saturating_sub(1),
+        };
+        let mut comm = comm.inject_fault(Fault { rank: faulty, msg, kind: kind.clone() });
         run_one(&mut comm, coll, T)
     });
-    judge(kind, coll, T, &outs)
+    judge(kind, faulty, coll, T, &outs).map(|row| format!("{row} {spoil:?} |"))
 }
 
 #[test]
@@ -25,11 +55,17 @@ fn every_fault_against_every_collective_ends_in_a_clear_error_in_time() {
     let mut wrong = Vec::new();
     // One thread per cell would oversubscribe a 2-core machine; the cells
     // are independent, so run them a few at a time.
-    let cells: Vec<(FaultKind, Coll)> =
-        faults(T).into_iter().flat_map(|k| COLLS.into_iter().map(move |c| (k.clone(), c))).collect();
+    let mut cells: Vec<(FaultKind, Coll, Spoil)> = Vec::new();
+    for k in faults(T) {
+        for c in COLLS {
+            cells.push((k.clone(), c, Spoil::Mid));
+            cells.push((k.clone(), c, Spoil::Last));
+        }
+        cells.push((k, Coll::Broadcast, Spoil::Root));
+    }
     for chunk in cells.chunks(4) {
         let results: Vec<_> = std::thread::scope(|s| {
-            let hs: Vec<_> = chunk.iter().map(|(k, c)| s.spawn(move || matrix_row(k, *c))).collect();
+            let hs: Vec<_> = chunk.iter().map(|(k, c, w)| s.spawn(move || matrix_row(k, *c, *w))).collect();
             hs.into_iter().map(|h| h.join().expect("matrix cell")).collect()
         });
         for r in results {
@@ -39,7 +75,7 @@ fn every_fault_against_every_collective_ends_in_a_clear_error_in_time() {
             }
         }
     }
-    println!("| fault | collective | outcome per rank (time to return) |\n|---|---|---|");
+    println!("| fault | collective | outcome per rank (time to return) | message spoiled |\n|---|---|---|---|");
     for r in &rows {
         println!("{r}");
     }

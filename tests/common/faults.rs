@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use ringfuse::transport::fault::FaultKind;
 use ringfuse::{Algorithm, AllreduceOpts, BufferState, Communicator, Error, ReduceOp};
 
-/// The rank that misbehaves.
+/// The rank that misbehaves in most cells (a broadcast's root is the
+/// other: `faulty` below is a parameter of every rule).
 pub const FAULTY: usize = 1;
-/// Index of the message it spoils (its second send: a fault mid-call).
+/// Index of the message it spoils (its second send: a fault mid-call);
+/// other cells spoil its last.
 pub const FAULT_MSG: u64 = 1;
 /// Elements per call, and bytes per message: several slices per block.
 pub const COUNT: usize = 6000;
@@ -157,11 +159,11 @@ pub struct Cell {
 /// - a surviving rank that fails does so within `2t + 1 s` (a wait that
 ///   began just before the fault may run its whole deadline), names itself,
 ///   and says truthfully whether its buffer was written.
-pub fn check_rank(kind: &FaultKind, coll: Coll, t: Duration, o: &Outcome) -> Result<Cell, String> {
-    let survivor = !(o.rank == FAULTY && matches!(kind, FaultKind::Kill | FaultKind::Exit));
-    let slow_by_design = o.rank == FAULTY && matches!(kind, FaultKind::Delay(_));
+pub fn check_rank(kind: &FaultKind, faulty: usize, coll: Coll, t: Duration, o: &Outcome) -> Result<Cell, String> {
+    let survivor = !(o.rank == faulty && matches!(kind, FaultKind::Kill | FaultKind::Exit));
+    let slow_by_design = o.rank == faulty && matches!(kind, FaultKind::Delay(_));
     let limit = 2 * t + Duration::from_secs(1);
-    let blames = |e: &Error| e.blamed_rank() == Some(FAULTY) && !matches!(e, Error::PeerAborted { .. });
+    let blames = |e: &Error| e.blamed_rank() == Some(faulty) && !matches!(e, Error::PeerAborted { .. });
     let mut cell = Cell { text: String::new(), failed: false, blamed: false };
     match &o.result {
         Ok(()) if !o.correct => {
@@ -206,7 +208,7 @@ pub fn check_rank(kind: &FaultKind, coll: Coll, t: Duration, o: &Outcome) -> Res
 /// One fault may pass unseen: a duplicate of a call's *last* message when
 /// every rank got the right result. Over MPI the copy carries the finished
 /// call's tag, so no later receive matches it; it changes nothing.
-pub fn verdict(kind: &FaultKind, coll: Coll, t: Duration, cells: &[Cell]) -> Result<String, String> {
+pub fn verdict(kind: &FaultKind, faulty: usize, coll: Coll, t: Duration, cells: &[Cell]) -> Result<String, String> {
     let all_ok = cells.iter().all(|c| !c.failed);
     if *kind == FaultKind::Duplicate && all_ok {
         let texts: Vec<&str> = cells.iter().map(|c| c.text.as_str()).collect();
@@ -219,15 +221,15 @@ pub fn verdict(kind: &FaultKind, coll: Coll, t: Duration, cells: &[Cell]) -> Res
         return Err(format!("{coll}, {kind:?}: a delay shorter than the deadline failed {failed} ranks: {texts:?}"));
     }
     if !harmless && !cells.iter().any(|c| c.blamed) {
-        return Err(format!("{coll}, {kind:?}: {failed} ranks failed and none blamed rank {FAULTY}: {texts:?}"));
+        return Err(format!("{coll}, {kind:?}: {failed} ranks failed and none blamed rank {faulty}: {texts:?}"));
     }
     Ok(format!("| {} | {} | {} |", fault_name(kind), coll, texts.join(", ")))
 }
 
 /// Both checks over the outcomes of all ranks; returns the table row.
-pub fn judge(kind: &FaultKind, coll: Coll, t: Duration, outs: &[Outcome]) -> Result<String, String> {
-    let cells = outs.iter().map(|o| check_rank(kind, coll, t, o)).collect::<Result<Vec<_>, _>>()?;
-    verdict(kind, coll, t, &cells)
+pub fn judge(kind: &FaultKind, faulty: usize, coll: Coll, t: Duration, outs: &[Outcome]) -> Result<String, String> {
+    let cells = outs.iter().map(|o| check_rank(kind, faulty, coll, t, o)).collect::<Result<Vec<_>, _>>()?;
+    verdict(kind, faulty, coll, t, &cells)
 }
 
 /// The error's kind and, where it has one, the peer and step.

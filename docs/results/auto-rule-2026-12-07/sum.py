@@ -4,6 +4,7 @@ size:auto's algorithm/best:ratio. Rows come 5 per size: ring, doubling,
 tree, hd, then auto.   python3 sum.py"""
 import glob, json, os
 
+# The runs are in runs.tar.gz: unpack it here first (tar xzf runs.tar.gz).
 here = os.path.dirname(os.path.abspath(__file__))
 
 
