@@ -150,7 +150,7 @@ fn seal(checksum: bool, h: Header, buf: &mut [u8], payload_bytes: usize) {
 /// of them up to `2 * slots + 2` ranks). A notice to a peer that has
 /// finished is never matched (its tag is that of the finished call).
 fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize, culprit: Option<usize>, everyone: bool) {
-    let tag = (cx.desc.seq & cx.t.tag_mask() as u64) as u32;
+    let tag = call_tag(cx.desc.seq, &*cx.t);
     let (me, n) = (cx.t.rank(), cx.t.size());
     let steps = (0..sched.len()).map(|i| sched.step(i));
     let sends = steps.clone().filter(|st| st.prim.sends()).map(|st| st.send_to);
@@ -169,6 +169,12 @@ fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize, culprit
         let _ = cx.t.post_send(id, HEADER, peer, tag);
         told.push(peer);
     }
+}
+
+/// The tag of call `seq`'s messages on carrier `t`: its sequence number
+/// under the carrier's tag mask.
+pub(crate) fn call_tag(seq: u64, t: &dyn Transport) -> u32 {
+    (seq & t.tag_mask() as u64) as u32
 }
 
 /// Payload bytes per slot below which a call's size does not shrink its
@@ -211,7 +217,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
     }
     sc.recvs.clear();
     sc.sends.clear();
-    let tag = (cx.desc.seq & cx.t.tag_mask() as u64) as u32;
+    let tag = call_tag(cx.desc.seq, &*cx.t);
     let native = k.is_identity();
     let mut flags_seen = 0u16;
     let mut hops = Cursor::new(sched, cx.slice, cx.per_round, false);
@@ -400,6 +406,9 @@ pub(crate) fn abort_notice(t: &dyn Transport, desc: &OpDesc, h: &Header, peer: u
 /// than `expect` (the header this rank's call gives it) and says which.
 pub(crate) fn mismatch(rank: usize, desc: &OpDesc, h: &Header, expect: &Header, peer: usize) -> Option<Error> {
     if h.fp == expect.fp && h.seq == expect.seq {
+        if h.agreed == expect.agreed {
+            return None;
+        }
         let (a, b) = (&expect.agreed, &h.agreed);
         let differ = |setting: &'static str, mine: String, theirs: String| {
             Some(Error::OptionMismatch {
@@ -419,10 +428,8 @@ pub(crate) fn mismatch(rank: usize, desc: &OpDesc, h: &Header, expect: &Header, 
             differ("slots", a.slots.to_string(), b.slots.to_string())
         } else if a.slice != b.slice {
             differ("message size (slice_bytes)", format!("{} elements", a.slice), format!("{} elements", b.slice))
-        } else if a.scale_block != b.scale_block {
-            differ("scale_block", a.scale_block.to_string(), b.scale_block.to_string())
         } else {
-            None
+            differ("scale_block", a.scale_block.to_string(), b.scale_block.to_string())
         };
     }
     let theirs = describe(&h.fp, h.seq)?;
@@ -549,7 +556,7 @@ fn take_recv(
 }
 
 fn post_send(cx: &mut Ctx<'_>, id: SlotId, len: usize, st: Step, sent: &mut usize) -> Result<()> {
-    let tag = (cx.desc.seq & cx.t.tag_mask() as u64) as u32;
+    let tag = call_tag(cx.desc.seq, &*cx.t);
     cx.t.post_send(id, len, st.send_to, tag).map_err(|e| transport_err(cx, st.send_to, e))?;
     cx.scratch.sends.push_back((id, st.send_to, *sent));
     *sent += 1;
@@ -608,7 +615,7 @@ fn transport_err(cx: &Ctx<'_>, peer: usize, detail: String) -> Error {
 pub(crate) fn barrier(cx: &mut Ctx<'_>) -> Result<()> {
     let (rank, n) = (cx.t.rank(), cx.t.size());
     cx.t.reserve(2, HEADER).map_err(|e| transport_err(cx, rank, e))?;
-    let tag = (cx.desc.seq & cx.t.tag_mask() as u64) as u32;
+    let tag = call_tag(cx.desc.seq, &*cx.t);
     let mut dist = 1;
     let mut round = 0;
     while dist < n {

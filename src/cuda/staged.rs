@@ -152,7 +152,7 @@ struct Staged<'c, 'm, M> {
 
 impl<M: RankMemory> Staged<'_, '_, M> {
     fn tag(&self) -> u32 {
-        (self.cx.desc.seq & self.cx.t.tag_mask() as u64) as u32
+        crate::exec::call_tag(self.cx.desc.seq, &*self.cx.t)
     }
 
     fn rank(&self) -> usize {
