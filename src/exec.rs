@@ -27,7 +27,7 @@ use crate::error::{BufferState, Error, Result};
 use crate::flight::{Dir, FlightRecorder};
 use crate::op::OpDesc;
 use crate::schedule::{Cursor, Hop, Prim, Schedule, Step};
-use crate::transport::{Deadline, SlotId, Transport, WaitError};
+use crate::transport::{Deadline, SlotId, Stray, Transport, WaitError};
 use crate::wire::{self, describe, Header, FLAG_ABORT, FLAG_CHECKSUM, FLAG_OVERFLOW, HEADER};
 
 /// Per-call settings the executor needs.
@@ -455,6 +455,15 @@ pub(crate) fn wait_error(
         WaitError::Timeout => Error::Timeout { rank, op, peer, dir, step, msg, waited: timeout, buffer },
         WaitError::Failed(detail) => Error::Transport { rank, op, peer, detail, buffer },
         WaitError::Aborted => Error::Aborted { rank, op, buffer },
+        // Only where a caller does not look for strays (the device
+        // carrier, which is to move onto this executor).
+        WaitError::Stray(s) => Error::Transport {
+            rank,
+            op,
+            peer,
+            detail: format!("a message of an earlier call (tag {}, {} bytes) came from peer {}", s.tag, s.len, s.peer),
+            buffer,
+        },
     }
 }
 
@@ -587,22 +596,65 @@ fn acquire(cx: &mut Ctx<'_>) -> Result<SlotId> {
 fn wait(cx: &mut Ctx<'_>, id: SlotId, peer: usize, dir: &'static str, step: usize, msg: usize) -> Result<usize> {
     let fdir = if dir == "send to" { Dir::Send } else { Dir::Recv };
     // Already there: no deadline, so no clock read.
-    match cx.t.test(id) {
-        Ok(Some(n)) => {
-            cx.flight.moved(cx.desc.seq, fdir);
-            return Ok(n);
+    loop {
+        match cx.t.test(id) {
+            Ok(Some(n)) => {
+                cx.flight.moved(cx.desc.seq, fdir);
+                return Ok(n);
+            }
+            Ok(None) => break,
+            Err(WaitError::Stray(s)) => stray(cx, s, step)?,
+            Err(e) => return Err(transport_err(cx, peer, format!("{e:?}"))),
         }
-        Ok(None) => {}
-        Err(e) => return Err(transport_err(cx, peer, format!("{e:?}"))),
     }
     cx.flight.waiting(cx.desc.seq, fdir, peer, step);
     let mut deadline = Deadline::after(cx.timeout);
     let rank = cx.t.rank();
-    let r =
-        cx.t.wait(id, &mut deadline, cx.abort)
-            .map_err(|e| wait_error(rank, cx.desc, peer, dir, step, msg, cx.timeout, e))?;
-    cx.flight.moved(cx.desc.seq, fdir);
-    Ok(r)
+    loop {
+        match cx.t.wait(id, &mut deadline, cx.abort) {
+            Ok(n) => {
+                cx.flight.moved(cx.desc.seq, fdir);
+                return Ok(n);
+            }
+            // The receive stays posted, and the deadline runs on.
+            Err(WaitError::Stray(s)) => stray(cx, s, step)?,
+            Err(e) => return Err(wait_error(rank, cx.desc, peer, dir, step, msg, cx.timeout, e)),
+        }
+    }
+}
+
+/// A message of an earlier call reached a receive of this one (see
+/// [`Stray`]). An abort notice (sealed, when it says so) ends this call
+/// with [`Error::PeerAborted`]: its sender failed a call this rank had
+/// finished, and will not come to this one, so waiting out the deadline
+/// would gain nothing. Anything else (a duplicate) is dropped, named in a
+/// warning and counted in the flight record.
+fn stray(cx: &mut Ctx<'_>, s: Stray, step: usize) -> Result<()> {
+    let h = Header::read(&s.head);
+    let sealed_ok = |h: &Header| h.flags & FLAG_CHECKSUM == 0 || wire::message_crc(&s.head, 0) == h.crc;
+    if let Some(h) = h.filter(|h| h.flags & FLAG_ABORT != 0 && s.len == HEADER && sealed_ok(h)) {
+        tracing::warn!(
+            "rank {}: {}: an abort notice from rank {} for call {} (origin rank {}) came after this rank had finished that call",
+            cx.t.rank(),
+            cx.desc,
+            s.peer,
+            h.seq,
+            h.block
+        );
+        return Err(abort_notice(cx.t, cx.desc, &h, s.peer, step));
+    }
+    let what = h.and_then(|h| describe(&h.fp, h.seq).map(|d| format!("{d} block {} slice {}", h.block, h.slice)));
+    tracing::warn!(
+        "rank {}: {}: dropped a stray message from rank {} ({} bytes, tag {}, {}): a duplicate or a leftover of a finished call",
+        cx.t.rank(),
+        cx.desc,
+        s.peer,
+        s.len,
+        s.tag,
+        what.as_deref().unwrap_or("not a ringfuse header")
+    );
+    cx.flight.stray(cx.desc.seq);
+    Ok(())
 }
 
 fn transport_err(cx: &Ctx<'_>, peer: usize, detail: String) -> Error {

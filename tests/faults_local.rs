@@ -7,45 +7,20 @@ mod common;
 
 use std::time::Duration;
 
-use common::faults::{faults, judge, run_one, Coll, COLLS, FAULTY, FAULT_MSG};
-use ringfuse::transport::fault::{Fault, FaultKind};
+use common::faults::{faults, judge, prepare, run_one, Coll, Spoil, COLLS};
+use ringfuse::transport::fault::FaultKind;
 use ringfuse::Communicator;
 
+/// Every wait's deadline in a cell, at least (see `prepare`).
 const T: Duration = Duration::from_millis(600);
 
-/// Which message of which rank a cell spoils.
-#[derive(Clone, Copy, Debug)]
-enum Spoil {
-    /// Rank 1's second send.
-    Mid,
-    /// Rank 1's last send of the collective.
-    Last,
-    /// The broadcast root's (rank 0's) second send.
-    Root,
-}
-
-/// How many messages this rank sends in `coll`: one fault-free run
-/// (results checked by the rules as any cell's), read off the flight
-/// record.
-fn sends(comm: &mut Communicator, coll: Coll) -> u64 {
-    let o = run_one(comm, coll, T);
-    assert!(o.result.is_ok() && o.correct, "{coll}: the fault-free run failed: {:?}", o.result);
-    comm.flight_record().ops[0].msgs_sent as u64
-}
-
 fn matrix_row(kind: &FaultKind, coll: Coll, spoil: Spoil) -> Result<String, String> {
-    let faulty = if let Spoil::Root = spoil { 0 } else { FAULTY };
-    let outs = ringfuse::local::run(4, |mut comm| {
-        let msg = match spoil {
-            Spoil::Mid | Spoil::Root => FAULT_MSG,
-            // Counted from the injection on: the next call's first send
-            // follows the last one of this call.
-            Spoil::Last => sends(&mut comm, coll).saturating_sub(1),
-        };
-        let mut comm = comm.inject_fault(Fault { rank: faulty, msg, kind: kind.clone() });
-        run_one(&mut comm, coll, T)
+    let outs = ringfuse::local::run(4, |comm| {
+        let (mut comm, t) = prepare(comm, kind, coll, spoil, T)?;
+        Ok(run_one(&mut comm, coll, t))
     });
-    judge(kind, faulty, coll, T, &outs).map(|row| format!("{row} {spoil:?} |"))
+    let outs = outs.into_iter().collect::<Result<Vec<_>, String>>()?;
+    judge(kind, spoil.faulty(), coll, T, &outs).map(|row| format!("{row} {spoil:?} |"))
 }
 
 #[test]
@@ -80,4 +55,23 @@ fn every_fault_against_every_collective_ends_in_a_clear_error_in_time() {
         println!("{r}");
     }
     assert!(wrong.is_empty(), "{} cells broke the rules:\n{}", wrong.len(), wrong.join("\n"));
+}
+
+/// Both ranks' lines of one stray case, or what went wrong.
+fn two_ranks(case: fn(Communicator) -> Result<String, String>) {
+    std::env::set_var("RINGFUSE_FLIGHT_ON_ERROR", "0");
+    let lines = ringfuse::local::run(2, case);
+    let wrong: Vec<&String> = lines.iter().filter_map(|l| l.as_ref().err()).collect();
+    assert!(wrong.is_empty(), "{wrong:?}");
+    println!("{lines:?}");
+}
+
+#[test]
+fn a_duplicate_of_a_calls_last_message_is_dropped_by_name() {
+    two_ranks(common::strays::duplicate_is_dropped);
+}
+
+#[test]
+fn an_abort_notice_that_comes_after_the_call_ends_the_next_call_at_once() {
+    two_ranks(common::strays::late_abort_notice_ends_the_next_call);
 }

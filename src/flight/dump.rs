@@ -53,6 +53,10 @@ pub struct OpRecord {
     pub msgs_recv: u32,
     /// Messages whose send completed so far.
     pub msgs_sent: u32,
+    /// Messages of earlier calls dropped while this one waited (a
+    /// duplicate; see [`crate::transport::Stray`]).
+    #[serde(default)]
+    pub strays: u32,
     /// What it is blocked on, if anything: `receive from peer 2 at step 3`.
     pub waiting: Option<String>,
     /// The error it ended with, if any.
@@ -159,6 +163,9 @@ impl fmt::Display for FlightDump {
                 o.msgs_recv,
                 o.msgs_sent
             )?;
+            if o.strays > 0 {
+                write!(f, ", {} stray message(s) of earlier calls dropped", o.strays)?;
+            }
             if let Some(w) = &o.waiting {
                 write!(f, ", waiting to {w}")?;
             }

@@ -54,6 +54,7 @@ struct Entry {
     slice: AtomicU32,
     recvd: AtomicU32,
     sent: AtomicU32,
+    strays: AtomicU32,
     waiting: AtomicU64,
 }
 
@@ -115,7 +116,7 @@ impl FlightRecorder {
         e.ended_ns.store(0, Relaxed);
         e.progress_ns.store(t, Relaxed);
         e.steps.store(steps as u32, Relaxed);
-        for a in [&e.step, &e.slice, &e.recvd, &e.sent] {
+        for a in [&e.step, &e.slice, &e.recvd, &e.sent, &e.strays] {
             a.store(0, Relaxed);
         }
         e.waiting.store(0, Relaxed);
@@ -156,6 +157,11 @@ impl FlightRecorder {
             Dir::Recv => e.recvd.fetch_add(1, Relaxed),
             Dir::Send => e.sent.fetch_add(1, Relaxed),
         };
+    }
+
+    /// A message of an earlier call was dropped while this one waited.
+    pub(crate) fn stray(&self, seq: u64) {
+        self.entry(seq).strays.fetch_add(1, Relaxed);
     }
 
     /// The collective ended; `error` is its failure, if any.
@@ -221,6 +227,7 @@ fn read_entry(e: &Entry, errors: &[(u64, String)]) -> Option<OpRecord> {
         slice: e.slice.load(Relaxed),
         msgs_recv: e.recvd.load(Relaxed),
         msgs_sent: e.sent.load(Relaxed),
+        strays: e.strays.load(Relaxed),
         waiting,
         error: errors.iter().find(|(s, _)| *s == seq).map(|(_, m)| m.clone()),
     })

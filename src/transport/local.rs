@@ -232,12 +232,13 @@ impl Transport for LocalTransport {
             }
             if let Some(pos) = q.iter().position(|m| m.src == peer) {
                 let msg = q.remove(pos).expect("position is in range");
-                if is_leftover(msg.tag, tag) && msg.data.len() <= crate::wire::HEADER {
-                    // A header-only message (an abort notice that came too
-                    // late) from a call this rank has finished: MPI would
-                    // never match its tag again, so neither do we. A data
-                    // message out of turn still fails fast, below.
+                if super::is_behind(msg.tag, tag, super::TAG_MASK) {
+                    // An earlier call's message (a late abort notice, a
+                    // duplicate): MPI would never match its tag again, so
+                    // it is handed over as a stray, not taken for this
+                    // call's, and the receive stays posted.
                     drop(q);
+                    let stray = super::Stray::new(peer, msg.tag, msg.data.len(), &msg.data);
                     self.world.spare.lock().unwrap_or_else(|e| e.into_inner()).push(msg.data);
                     // Count it as received, or the sender's later sends to
                     // this rank would wait for one receive too many.
@@ -246,8 +247,8 @@ impl Transport for LocalTransport {
                     let sender = &self.world.boxes[peer];
                     drop(sender.queue.lock().unwrap_or_else(|e| e.into_inner()));
                     sender.ready.notify_all();
-                    q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
-                    continue;
+                    self.posted[id] = Posted::Recv { peer, tag };
+                    return Err(WaitError::Stray(stray));
                 }
                 drop(q);
                 if msg.tag != tag {
@@ -287,12 +288,4 @@ impl Transport for LocalTransport {
         // nothing to retire.
         self.posted.iter_mut().for_each(|p| *p = Posted::Idle);
     }
-}
-
-/// Whether a message tagged `got` belongs to a call before the one tagged
-/// `want` (tags are call sequence numbers masked by [`super::TAG_MASK`],
-/// so they wrap): within half the tag space behind it.
-fn is_leftover(got: u32, want: u32) -> bool {
-    let behind = want.wrapping_sub(got) & super::TAG_MASK;
-    (1..=super::TAG_MASK / 2).contains(&behind)
 }

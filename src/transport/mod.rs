@@ -37,6 +37,44 @@ pub enum WaitError {
     Failed(String),
     /// The abort flag passed to `wait` was raised.
     Aborted,
+    /// The next message from the peer belongs to an earlier call (its tag
+    /// is behind the receive's): taken out of the way, and handed over to
+    /// be judged. The receive stays posted; wait on it again.
+    Stray(Stray),
+}
+
+/// A message of an earlier call that reached a receive of this one: an
+/// abort notice that came after this rank had finished that call, or a
+/// duplicate. Over MPI its tag would never match again; over the carriers
+/// that deliver a peer's messages in order it stood in the way of this
+/// call's. Either way it is taken whole and never taken for this call's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stray {
+    /// Who sent it.
+    pub peer: usize,
+    /// Its tag (an earlier call's).
+    pub tag: u32,
+    /// Its length in bytes.
+    pub len: usize,
+    /// Its first bytes, up to a header's ([`crate::wire::HEADER`]).
+    pub head: Vec<u8>,
+}
+
+impl Stray {
+    /// A stray of `len` bytes whose message starts with `bytes`.
+    pub(crate) fn new(peer: usize, tag: u32, len: usize, bytes: &[u8]) -> Self {
+        let head = bytes[..len.min(bytes.len()).min(crate::wire::HEADER)].to_vec();
+        Stray { peer, tag, len, head }
+    }
+}
+
+/// Whether tag `got` belongs to a call before the one tagged `want`, on a
+/// carrier whose tags wrap at `mask`: within half the tag space behind it.
+/// (A peer can run ahead of this rank, a broadcast's root by many calls,
+/// but never by half the tag space.)
+pub fn is_behind(got: u32, want: u32, mask: u32) -> bool {
+    let behind = want.wrapping_sub(got) & mask;
+    (1..=mask / 2).contains(&behind)
 }
 
 /// When a wait gives up: `timeout` after the clock was first read. The
@@ -256,7 +294,19 @@ impl SlotPool {
 
 #[cfg(test)]
 mod tests {
-    use super::{mca_bool, oversubscribed};
+    use super::{is_behind, mca_bool, oversubscribed, TAG_MASK};
+
+    #[test]
+    fn a_tag_is_behind_within_half_the_tag_space_and_wraps() {
+        assert!(is_behind(4, 5, TAG_MASK));
+        assert!(!is_behind(5, 5, TAG_MASK), "this call's own");
+        assert!(!is_behind(6, 5, TAG_MASK), "a peer running ahead");
+        assert!(is_behind(TAG_MASK, 0, TAG_MASK), "across the wrap");
+        assert!(is_behind(32767, 1, 32767));
+        assert!(!is_behind(1, 32767, 32767), "ahead across the wrap");
+        assert!(is_behind(0, TAG_MASK / 2, TAG_MASK));
+        assert!(!is_behind(0, TAG_MASK / 2 + 1, TAG_MASK), "too far behind: ahead");
+    }
 
     #[test]
     fn waits_yield_every_poll_when_open_mpi_or_the_core_count_says_oversubscribed() {

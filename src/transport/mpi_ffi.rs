@@ -11,11 +11,23 @@ use std::os::raw::c_int;
 
 use ::mpi::ffi;
 
-use super::{SlotId, SlotPool};
+use super::{SlotId, SlotPool, Stray};
 
 struct Posted {
     req: ffi::MPI_Request,
     is_recv: bool,
+    peer: c_int,
+    tag: u32,
+}
+
+/// A stray being received: a message of an earlier call, already matched
+/// (taken off MPI's queue) by `MPI_Improbe`, into a buffer owned here
+/// until the receive completes.
+struct StrayRx {
+    req: ffi::MPI_Request,
+    peer: usize,
+    tag: u32,
+    buf: Vec<u8>,
 }
 
 /// Slot buffers plus the requests pending on them.
@@ -25,6 +37,7 @@ pub struct InFlight {
     posted: Vec<Option<Posted>>,
     // Buffers of requests MPI may still touch: never freed.
     retired: Vec<Vec<u64>>,
+    stray: Option<StrayRx>,
 }
 
 // SAFETY: MPI_Request and the MPI_Comm handles passed in are opaque
@@ -110,10 +123,14 @@ impl InFlight {
         tag: u32,
         comm: ffi::MPI_Comm,
     ) -> Result<(), String> {
-        assert!(self.posted[id].is_none(), "slot {id} already in flight");
+        if self.is_posted(id) || id >= self.posted.len() {
+            return Err(format!("slot {id} is in flight or was never reserved"));
+        }
         let buf = self.pool.get_mut(id);
         let len = send_len.unwrap_or(buf.len());
-        assert!(len <= buf.len());
+        if len > buf.len() {
+            return Err(format!("a send of {len} bytes from a slot of {}", buf.len()));
+        }
         let count = c_int::try_from(len).map_err(|_| format!("message of {len} bytes exceeds MPI's int count"))?;
         let (peer, tag) = (peer as c_int, tag as c_int);
         // SAFETY: a constant handle defined by rsmpi's C shim; only read.
@@ -133,7 +150,7 @@ impl InFlight {
             }
         };
         check(code, if send_len.is_some() { "MPI_Isend" } else { "MPI_Irecv" })?;
-        self.posted[id] = Some(Posted { req, is_recv: send_len.is_none() });
+        self.posted[id] = Some(Posted { req, is_recv: send_len.is_none(), peer, tag: tag as u32 });
         Ok(())
     }
 
@@ -174,10 +191,87 @@ impl InFlight {
         Ok(Some(count.max(0) as usize))
     }
 
+    /// A message of an earlier call from the peer slot `id` receives from
+    /// (its tag behind the receive's, on tags that wrap at `mask`): MPI
+    /// would never match it again, and it may be an abort notice this rank
+    /// must see. The first probe that finds one matches it and starts
+    /// receiving it; `Some` once it is whole.
+    pub fn stray(&mut self, id: SlotId, comm: ffi::MPI_Comm, mask: u32) -> Result<Option<Stray>, String> {
+        if self.stray.is_none() {
+            let Some(p) = self.posted.get(id).and_then(Option::as_ref).filter(|p| p.is_recv) else {
+                return Ok(None);
+            };
+            let (peer, tag) = (p.peer, p.tag);
+            let mut flag: c_int = 0;
+            let mut status = std::mem::MaybeUninit::<ffi::MPI_Status>::zeroed();
+            // SAFETY: `comm` is the carrier's live communicator; MPI writes
+            // `flag` and, when set, `status`. A probe matches nothing.
+            check(
+                unsafe { ffi::MPI_Iprobe(peer, ffi::RSMPI_ANY_TAG, comm, &mut flag, status.as_mut_ptr()) },
+                "MPI_Iprobe",
+            )?;
+            if flag == 0 {
+                return Ok(None);
+            }
+            // SAFETY: MPI_Iprobe set `flag`, so it filled `status`.
+            let first = unsafe { status.assume_init() };
+            let got = first.MPI_TAG as u32;
+            if first.MPI_TAG < 0 || !super::is_behind(got, tag, mask) {
+                return Ok(None);
+            }
+            let mut msg = std::mem::MaybeUninit::<ffi::MPI_Message>::zeroed();
+            // SAFETY: as for MPI_Iprobe; on `flag` MPI also writes a message
+            // handle, which is then ours to receive (and only ours).
+            check(
+                unsafe {
+                    ffi::MPI_Improbe(peer, first.MPI_TAG, comm, &mut flag, msg.as_mut_ptr(), status.as_mut_ptr())
+                },
+                "MPI_Improbe",
+            )?;
+            if flag == 0 {
+                return Ok(None);
+            }
+            let mut count: c_int = 0;
+            // SAFETY: MPI_Improbe set `flag`, so it filled `status`.
+            check(unsafe { ffi::MPI_Get_count(status.as_ptr(), ffi::RSMPI_UINT8_T, &mut count) }, "MPI_Get_count")?;
+            let mut buf = vec![0u8; count.max(0) as usize];
+            // SAFETY: a constant handle defined by rsmpi's C shim; only read.
+            let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
+            // SAFETY: `msg` is the matched message MPI_Improbe handed over;
+            // `buf` holds `count` bytes and is owned by `self.stray` until
+            // the request completes (or is leaked by cancel_all / leak).
+            let code = unsafe {
+                ffi::MPI_Imrecv(
+                    buf.as_mut_ptr() as *mut _,
+                    count.max(0),
+                    ffi::RSMPI_UINT8_T,
+                    msg.as_mut_ptr(),
+                    &mut req,
+                )
+            };
+            check(code, "MPI_Imrecv")?;
+            self.stray = Some(StrayRx { req, peer: peer as usize, tag: got, buf });
+        }
+        let Some(rx) = self.stray.as_mut() else { return Ok(None) };
+        let mut flag: c_int = 0;
+        // SAFETY: rx.req is the live request of MPI_Imrecv above.
+        check(unsafe { ffi::MPI_Test(&mut rx.req, &mut flag, ffi::RSMPI_STATUS_IGNORE) }, "MPI_Test (stray)")?;
+        if flag == 0 {
+            return Ok(None);
+        }
+        Ok(self.stray.take().map(|rx| Stray::new(rx.peer, rx.tag, rx.buf.len(), &rx.buf)))
+    }
+
     /// After a failure: cancels pending receives and frees every request.
     /// A buffer MPI may still touch is retired (kept for the life of the
     /// process) and its slot replaced.
     pub fn cancel_all(&mut self) {
+        if let Some(mut rx) = self.stray.take() {
+            // SAFETY: a live request; a matched receive cannot be cancelled,
+            // so it is freed and its buffer leaked (MPI may still write it).
+            unsafe { ffi::MPI_Request_free(&mut rx.req) };
+            std::mem::forget(rx.buf);
+        }
         for id in 0..self.posted.len() {
             let Some(mut p) = self.posted[id].take() else { continue };
             let mut done = false;
@@ -211,6 +305,7 @@ impl InFlight {
     pub fn leak(&mut self) {
         std::mem::forget(std::mem::take(&mut self.posted));
         std::mem::forget(std::mem::take(&mut self.retired));
+        std::mem::forget(self.stray.take());
     }
 }
 

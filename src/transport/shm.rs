@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::shm_ffi::{Access, Segment};
-use super::{Deadline, SlotId, Transport, WaitError};
+use super::{Deadline, SlotId, Stray, Transport, WaitError};
 
 /// Descriptors per peer: messages to one peer in flight at most.
 pub const RING: usize = 256;
@@ -247,14 +247,41 @@ impl ShmTransport {
     /// Takes message `seq` from `peer` on slot `id`: an inline message is
     /// copied into the slot and acknowledged, a larger one is lent (read in
     /// place until released). Returns its length.
-    fn take(&mut self, id: SlotId, peer: usize, seq: u64, tag: u32) -> Result<usize, String> {
+    ///
+    /// A message of an earlier call (its tag behind `tag`) is taken all the
+    /// same, released at once and handed back as [`WaitError::Stray`]; the
+    /// receives posted for `peer` from it on move up by one message, so
+    /// this one now waits for the next.
+    fn take(&mut self, id: SlotId, peer: usize, seq: u64, tag: u32) -> Result<usize, WaitError> {
+        let (got, len) = self.take_entry(id, peer, seq, tag).map_err(WaitError::Failed)?;
+        if got == tag {
+            return Ok(len);
+        }
+        let stray = Stray::new(peer, got, len, &self.slot(id)[..len.min(crate::wire::HEADER)]);
+        self.release(id);
+        for p in self.posted.iter_mut().flatten() {
+            if let Posted::Recv { peer: q, seq: s, .. } = p {
+                if *q == peer && *s >= seq {
+                    *s += 1;
+                }
+            }
+        }
+        self.next_recv[peer] += 1;
+        Err(WaitError::Stray(stray))
+    }
+
+    /// [`Self::take`] but for strays: takes the message whatever its tag
+    /// (a tag neither this call's nor behind it is an error) and returns
+    /// its tag and length.
+    fn take_entry(&mut self, id: SlotId, peer: usize, seq: u64, tag: u32) -> Result<(u32, usize), String> {
         let mut d = [0u64; FIELDS - 1];
         let at = entry(self.rank, seq);
         self.peer_ctl(peer)?.read_words(at + 8, &mut d).map_err(|e| e.to_string())?;
         let (fd, off, len) = (d[0] as i32, d[1], d[2] as usize);
-        if d[3] != tag as u64 {
+        let got = u32::try_from(d[3]).ok().filter(|&g| g == tag || super::is_behind(g, tag, super::TAG_MASK));
+        let Some(got) = got else {
             return Err(format!("message {seq} from peer {peer} has tag {}, expected {tag}", d[3]));
-        }
+        };
         if len > self.slot_bytes {
             return Err(format!(
                 "message {seq} from peer {peer} is {len} bytes, more than a {}-byte slot",
@@ -294,7 +321,7 @@ impl ShmTransport {
             self.peer_data[i].2.view(off as usize, len).map_err(|e| e.to_string())?;
             self.lent[id] = Some(Lent { peer, seq, map: i, off: off as usize, len });
         }
-        Ok(len)
+        Ok((got, len))
     }
 
     /// Acknowledges message `seq` from `peer`, in order: the sender reuses
@@ -467,7 +494,7 @@ impl Transport for ShmTransport {
             Some(Posted::Recv { peer, seq, tag }) => {
                 let ready = self.peer_ctl(peer).map_err(WaitError::Failed)?.counter(entry(self.rank, seq));
                 Self::await_count(ready, seq, self.polls_per_yield, deadline, abort)?;
-                let n = self.take(id, peer, seq, tag).map_err(WaitError::Failed)?;
+                let n = self.take(id, peer, seq, tag)?;
                 self.posted[id] = None;
                 Ok(n)
             }
@@ -487,7 +514,7 @@ impl Transport for ShmTransport {
                 if ready.load(Ordering::Acquire) <= seq {
                     return Ok(None);
                 }
-                let n = self.take(id, peer, seq, tag).map_err(WaitError::Failed)?;
+                let n = self.take(id, peer, seq, tag)?;
                 self.posted[id] = None;
                 Ok(Some(n))
             }

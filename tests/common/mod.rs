@@ -56,3 +56,4 @@ pub fn bits<E: Element>(v: &[E]) -> Vec<u64> {
     v.iter().map(|x| x.to_bits_u64()).collect()
 }
 pub mod faults;
+pub mod strays;
