@@ -79,18 +79,22 @@ fn sweep_bf16_small() {
     sweep::<bf16>(&COUNTS[..6]);
 }
 #[test]
+#[cfg_attr(debug_assertions, ignore = "2^20 elements: run in release (ci/test.sh does)")]
 fn sweep_f32_large() {
     sweep::<f32>(&COUNTS[6..]);
 }
 #[test]
+#[cfg_attr(debug_assertions, ignore = "2^20 elements: run in release (ci/test.sh does)")]
 fn sweep_f64_large() {
     sweep::<f64>(&COUNTS[6..]);
 }
 #[test]
+#[cfg_attr(debug_assertions, ignore = "2^20 elements: run in release (ci/test.sh does)")]
 fn sweep_f16_large() {
     sweep::<f16>(&COUNTS[6..]);
 }
 #[test]
+#[cfg_attr(debug_assertions, ignore = "2^20 elements: run in release (ci/test.sh does)")]
 fn sweep_bf16_large() {
     sweep::<bf16>(&COUNTS[6..]);
 }
