@@ -6,9 +6,14 @@ use std::time::{Duration, Instant};
 
 use ringfuse::{Algorithm, AllreduceOpts, Codec, Error, ReduceOp};
 
-fn quick(codec: Codec) -> AllreduceOpts {
-    AllreduceOpts::default().codec(codec).timeout(Duration::from_millis(500))
+/// Options whose deadline no success path on a loaded machine reaches: a
+/// test that wants a timeout sets [`SHORT`] itself.
+fn with_codec(codec: Codec) -> AllreduceOpts {
+    AllreduceOpts::default().codec(codec).timeout(Duration::from_secs(30))
 }
+
+/// The deadline of a wait that is meant to time out.
+const SHORT: Duration = Duration::from_millis(500);
 
 #[test]
 fn wrong_lengths_are_reported_with_rank_and_op() {
@@ -52,12 +57,11 @@ fn a_silent_peer_times_out_naming_peer_and_step_then_poisons() {
         let mut v = vec![1f32; 3000];
         // Rank 1's deadline is long: only rank 0's abort notice can end its
         // wait quickly.
-        let opts =
-            if comm.rank() == 1 { quick(Codec::Native).timeout(Duration::from_secs(30)) } else { quick(Codec::Native) };
+        let opts = if comm.rank() == 1 { with_codec(Codec::Native) } else { with_codec(Codec::Native).timeout(SHORT) };
         let t0 = Instant::now();
         let e = comm.allreduce_with(&mut v, ReduceOp::Sum, &opts).unwrap_err();
         let took = t0.elapsed();
-        let again = comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(Codec::Native)).unwrap_err();
+        let again = comm.allreduce_with(&mut v, ReduceOp::Sum, &with_codec(Codec::Native)).unwrap_err();
         Some((e, took, again))
     });
     // Rank 0 receives from rank 2 (its ring predecessor): rank 2 is silent.
@@ -84,7 +88,7 @@ fn fp16_overflow_is_an_error_on_every_rank_not_inf() {
             // Each value fits FP16, their sum does not (only in one slice).
             let mut v = vec![1.0f32; 10_000];
             v[7777] = 40_000.0;
-            comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(Codec::Fp16).slice_bytes(1024)).unwrap_err()
+            comm.allreduce_with(&mut v, ReduceOp::Sum, &with_codec(Codec::Fp16).slice_bytes(1024)).unwrap_err()
         });
         for (r, e) in out.iter().enumerate() {
             assert!(matches!(e, Error::Fp16Overflow { rank, .. } if *rank == r), "n={n}: {e}");
@@ -97,9 +101,9 @@ fn fp16_overflow_is_an_error_on_every_rank_not_inf() {
 fn same_sum_within_range_is_fine_with_bf16_and_native() {
     let out = ringfuse::local::run(3, |comm| {
         let mut a = vec![49_152.0f32; 100];
-        comm.allreduce_with(&mut a, ReduceOp::Sum, &quick(Codec::Bf16)).unwrap();
+        comm.allreduce_with(&mut a, ReduceOp::Sum, &with_codec(Codec::Bf16)).unwrap();
         let mut b = vec![49_152.0f32; 100];
-        comm.allreduce_with(&mut b, ReduceOp::Sum, &quick(Codec::Native)).unwrap();
+        comm.allreduce_with(&mut b, ReduceOp::Sum, &with_codec(Codec::Native)).unwrap();
         (a[0], b[0])
     });
     assert!(out.iter().all(|&(a, b)| a == 147_456.0 && b == 147_456.0));
@@ -114,12 +118,12 @@ fn nan_and_inf_inputs_propagate_through_fp16_like_native() {
                 v[5] = f32::NAN;
                 v[9] = f32::INFINITY;
             }
-            comm.allreduce_with(&mut v, ReduceOp::Sum, &quick(codec)).unwrap();
+            comm.allreduce_with(&mut v, ReduceOp::Sum, &with_codec(codec)).unwrap();
             let mut m = vec![1.0f32; 64];
             if comm.rank() == 0 {
                 m[3] = f32::NAN;
             }
-            comm.allreduce_with(&mut m, ReduceOp::Max, &quick(codec)).unwrap();
+            comm.allreduce_with(&mut m, ReduceOp::Max, &with_codec(codec)).unwrap();
             (v, m)
         });
         for (v, m) in &out {
@@ -132,12 +136,12 @@ fn nan_and_inf_inputs_propagate_through_fp16_like_native() {
 #[test]
 fn options_out_of_bounds_are_rejected_by_name_value_and_bound() {
     let cases: Vec<(AllreduceOpts, &str)> = vec![
-        (quick(Codec::Native).slots(0), "slots=\"0\""),
-        (quick(Codec::Native).slots(65), "slots=\"65\""),
-        (quick(Codec::Native).slice_bytes(63), "slice_bytes=\"63\""),
-        (quick(Codec::Native).slice_bytes(1 << 30), "slice_bytes=\"1073741824\""),
-        (quick(Codec::Native).timeout(Duration::ZERO), "timeout=\"0ns\""),
-        (quick(Codec::Native).timeout(Duration::MAX), "timeout="),
+        (with_codec(Codec::Native).slots(0), "slots=\"0\""),
+        (with_codec(Codec::Native).slots(65), "slots=\"65\""),
+        (with_codec(Codec::Native).slice_bytes(63), "slice_bytes=\"63\""),
+        (with_codec(Codec::Native).slice_bytes(1 << 30), "slice_bytes=\"1073741824\""),
+        (with_codec(Codec::Native).timeout(Duration::ZERO), "timeout=\"0ns\""),
+        (with_codec(Codec::Native).timeout(Duration::MAX), "timeout="),
     ];
     let out = ringfuse::local::run(2, |comm| {
         let mut v = vec![1f32; 8];
@@ -161,7 +165,7 @@ fn a_huge_slice_on_a_small_call_sizes_the_pool_by_the_call() {
     // the pool were sized by the option; one element needs one element.
     let out = ringfuse::local::run(2, |comm| {
         let mut v = vec![1f32; 1];
-        let opts = quick(Codec::Native).slice_bytes(64 << 20).slots(64);
+        let opts = with_codec(Codec::Native).slice_bytes(64 << 20).slots(64);
         comm.allreduce_with(&mut v, ReduceOp::Sum, &opts).map(|_| v[0])
     });
     assert!(out.iter().all(|r| matches!(r, Ok(x) if *x == 2.0)), "{out:?}");
@@ -224,7 +228,7 @@ fn mismatched_codec_is_named() {
     let out = ringfuse::local::run(2, |comm| {
         let codec = if comm.rank() == 0 { Codec::Native } else { Codec::Bf16 };
         let mut v = vec![1f32; 64];
-        comm.allreduce_with(&mut v, ReduceOp::Max, &quick(codec)).unwrap_err().to_string()
+        comm.allreduce_with(&mut v, ReduceOp::Max, &with_codec(codec)).unwrap_err().to_string()
     });
     assert!(
         out[0].contains(
@@ -323,8 +327,10 @@ fn ranks_passing_different_options_are_told_which_and_both_values() {
     for (setting, tweak, values) in cases {
         let t0 = Instant::now();
         let out = ringfuse::local::run(2, |comm| {
-            let base =
-                quick(Codec::Int8).timeout(Duration::from_secs(60)).algorithm(Algorithm::Ring).slice_bytes(4 << 10);
+            let base = with_codec(Codec::Int8)
+                .timeout(Duration::from_secs(60))
+                .algorithm(Algorithm::Ring)
+                .slice_bytes(4 << 10);
             let opts = if comm.rank() == 1 { tweak(base) } else { base };
             let mut v = vec![1f32; 100_000];
             (comm.allreduce_with(&mut v, ReduceOp::Sum, &opts), t0.elapsed())
