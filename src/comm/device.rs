@@ -62,9 +62,11 @@ impl Communicator {
         let mut st = self.lock(&desc0)?;
         let desc = self.device_desc(dtype, count, op, opts);
         self.seq.fetch_add(1, Ordering::Relaxed);
+        // The host's algorithm and shape for this very call: the device
+        // walks the schedule allreduce_with would.
         let algo = self.algorithm_for(opts, dtype, count);
-        let call = Call { size: self.size, count, buffer: dtype, wire, op, algo };
-        self.flight.begin(&desc, crate::cuda::walk::schedule_of(&call, self.rank).map_or(0, |s| s.len()));
+        let call = Call { size: self.size, count, buffer: dtype, wire, op, algo, shape: self.shape(opts, dtype) };
+        self.flight.begin(&desc, crate::cuda::walk::schedule_of(&call, self.rank).len());
         if self.size == 1 || count == 0 {
             self.flight.end(desc.seq, None);
             return Ok(());

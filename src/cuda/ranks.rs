@@ -133,7 +133,7 @@ impl DeviceRanks {
         if let Some((r, b)) = bufs.iter().enumerate().find(|(_, b)| b.len() != count * dtype.size()) {
             return Err(bad(format!("rank {r}'s buffer holds {} bytes, rank 0's {}", b.len(), count * dtype.size())));
         }
-        let call = Call { size, count, buffer: dtype, wire, op, algo };
+        let call = Call::in_process(size, count, dtype, wire, op, algo)?;
         self.used = 0;
         let mut lanes = DeviceCall { ranks: self, bufs };
         walk::allreduce(&mut lanes, &call)?;

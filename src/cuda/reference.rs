@@ -45,13 +45,7 @@ pub fn cpu_allreduce(
 }
 
 fn typed<E: Element>(inputs: &[Vec<u8>], op: ReduceOp, opts: &AllreduceOpts) -> Result<(Vec<Vec<u8>>, bool)> {
-    let results = crate::local::run(inputs.len(), |comm| {
-        let bytes = &inputs[comm.rank()];
-        // Read element by element: the input bytes need not be aligned.
-        let mut buf: Vec<E> = bytes.chunks_exact(std::mem::size_of::<E>()).map(bytemuck::pod_read_unaligned).collect();
-        let r = comm.allreduce_with(&mut buf, op, opts);
-        (bytemuck::cast_slice::<E, u8>(&buf).to_vec(), r)
-    });
+    let results = crate::local::run(inputs.len(), |comm| host_allreduce::<E>(&comm, &inputs[comm.rank()], op, opts));
     let mut overflow = false;
     let mut out = Vec::with_capacity(results.len());
     for (bytes, r) in results {
@@ -63,6 +57,37 @@ fn typed<E: Element>(inputs: &[Vec<u8>], op: ReduceOp, opts: &AllreduceOpts) -> 
         out.push(bytes);
     }
     Ok((out, overflow))
+}
+
+/// The host executor's allreduce on `comm` of `bytes` (this rank's
+/// buffer of `E`), with `opts`: the result's bytes and how it ended.
+pub(crate) fn host_allreduce<E: Element>(
+    comm: &crate::Communicator,
+    bytes: &[u8],
+    op: ReduceOp,
+    opts: &AllreduceOpts,
+) -> (Vec<u8>, Result<()>) {
+    // Read element by element: the input bytes need not be aligned.
+    let mut buf: Vec<E> = bytes.chunks_exact(std::mem::size_of::<E>()).map(bytemuck::pod_read_unaligned).collect();
+    let r = comm.allreduce_with(&mut buf, op, opts);
+    (bytemuck::cast_slice::<E, u8>(&buf).to_vec(), r)
+}
+
+/// [`host_allreduce`] for a buffer of `dtype` elements.
+#[cfg(test)]
+pub(crate) fn host_allreduce_of(
+    comm: &crate::Communicator,
+    bytes: &[u8],
+    dtype: DType,
+    op: ReduceOp,
+    opts: &AllreduceOpts,
+) -> (Vec<u8>, Result<()>) {
+    match dtype {
+        DType::F32 => host_allreduce::<f32>(comm, bytes, op, opts),
+        DType::F16 => host_allreduce::<f16>(comm, bytes, op, opts),
+        DType::Bf16 => host_allreduce::<bf16>(comm, bytes, op, opts),
+        DType::F64 => host_allreduce::<f64>(comm, bytes, op, opts),
+    }
 }
 
 /// The first element where `got` and `want` (results of `dtype`

@@ -60,7 +60,10 @@ pub(crate) trait Lanes {
     fn finish(&mut self) -> Result<()>;
 }
 
-/// One allreduce call: what every rank runs.
+/// One allreduce call: what every rank runs. `algo` is resolved and
+/// `shape` is the host executor's for the same call (its slice and slots
+/// shape the tree's and halving's blocks), so the device walks the very
+/// schedules the host does.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Call {
     pub size: usize,
@@ -69,6 +72,33 @@ pub(crate) struct Call {
     pub wire: DType,
     pub op: ReduceOp,
     pub algo: Algorithm,
+    pub shape: Shape,
+}
+
+impl Call {
+    /// The call of in-process device ranks, which have no communicator:
+    /// `algo` resolved and the shape taken as a communicator of `size`
+    /// ranks on one host would with default options (the CPU backend the
+    /// results are held to, [`super::cpu_allreduce`], runs those).
+    pub(crate) fn in_process(
+        size: usize,
+        count: usize,
+        buffer: DType,
+        wire: DType,
+        op: ReduceOp,
+        algo: Algorithm,
+    ) -> Result<Call> {
+        let opts = AllreduceOpts::default().codec(codec_for(buffer, wire)?).algorithm(algo);
+        let shape = Shape {
+            size,
+            per_host: 0,
+            slice: opts.slice_elems_or(buffer, crate::DEFAULT_SLICE_BYTES),
+            slots: opts.slots,
+        };
+        let rule = crate::tuning::rule::doubling_up_to(crate::tuning::rule::LinkClass::SharedMemory, size);
+        let algo = opts.resolve(buffer, count, None, shape, rule);
+        Ok(Call { size, count, buffer, wire, op, algo, shape })
+    }
 }
 
 /// A message sent and not yet received: where it lies in the receiver's
@@ -93,26 +123,13 @@ fn walk_err(c: &Call, rank: usize, step: usize, detail: String) -> Error {
 /// Every rank's schedule for `c`. Slicing does not change a result (the
 /// kernels are elementwise), so the device runs whole blocks; the shape's
 /// slice only shapes the tree's and halving's blocks, as on the host.
-/// The algorithm resolves as the host's does without a cost model (the
-/// ring where the one asked for does not support the buffer and codec).
-fn schedules(c: &Call) -> Result<Vec<AnySchedule>> {
+fn schedules(c: &Call) -> Vec<AnySchedule> {
     (0..c.size).map(|r| schedule_of(c, r)).collect()
 }
 
-/// Rank `rank`'s schedule for `c` (see [`schedules`]).
-pub(crate) fn schedule_of(c: &Call, rank: usize) -> Result<AnySchedule> {
-    let opts = AllreduceOpts::default().codec(codec_for(c.buffer, c.wire)?).algorithm(c.algo);
-    let shape = Shape {
-        size: c.size,
-        per_host: 0,
-        slice: opts.slice_elems_or(c.buffer, crate::DEFAULT_SLICE_BYTES),
-        slots: opts.slots,
-    };
-    // A communicator hands its resolved algorithm down; `Auto` comes only
-    // from in-process device ranks, which share one host's memory.
-    let rule = crate::tuning::rule::doubling_up_to(crate::tuning::rule::LinkClass::SharedMemory, c.size);
-    let algo = opts.resolve(c.buffer, c.count, None, shape, rule);
-    Ok(schedule::allreduce(algo, rank, c.count, shape))
+/// Rank `rank`'s schedule for `c`: the host's, never resolved again.
+pub(crate) fn schedule_of(c: &Call, rank: usize) -> AnySchedule {
+    schedule::allreduce(c.algo, rank, c.count, c.shape)
 }
 
 /// The largest block of `s`, in wire bytes (padded).
@@ -127,7 +144,7 @@ pub(crate) fn allreduce<L: Lanes>(lanes: &mut L, c: &Call) -> Result<()> {
         // Nothing travels; Avg divides by 1.
         return Ok(());
     }
-    let scheds = schedules(c)?;
+    let scheds = schedules(c);
     let ws = c.wire.size();
     let inbox: Vec<usize> = scheds
         .iter()

@@ -4,63 +4,95 @@
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::cuda::reference::{codec_for, cpu_allreduce, first_difference};
+use crate::cuda::reference::{codec_for, first_difference, host_allreduce_of};
 use crate::cuda::twin::{inputs, show, HostRank};
 use crate::cuda::PAIRS;
 use crate::element::{DType, ReduceOp};
 use crate::error::Error;
-use crate::{Algorithm, AllreduceOpts};
+use crate::transport::local::{LocalTransport, LocalWorld};
+use crate::{Algorithm, AllreduceOpts, Communicator};
 
-/// Each rank's result and whether it reported overflow.
-fn staged(input: &[Vec<u8>], buffer: DType, wire: DType, op: ReduceOp, opts: &AllreduceOpts) -> Vec<(Vec<u8>, bool)> {
+/// Each rank's staged result and the host executor's, on the same
+/// communicator (`size` threads, `per_host` ranks per host) with the same
+/// options: (staged bytes, staged overflowed, host bytes, host overflowed).
+fn staged_and_host(
+    input: &[Vec<u8>],
+    buffer: DType,
+    wire: DType,
+    op: ReduceOp,
+    opts: &AllreduceOpts,
+    per_host: usize,
+) -> Vec<(Vec<u8>, bool, Vec<u8>, bool)> {
     let count = input[0].len() / buffer.size();
-    crate::local::run(input.len(), |comm| {
-        let mut mem = HostRank::new(&input[comm.rank()]);
-        let opts = opts.clone().codec(codec_for(buffer, wire).unwrap());
-        let over = match comm.allreduce_staged(&mut mem, buffer, count, op, &opts) {
-            Ok(()) => false,
-            Err(Error::Fp16Overflow { .. }) => true,
-            Err(e) => panic!("rank {}: {e}", comm.rank()),
-        };
-        (mem.result(), over)
+    let world = LocalWorld::new(input.len());
+    let opts = opts.clone().codec(codec_for(buffer, wire).unwrap());
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..input.len())
+            .map(|r| {
+                let (world, opts) = (world.clone(), opts.clone());
+                s.spawn(move || {
+                    let comm = Communicator::tuned(Box::new(LocalTransport::new(world, r)), per_host).unwrap();
+                    let overflowed = |res: crate::Result<()>| match res {
+                        Ok(()) => false,
+                        Err(Error::Fp16Overflow { .. }) => true,
+                        Err(e) => panic!("rank {r}: {e}"),
+                    };
+                    let (want, host) = host_allreduce_of(&comm, &input[r], buffer, op, &opts);
+                    let mut mem = HostRank::new(&input[r]);
+                    let over = overflowed(comm.allreduce_staged(&mut mem, buffer, count, op, &opts));
+                    (mem.result(), over, want, overflowed(host))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
 
-/// Every pair and algorithm over 2-5 ranks, with one and two sends in
-/// flight, whole blocks and 32-element slices, on inputs with every special: the CPU backend's bits (NaN
-/// payloads aside where two NaNs meet), and the same overflow report on
-/// every rank.
+/// Every pair and algorithm (`Auto` and the hierarchical one on two
+/// hosts included) over 2-5 ranks, with one and two sends in flight,
+/// default and 32-element slices (which shape the tree's and halving's
+/// blocks), on inputs with every special: the bits `allreduce_with` gives
+/// with the same options on the same communicator (NaN payloads aside
+/// where two NaNs meet), and the same overflow report on every rank.
 #[test]
-fn staged_over_threads_matches_the_cpu_backend() {
+fn staged_over_threads_matches_the_host_executor_with_the_same_options() {
     let mut rng = SmallRng::seed_from_u64(21);
     let ops = [ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Min, ReduceOp::Max, ReduceOp::Prod];
-    let algos = [Algorithm::Ring, Algorithm::RecursiveDoubling, Algorithm::Tree, Algorithm::HalvingDoubling];
+    let algos = [
+        Algorithm::Ring,
+        Algorithm::RecursiveDoubling,
+        Algorithm::Tree,
+        Algorithm::HalvingDoubling,
+        Algorithm::Hierarchical,
+        Algorithm::Auto,
+    ];
     let mut cases = 0;
     for (i, &(buffer, wire)) in PAIRS.iter().enumerate() {
         for size in [2usize, 3, 4, 5] {
+            // Two hosts where the size splits evenly, else hosts unknown.
+            let per_host = if size % 2 == 0 { size / 2 } else { 0 };
             for count in [1usize, 3, 1000, 10007] {
                 let op = ops[(i + size + count) % ops.len()];
                 for (a, algo) in algos.into_iter().enumerate() {
                     let what = format!("{size} ranks, {count} {buffer} over {wire}, {op}, {algo:?}");
                     let input = inputs(&mut rng, size, count, buffer, op);
-                    let (want, want_over) = cpu_allreduce(&input, buffer, wire, op, algo).unwrap();
                     // Small messages on every other case: blocks go in many
                     // slices, more than the slots in flight.
                     let opts = AllreduceOpts::default().algorithm(algo).slots(1 + a % 2);
                     let opts = if (a + size) % 2 == 0 { opts.slice_bytes(128) } else { opts };
-                    let got = staged(&input, buffer, wire, op, &opts);
-                    for (r, (bytes, over)) in got.iter().enumerate() {
-                        if let Some(e) = first_difference(bytes, &want[r], buffer) {
-                            panic!("{what}: rank {r} differs at {}", show(bytes, &want[r], &input, e, buffer.size()));
+                    let got = staged_and_host(&input, buffer, wire, op, &opts, per_host);
+                    for (r, (bytes, over, want, want_over)) in got.iter().enumerate() {
+                        if let Some(e) = first_difference(bytes, want, buffer) {
+                            panic!("{what}: rank {r} differs at {}", show(bytes, want, &input, e, buffer.size()));
                         }
-                        assert_eq!(*over, want_over, "{what}: rank {r}'s overflow report");
+                        assert_eq!(over, want_over, "{what}: rank {r}'s overflow report");
                     }
                     cases += 1;
                 }
             }
         }
     }
-    assert_eq!(cases, 7 * 4 * 4 * 4);
+    assert_eq!(cases, 7 * 4 * 4 * 6);
 }
 
 /// Ranks that call with different counts get an error naming the other

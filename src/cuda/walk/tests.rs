@@ -78,7 +78,7 @@ fn walk_over_the_host_build_matches_the_cpu_backend_bit_for_bit() {
             for &count in &[1usize, 3, 1000, 10007] {
                 let op = ops[(i + size + count) % ops.len()];
                 for algo in algos {
-                    let c = Call { size, count, buffer, wire, op, algo };
+                    let c = Call::in_process(size, count, buffer, wire, op, algo).unwrap();
                     let input = inputs(&mut rng, size, count, buffer, op);
                     let (want, want_over) = cpu_allreduce(&input, buffer, wire, op, algo).unwrap();
                     let mut lanes = HostLanes::new(&input);
@@ -107,7 +107,7 @@ fn walk_over_the_host_build_matches_the_cpu_backend_bit_for_bit() {
 fn four_rank_fp16_ring_matches_the_cpu_backend() {
     let mut rng = SmallRng::seed_from_u64(12);
     for count in [1, 1000, 10007] {
-        let c = Call { size: 4, count, buffer: DType::F32, wire: DType::F16, op: ReduceOp::Sum, algo: Algorithm::Ring };
+        let c = Call::in_process(4, count, DType::F32, DType::F16, ReduceOp::Sum, Algorithm::Ring).unwrap();
         let input = inputs(&mut rng, 4, count, DType::F32, ReduceOp::Sum);
         let (want, _) = cpu_allreduce(&input, DType::F32, DType::F16, ReduceOp::Sum, Algorithm::Ring).unwrap();
         let mut lanes = HostLanes::new(&input);
