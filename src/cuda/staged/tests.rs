@@ -58,14 +58,7 @@ fn staged_and_host(
 fn staged_over_threads_matches_the_host_executor_with_the_same_options() {
     let mut rng = SmallRng::seed_from_u64(21);
     let ops = [ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Min, ReduceOp::Max, ReduceOp::Prod];
-    let algos = [
-        Algorithm::Ring,
-        Algorithm::RecursiveDoubling,
-        Algorithm::Tree,
-        Algorithm::HalvingDoubling,
-        Algorithm::Hierarchical,
-        Algorithm::Auto,
-    ];
+    let algos = Algorithm::FIXED.into_iter().chain([Algorithm::Auto]);
     let mut cases = 0;
     for (i, &(buffer, wire)) in PAIRS.iter().enumerate() {
         for size in [2usize, 3, 4, 5] {
@@ -73,7 +66,7 @@ fn staged_over_threads_matches_the_host_executor_with_the_same_options() {
             let per_host = if size % 2 == 0 { size / 2 } else { 0 };
             for count in [1usize, 3, 1000, 10007] {
                 let op = ops[(i + size + count) % ops.len()];
-                for (a, algo) in algos.into_iter().enumerate() {
+                for (a, algo) in algos.clone().enumerate() {
                     let what = format!("{size} ranks, {count} {buffer} over {wire}, {op}, {algo:?}");
                     let input = inputs(&mut rng, size, count, buffer, op);
                     // Small messages on every other case: blocks go in many
