@@ -33,8 +33,14 @@ timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 2 target/release/examples/
 for bad in RINGFUSE_TIMEOUT_MS=abc RINGFUSE_ALGO=xyz RINGFUSE_CHECKSUM=yes RINGFUSE_TUNING=prob RINGFUSE_FAULT=drop@x:1; do
     name=${bad%%=*}
     rc=0
-    out=$(env "$bad" timeout 120 "${MPIRUN[@]}" -x "$name" -np 2 target/release/examples/allreduce 1000 2>&1) || rc=$?
-    n=$(grep -c "rank [01]: $name=\"${bad#*=}\" is not accepted; expected" <<<"$out" || true)
+    # Each rank's output to its own file: two ranks' lines on one stream
+    # interleave mid-line (each write of a message is separate), which
+    # once broke the match below though both ranks had named the value.
+    outdir=$(mktemp -d)
+    out=$(env "$bad" timeout 120 "${MPIRUN[@]}" -x "$name" --output-filename "$outdir" -np 2 target/release/examples/allreduce 1000 2>&1) || rc=$?
+    out+=$'\n'$(cat "$outdir"/*/rank.*/stderr 2>/dev/null || true)
+    n=$(cat "$outdir"/*/rank.*/stderr 2>/dev/null | grep -c "^rank [01]: $name=\"${bad#*=}\" is not accepted; expected" || true)
+    rm -rf "$outdir"
     # mpirun may end one rank before it prints, once the other has failed.
     if [[ $rc -eq 0 || $n -lt 1 ]]; then
         echo "$bad: exit $rc, no rank named it:"; echo "$out"; exit 1
