@@ -19,16 +19,16 @@ use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+mod host;
+
 pub(crate) use crate::buffers::Local;
-use crate::buffers::Update;
-use crate::cpu::hop::HopKernels;
-use crate::element::{widen, Element, ReduceOp};
 use crate::error::{BufferState, Error, Result};
 use crate::flight::{Dir, FlightRecorder};
 use crate::op::OpDesc;
 use crate::schedule::{Cursor, Hop, Prim, Schedule, Step};
 use crate::transport::{Deadline, SlotId, Stray, Transport, WaitError};
 use crate::wire::{self, describe, Header, FLAG_ABORT, FLAG_CHECKSUM, FLAG_OVERFLOW, HEADER};
+pub(crate) use host::HostHops;
 
 /// Per-call settings the executor needs.
 pub(crate) struct Ctx<'a> {
@@ -52,10 +52,51 @@ pub(crate) struct Ctx<'a> {
     /// The options every rank must pass alike, in every header.
     pub agreed: wire::Agreed,
     pub flight: &'a FlightRecorder,
-    /// Error feedback (ring allreduce of an in-place `Sum` only): for
-    /// every element this rank encodes, `residual[i]` becomes the value
-    /// before the encode minus the value the wire carries.
-    pub residual: Option<&'a mut [f32]>,
+}
+
+/// What the executor needs of a rank's buffer and kernels: one method per
+/// kind of hop, on the payload bytes of received and outgoing messages
+/// (the executor owns the messages: slots, headers, checksums, waits).
+/// Each method that encodes returns whether a value could not be carried
+/// by the wire (see [`Error::Fp16Overflow`]). The host backend
+/// ([`HostHops`]) runs the host kernels on the caller's buffer; the
+/// staged device backend (`crate::cuda::staged`) the fused kernels on a
+/// device buffer, each message staged through host memory.
+pub(crate) trait Backend {
+    /// Payload bytes of `n` elements on the wire.
+    fn wire_bytes(&self, n: usize) -> usize;
+    /// Elements of the buffer the call writes.
+    fn elements(&self) -> usize;
+    /// Makes room for messages of up to `payload_bytes` (before any hop).
+    fn prepare(&mut self, _payload_bytes: usize) -> Result<()> {
+        Ok(())
+    }
+    /// Whether any element of the output has been written.
+    fn touched(&self) -> bool;
+    /// `out = wire(local)`: a recursive-doubling exchange's own message.
+    fn encode(&mut self, range: Range<usize>, out: &mut [u8]) -> Result<bool>;
+    /// `out = wire(local)`, a [`Prim::Send`] (with error feedback).
+    fn send(&mut self, range: Range<usize>, out: &mut [u8]) -> Result<bool>;
+    /// `out = wire(local)` and `local = decode(out)`: the final value, kept
+    /// as the others will decode it ([`Prim::CopySend`]).
+    fn copy_send(&mut self, range: Range<usize>, out: &mut [u8]) -> Result<bool>;
+    /// `out = wire(recv op local)`; with `store` also `local = decode(out)`
+    /// (averaged on the last hop of `Avg`).
+    fn reduce_send(&mut self, range: Range<usize>, recv: &[u8], out: &mut [u8], store: bool) -> Result<bool>;
+    /// `local = recv op local`.
+    fn reduce(&mut self, range: Range<usize>, recv: &[u8]) -> Result<()>;
+    /// `local = decode(recv)`.
+    fn store(&mut self, range: Range<usize>, recv: &[u8]) -> Result<()>;
+    /// One side of a recursive-doubling exchange: `local = theirs op
+    /// local` in the order `mine_first` gives; with `fin` (the last round)
+    /// the value is kept as encoded into `fin` (averaged for `Avg`).
+    fn exchange(
+        &mut self,
+        range: Range<usize>,
+        theirs: &[u8],
+        mine_first: bool,
+        fin: Option<&mut [u8]>,
+    ) -> Result<bool>;
 }
 
 /// Slot bookkeeping kept across calls so its queues never reallocate.
@@ -66,23 +107,14 @@ pub(crate) struct Scratch {
     sends: VecDeque<(SlotId, usize, usize)>,
 }
 
-/// Runs `sched` with buffer element `E` and the wire format's kernels `k`. Returns the
-/// OR of the final flags of every slice this rank saw.
+/// Runs `sched` on backend `b`. Returns the OR of the final flags of every
+/// slice this rank saw.
 ///
 /// On failure, tells its ring (or tree) neighbours (best effort, header
 /// only, never waited on) so their waits end at once instead of at their
 /// deadline; they fail with [`Error::PeerAborted`] and tell theirs.
-pub(crate) fn run<E: Element, K: HopKernels<E>, S: Schedule>(
-    cx: &mut Ctx<'_>,
-    k: &K,
-    sched: &S,
-    local: &mut Local<'_, E>,
-    op: ReduceOp,
-    avg_ranks: Option<usize>,
-) -> Result<u16> {
-    // Reduce-scatter's output already holds the own block of the input.
-    let mut touched = matches!(local, Local::Scatter { .. });
-    run_hops::<E, K, S>(cx, k, sched, local, op, avg_ranks, &mut touched).map_err(|e| {
+pub(crate) fn run<B: Backend, S: Schedule>(cx: &mut Ctx<'_>, b: &mut B, sched: &S) -> Result<u16> {
+    run_hops(cx, b, sched).map_err(|e| {
         let origin = match &e {
             Error::PeerAborted { origin, .. } => *origin,
             _ => cx.t.rank(),
@@ -95,26 +127,8 @@ pub(crate) fn run<E: Element, K: HopKernels<E>, S: Schedule>(
             _ => None,
         };
         notify_abort(cx, sched, origin, culprit, matches!(e, Error::Mismatch { .. } | Error::OptionMismatch { .. }));
-        e.with_buffer(if touched { BufferState::Partial } else { BufferState::Untouched })
+        e.with_buffer(if b.touched() { BufferState::Partial } else { BufferState::Untouched })
     })
-}
-
-/// An exchange hop on `local`'s elements `range`: in place, or, where an
-/// out-of-place call's elements are still fresh, from its input straight
-/// into its output (no copy of the input first).
-fn exchange_on<E: Element, K: HopKernels<E>>(
-    k: &K,
-    op: ReduceOp,
-    theirs: &[u8],
-    local: &mut Local<'_, E>,
-    range: Range<usize>,
-    mine_first: bool,
-    fin: Option<(Option<usize>, &mut [u8])>,
-) -> bool {
-    match local.update(range) {
-        Update::InPlace(l) => k.exchange(op, theirs, l, mine_first, fin),
-        Update::Split(s, d) => k.exchange_split(op, theirs, (s, d), mine_first, fin),
-    }
 }
 
 /// The header every message of this call starts from: sequence number and
@@ -181,15 +195,7 @@ pub(crate) fn call_tag(seq: u64, t: &dyn Transport) -> u32 {
 /// slots (the carriers' usual message size).
 const POOL_FLOOR: usize = 256 << 10;
 
-fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
-    cx: &mut Ctx<'_>,
-    k: &K,
-    sched: &S,
-    local: &mut Local<'_, E>,
-    op: ReduceOp,
-    avg_ranks: Option<usize>,
-    touched: &mut bool,
-) -> Result<u16> {
+fn run_hops<B: Backend, S: Schedule>(cx: &mut Ctx<'_>, b: &mut B, sched: &S) -> Result<u16> {
     let base = base_header(cx);
     // `slots` receives posted ahead and `slots` sends in flight leave two
     // slots free at the start of every hop: one for the hop's output and
@@ -202,8 +208,9 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
     // small call must not size the pool (1 GiB slices once took 10 GiB).
     // Not below POOL_FLOOR either, so that a peer that called with another
     // count still fits its first message and is named by its header.
-    let bytes = HEADER + k.bytes(cx.slice).min(k.bytes(local.output().len()).max(POOL_FLOOR));
+    let bytes = HEADER + b.wire_bytes(cx.slice).min(b.wire_bytes(b.elements()).max(POOL_FLOOR));
     cx.t.reserve(total, bytes).map_err(|e| transport_err(cx, cx.t.rank(), e))?;
+    b.prepare(b.wire_bytes(cx.slice.min(b.elements())))?;
     let sc = &mut *cx.scratch;
     // The pool is a queue, kept from call to call: a slot whose message a
     // peer has just read in place is taken again last. Taking it at once
@@ -218,12 +225,12 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
     sc.recvs.clear();
     sc.sends.clear();
     let tag = call_tag(cx.desc.seq, &*cx.t);
-    let native = k.is_identity();
     let mut flags_seen = 0u16;
     let mut hops = Cursor::new(sched, cx.slice, cx.per_round, false);
     let mut ahead = Cursor::new(sched, cx.slice, cx.per_round, true);
     let mut msg = 0usize; // messages received so far, for error reports
     let mut sent = 0usize;
+    let overflow = |over: bool| if over { FLAG_OVERFLOW } else { 0 };
 
     while let Some(hop) = hops.next(sched) {
         // Keep `slots` receives posted ahead of the hop being worked on.
@@ -236,7 +243,8 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
 
         let st = hop.step;
         cx.flight.hop(cx.desc.seq, hop.step_idx, hop.slice_idx);
-        let payload_bytes = k.bytes(hop.range.len());
+        let payload_bytes = b.wire_bytes(hop.range.len());
+        let payload = HEADER..HEADER + payload_bytes;
         let mut recv_hdr = Header { block: st.block as u32, slice: hop.slice_idx as u32, ..base };
         let exchange = matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal);
         let recv_id = if st.prim.receives() && !exchange {
@@ -249,63 +257,33 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
 
         let range = hop.range.clone();
         let out_hdr = |flags: u16| Header { flags, ..recv_hdr };
-        match st.prim {
-            Prim::Send | Prim::CopySend => {
+        match (st.prim, recv_id) {
+            (Prim::Send | Prim::CopySend, _) => {
                 let out = acquire(cx)?;
-                let buf = cx.t.slot_mut(out);
-                let over = k.encode(local.read(range.clone()), &mut buf[HEADER..HEADER + payload_bytes]);
-                let mut flags = if over { FLAG_OVERFLOW } else { 0 };
-                if st.prim == Prim::Send {
-                    if let Some(res) = cx.residual.as_deref_mut() {
-                        let res = &mut res[range.clone()];
-                        widen(local.read(range.clone()), res);
-                        k.sub_decoded(&buf[HEADER..HEADER + payload_bytes], res);
-                    }
-                }
+                let buf = &mut cx.t.slot_mut(out)[payload.clone()];
+                let mut flags = if st.prim == Prim::Send {
+                    overflow(b.send(range, buf)?)
+                } else {
+                    overflow(b.copy_send(range, buf)?)
+                };
                 if st.prim == Prim::CopySend {
-                    // The value is final: the sender keeps exactly what the
-                    // others will decode (a no-op only for a native wire on
-                    // an in-place buffer).
+                    // The value is final: its flags are everything seen.
                     flags |= flags_seen;
                     flags_seen |= flags;
-                    if !(native && local.is_in_place()) {
-                        *touched = true;
-                        k.decode_store(&buf[HEADER..HEADER + payload_bytes], local.overwrite(range.clone()));
-                    }
                 }
                 seal(cx.checksum, out_hdr(flags), cx.t.slot_mut(out), payload_bytes);
                 post_send(cx, out, HEADER + payload_bytes, st, &mut sent)?;
             }
-            Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvReduceCopy => {
-                let rid = recv_id.expect("receiving primitive");
+            (Prim::RecvReduceSend | Prim::RecvReduceCopySend | Prim::RecvReduceCopy, Some(rid)) => {
                 debug_assert!(!cx.scratch.free.is_empty(), "a free slot for the output (see `total`)");
                 let out = acquire(cx)?;
                 let (rbuf, obuf) = cx.t.slot_pair(rid, out);
-                let recv_p = &rbuf[HEADER..HEADER + payload_bytes];
-                let out_p = &mut obuf[HEADER..HEADER + payload_bytes];
-                // Error feedback: the value about to be encoded, formed as
-                // the kernel forms it (received + local, in f32).
-                let mut res = cx.residual.as_deref_mut().map(|r| &mut r[range.clone()]);
-                if let Some(res) = res.as_deref_mut() {
-                    widen(local.read(range.clone()), res);
-                    k.add_decoded(recv_p, res);
-                }
-                let over = if st.prim == Prim::RecvReduceSend {
-                    k.reduce_encode(op, recv_p, local.read(range.clone()), out_p)
-                } else {
-                    *touched = true;
-                    match local.update(range.clone()) {
-                        Update::InPlace(l) => k.reduce_store_encode(op, avg_ranks, recv_p, l, out_p),
-                        Update::Split(s, d) => k.reduce_store_encode_split(op, avg_ranks, recv_p, (s, d), out_p),
-                    }
-                };
-                if let Some(res) = res {
-                    k.sub_decoded(out_p, res);
-                }
-                let flags = recv_hdr.flags | if over { FLAG_OVERFLOW } else { 0 };
+                let store = st.prim != Prim::RecvReduceSend;
+                let over = b.reduce_send(range, &rbuf[payload.clone()], &mut obuf[payload.clone()], store)?;
+                let flags = recv_hdr.flags | overflow(over);
                 seal(cx.checksum, out_hdr(flags), cx.t.slot_mut(out), payload_bytes);
                 done_with(cx, rid);
-                if st.prim != Prim::RecvReduceSend {
+                if store {
                     flags_seen |= flags;
                 }
                 if st.prim.sends() {
@@ -314,52 +292,37 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                     cx.scratch.free.push_back(out);
                 }
             }
-            Prim::RecvReduce => {
-                let rid = recv_id.expect("receiving primitive");
+            (Prim::RecvReduce, Some(rid)) => {
                 flags_seen |= recv_hdr.flags;
-                *touched = true;
-                let rbuf = &cx.t.slot(rid)[HEADER..HEADER + payload_bytes];
-                match local.update(range) {
-                    Update::InPlace(l) => k.reduce_into(op, rbuf, l),
-                    Update::Split(s, d) => k.reduce_into_split(op, rbuf, (s, d)),
-                }
+                b.reduce(range, &cx.t.slot(rid)[payload.clone()])?;
                 done_with(cx, rid);
             }
-            Prim::Exchange | Prim::ExchangeFinal => {
+            (Prim::Exchange | Prim::ExchangeFinal, _) => {
                 // Send first: the partner does the same, and both receives
                 // are already posted, so neither waits on the other's send.
                 let out = acquire(cx)?;
-                let buf = cx.t.slot_mut(out);
-                let over = k.encode(local.read(range.clone()), &mut buf[HEADER..HEADER + payload_bytes]);
-                flags_seen |= if over { FLAG_OVERFLOW } else { 0 };
+                flags_seen |= overflow(b.encode(range.clone(), &mut cx.t.slot_mut(out)[payload.clone()])?);
                 seal(cx.checksum, out_hdr(flags_seen), cx.t.slot_mut(out), payload_bytes);
                 post_send(cx, out, HEADER + payload_bytes, st, &mut sent)?;
                 let (rid, flags) = take_recv(cx, &hop, recv_hdr, payload_bytes, &mut msg)?;
                 flags_seen |= flags;
-                *touched = true;
                 let mine_first = cx.t.rank() < st.recv_from;
                 if st.prim == Prim::Exchange {
-                    let rbuf = &cx.t.slot(rid)[HEADER..HEADER + payload_bytes];
-                    exchange_on(k, op, rbuf, local, range, mine_first, None);
+                    b.exchange(range, &cx.t.slot(rid)[payload.clone()], mine_first, None)?;
                     done_with(cx, rid);
                 } else {
                     debug_assert!(!cx.scratch.free.is_empty(), "a free scratch slot (see `total`)");
                     let scratch = acquire(cx)?;
                     let (rbuf, obuf) = cx.t.slot_pair(rid, scratch);
-                    let theirs = &rbuf[HEADER..HEADER + payload_bytes];
-                    let fin = &mut obuf[HEADER..HEADER + payload_bytes];
-                    if exchange_on(k, op, theirs, local, range, mine_first, Some((avg_ranks, fin))) {
-                        flags_seen |= FLAG_OVERFLOW;
-                    }
+                    let fin = Some(&mut obuf[payload.clone()]);
+                    flags_seen |= overflow(b.exchange(range, &rbuf[payload.clone()], mine_first, fin)?);
                     done_with(cx, rid);
                     cx.scratch.free.push_back(scratch);
                 }
             }
-            Prim::RecvCopySend | Prim::Recv => {
-                let rid = recv_id.expect("receiving primitive");
+            (Prim::RecvCopySend | Prim::Recv, Some(rid)) => {
                 flags_seen |= recv_hdr.flags;
-                *touched = true;
-                k.decode_store(&cx.t.slot(rid)[HEADER..HEADER + payload_bytes], local.overwrite(range));
+                b.store(range, &cx.t.slot(rid)[payload.clone()])?;
                 if st.prim == Prim::RecvCopySend {
                     // Forward the very bytes received, header included.
                     post_send(cx, rid, HEADER + payload_bytes, st, &mut sent)?;
@@ -367,6 +330,7 @@ fn run_hops<E: Element, K: HopKernels<E>, S: Schedule>(
                     done_with(cx, rid);
                 }
             }
+            (_, None) => unreachable!("a receiving primitive took its message above"),
         }
         // Bound the sends in flight (and so the slots they pin).
         while cx.scratch.sends.len() > cx.slots {

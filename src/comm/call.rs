@@ -2,7 +2,9 @@
 //! validate, lock, run one schedule through the executor, record.
 
 use super::*;
+use crate::cpu::hop::HopKernels;
 use crate::cpu::wire_stores::WireChooser;
+use crate::exec::HostHops;
 
 impl Communicator {
     /// Records how a collective ended; a mid-flight failure poisons the
@@ -131,18 +133,11 @@ impl Communicator {
             scratch,
             checksum: opts.checksum,
             verify_calls: opts.verify_calls,
-            agreed: crate::wire::Agreed {
-                schedule: sched.code(),
-                // Bounded by check_bounds: slots <= 64, slices <= 64 MiB.
-                slots: opts.slots as u8,
-                scale_block: if opts.codec.is_block_scaled() { opts.scale_block as u16 } else { 0 },
-                slice: slice as u32,
-            },
+            agreed: agreed(sched.code(), opts, slice),
             flight: &self.flight,
-            residual,
         };
         let (codec, block) = (opts.codec, opts.scale_block);
-        let r = dispatch::<T, _>(&mut cx, &sched, &mut local, reduce, avg, (codec, block), wire);
+        let r = dispatch::<T, _>(&mut cx, &sched, &mut local, (reduce, avg, residual), (codec, block), wire);
         if r.is_ok() {
             local.settle();
         }
@@ -157,6 +152,17 @@ impl Communicator {
     }
 }
 
+/// The options every rank must pass alike, as the headers carry them.
+pub(super) fn agreed(schedule: u8, opts: &AllreduceOpts, slice: usize) -> crate::wire::Agreed {
+    crate::wire::Agreed {
+        schedule,
+        // Bounded by check_bounds: slots <= 64, slices <= 64 MiB.
+        slots: opts.slots as u8,
+        scale_block: if opts.codec.is_block_scaled() { opts.scale_block as u16 } else { 0 },
+        slice: slice as u32,
+    }
+}
+
 /// Rounds of the dissemination barrier: `ceil(log2 n)`.
 pub(super) fn n_rounds(n: usize) -> u32 {
     n.next_power_of_two().trailing_zeros()
@@ -166,19 +172,29 @@ fn dispatch<E: Element, S: Schedule>(
     cx: &mut Ctx<'_>,
     s: &S,
     local: &mut Local<'_, E>,
-    op: ReduceOp,
-    avg: Option<usize>,
+    how: (ReduceOp, Option<usize>, Option<&mut [f32]>),
     (codec, block): (Codec, usize),
     wire: &WireChooser,
 ) -> Result<u16> {
     let stores = Stores::for_output(std::mem::size_of_val(local.output()));
     match codec {
-        Codec::Fp16Scaled => exec::run(cx, &BlockScaled::<ScaledF16>::new(block), s, local, op, avg),
-        Codec::Int8 => exec::run(cx, &BlockScaled::<Int8>::new(block), s, local, op, avg),
-        Codec::Fp16 => exec::run(cx, &Elementwise::<f16>::new(stores, wire), s, local, op, avg),
-        Codec::Bf16 => exec::run(cx, &Elementwise::<bf16>::new(stores, wire), s, local, op, avg),
-        Codec::Native => exec::run(cx, &Elementwise::<E>::new(stores, wire), s, local, op, avg),
+        Codec::Fp16Scaled => on_host(cx, &BlockScaled::<ScaledF16>::new(block), s, local, how),
+        Codec::Int8 => on_host(cx, &BlockScaled::<Int8>::new(block), s, local, how),
+        Codec::Fp16 => on_host(cx, &Elementwise::<f16>::new(stores, wire), s, local, how),
+        Codec::Bf16 => on_host(cx, &Elementwise::<bf16>::new(stores, wire), s, local, how),
+        Codec::Native => on_host(cx, &Elementwise::<E>::new(stores, wire), s, local, how),
     }
+}
+
+/// The executor over the host backend: `local` with kernels `k`.
+fn on_host<E: Element, K: HopKernels<E>, S: Schedule>(
+    cx: &mut Ctx<'_>,
+    k: &K,
+    s: &S,
+    local: &mut Local<'_, E>,
+    (op, avg, residual): (ReduceOp, Option<usize>, Option<&mut [f32]>),
+) -> Result<u16> {
+    exec::run(cx, &mut HostHops::new(k, local, op, avg, residual), s)
 }
 
 #[cfg(test)]

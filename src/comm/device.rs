@@ -4,9 +4,9 @@
 use cudarc::driver::CudaSlice;
 
 use super::*;
-use crate::cuda::staged::{self, RankMemory};
+use crate::cuda::staged::{RankMemory, StagedHops};
 use crate::cuda::staged_rank::StagedCall;
-use crate::cuda::walk::Call;
+use crate::cuda::walk::{self, Call};
 use crate::cuda::{codec_for, StagedRank, PAIRS};
 
 impl Communicator {
@@ -15,7 +15,7 @@ impl Communicator {
     /// the device and each message is staged through host memory already
     /// encoded. Every rank ends with the bits [`Self::allreduce_with`] gives
     /// on the same inputs and options. f32, f16 and bf16 buffers; codecs
-    /// `Native`, `Fp16` and `Bf16`; checksums are not supported here.
+    /// `Native`, `Fp16` and `Bf16`.
     /// A message is a whole schedule block unless `opts.slice_bytes` is
     /// set; either way the messages go in the host executor's order.
     pub fn allreduce_device(
@@ -55,9 +55,6 @@ impl Communicator {
         if codec_for(dtype, wire).ok() != Some(opts.codec) || !PAIRS.contains(&(dtype, wire)) {
             return unsupported(format!("no device kernels for {dtype} buffers with codec {}", opts.codec));
         }
-        if opts.checksum {
-            return unsupported("checksums are not supported for device buffers".into());
-        }
         opts.check_bounds(self.rank)?;
         let mut st = self.lock(&desc0)?;
         let desc = self.device_desc(dtype, count, op, opts);
@@ -66,7 +63,8 @@ impl Communicator {
         // walks the schedule allreduce_with would.
         let algo = self.algorithm_for(opts, dtype, count);
         let call = Call { size: self.size, count, buffer: dtype, wire, op, algo, shape: self.shape(opts, dtype) };
-        self.flight.begin(&desc, crate::cuda::walk::schedule_of(&call, self.rank).len());
+        let sched = walk::schedule_of(&call, self.rank);
+        self.flight.begin(&desc, sched.len());
         if self.size == 1 || count == 0 {
             self.flight.end(desc.seq, None);
             return Ok(());
@@ -78,17 +76,25 @@ impl Communicator {
         // on the one GPU (docs/gpu-results.md).
         let slice =
             if opts.slice_bytes == 0 { count.max(1) } else { opts.slice_elems_or(dtype, st.transport.message_bytes()) };
-        let cx = staged::Ctx {
-            t: st.transport.as_mut(),
+        let State { transport, scratch, .. } = &mut *st;
+        let mut cx = Ctx {
+            t: transport.as_mut(),
             desc: &desc,
             timeout: opts.timeout,
-            abort: &self.aborted,
-            slots: opts.slots,
-            verify_calls: opts.verify_calls,
             slice,
+            slots: opts.slots,
+            per_round: opts.slots,
+            abort: &self.aborted,
+            scratch,
+            checksum: opts.checksum,
+            verify_calls: opts.verify_calls,
+            agreed: super::call::agreed(sched.code(), opts, slice),
+            flight: &self.flight,
         };
-        let r = match staged::allreduce(cx, mem, &call) {
-            Ok(true) if opts.codec != Codec::Native => Err(Error::Fp16Overflow { rank: self.rank, op: desc.clone() }),
+        let r = match exec::run(&mut cx, &mut StagedHops::new(mem, call), &sched) {
+            Ok(flags) if flags & crate::wire::FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {
+                Err(Error::Fp16Overflow { rank: self.rank, op: desc.clone() })
+            }
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         };

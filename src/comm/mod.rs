@@ -570,7 +570,6 @@ impl Communicator {
             verify_calls: opts.verify_calls,
             agreed: Default::default(),
             flight: &self.flight,
-            residual: None,
         };
         self.flight.begin(&desc, (n_rounds(self.size)) as usize);
         let r = exec::barrier(&mut cx);

@@ -23,7 +23,7 @@ use super::reference::codec_for;
 use super::{Hop, Kind};
 use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};
-use crate::schedule::{self, AnySchedule, Prim, Schedule, Shape, Step};
+use crate::schedule::{self, AnySchedule, Prim, Schedule, Shape};
 use crate::{Algorithm, AllreduceOpts};
 
 /// Inbox regions start on this many bytes (the kernels' 16-byte vector
@@ -262,7 +262,7 @@ impl<L: Lanes> StepIo for InProcess<'_, '_, L> {
     fn send(&mut self, src: Src, to: usize, m: MsgAt) -> Result<()> {
         self.w.send(self.lanes, self.r, src, to, m.bytes, m.step)
     }
-    fn recv(&mut self, from: usize, _m: MsgAt, _keep: bool) -> Result<Option<Src>> {
+    fn recv(&mut self, from: usize) -> Result<Option<Src>> {
         Ok(self.w.take(self.lanes, self.r, from)?.map(Src::Inbox))
     }
 }
@@ -275,9 +275,9 @@ pub(crate) trait StepIo {
     fn hop(&mut self, hop: &Hop, n: usize, recv: Option<Src>, at: usize) -> Result<()>;
     /// Sends the message `m` from `src` to rank `to`.
     fn send(&mut self, src: Src, to: usize, m: MsgAt) -> Result<()>;
-    /// The message `m` from rank `from`: where it lies, or `None` if it has
-    /// not been sent yet. `keep`: the step forwards it unchanged.
-    fn recv(&mut self, from: usize, m: MsgAt, keep: bool) -> Result<Option<Src>>;
+    /// The next message from rank `from`: where it lies, or `None` if it
+    /// has not been sent yet.
+    fn recv(&mut self, from: usize) -> Result<Option<Src>>;
 }
 
 /// Which message a step sends or receives.
@@ -287,10 +287,6 @@ pub(crate) struct MsgAt {
     pub bytes: usize,
     /// The step (this rank's).
     pub step: usize,
-    /// The schedule block (the same on both sides).
-    pub block: usize,
-    /// The slice of the block.
-    pub slice: usize,
 }
 
 /// Runs step `i` of rank `r`'s schedule `s`: each primitive as the kernel
@@ -304,26 +300,11 @@ pub(crate) fn run_step<I: StepIo>(io: &mut I, s: &AnySchedule, r: usize, i: usiz
     if range.is_empty() {
         return Ok(true);
     }
-    run_slice(io, st, r, i, (0, range), sent)
-}
-
-/// Slice `k` (elements `range`) of step `i`, as one message: what
-/// [`run_step`] does for a whole block. The host-staged carrier walks
-/// slices in the host executor's order (`staged`); the kernels are
-/// elementwise, so slicing changes no result.
-pub(crate) fn run_slice<I: StepIo>(
-    io: &mut I,
-    st: Step,
-    r: usize,
-    i: usize,
-    (k, range): (usize, std::ops::Range<usize>),
-    sent: &mut bool,
-) -> Result<bool> {
     let c = *io.call();
     let n = range.len();
     let hop = |kind| Hop::new(kind, c.buffer, c.wire, c.op);
     let avg = (c.op == ReduceOp::Avg).then_some(c.size as u32);
-    let m = MsgAt { bytes: n * c.wire.size(), step: i, block: st.block, slice: k };
+    let m = MsgAt { bytes: n * c.wire.size(), step: i };
     let at = range.start;
     if matches!(st.prim, Prim::Exchange | Prim::ExchangeFinal) && !*sent {
         // Send first: the partner does the same.
@@ -332,7 +313,7 @@ pub(crate) fn run_slice<I: StepIo>(
         *sent = true;
     }
     let recv = if st.prim.receives() {
-        match io.recv(st.recv_from, m, st.prim == Prim::RecvCopySend)? {
+        match io.recv(st.recv_from)? {
             Some(src) => Some(src),
             None => return Ok(false),
         }

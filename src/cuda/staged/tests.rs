@@ -50,6 +50,7 @@ fn staged_and_host(
 
 /// Every pair and algorithm (`Auto` and the hierarchical one on two
 /// hosts included) over 2-5 ranks, with one and two sends in flight,
+/// checksums on and off,
 /// default and 32-element slices (which shape the tree's and halving's
 /// blocks), on inputs with every special: the bits `allreduce_with` gives
 /// with the same options on the same communicator (NaN payloads aside
@@ -71,7 +72,7 @@ fn staged_over_threads_matches_the_host_executor_with_the_same_options() {
                     let input = inputs(&mut rng, size, count, buffer, op);
                     // Small messages on every other case: blocks go in many
                     // slices, more than the slots in flight.
-                    let opts = AllreduceOpts::default().algorithm(algo).slots(1 + a % 2);
+                    let opts = AllreduceOpts::default().algorithm(algo).slots(1 + a % 2).checksum(count % 2 == 1);
                     let opts = if (a + size) % 2 == 0 { opts.slice_bytes(128) } else { opts };
                     let got = staged_and_host(&input, buffer, wire, op, &opts, per_host);
                     for (r, (bytes, over, want, want_over)) in got.iter().enumerate() {
