@@ -4,16 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
+# Each step names the minutes since the start: CI keeps this script under 30.
+step() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
 
-echo "== cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all -- --check
 # Features candle (the candle integration) and cuda (the CUDA kernels,
 # which build and test without CUDA) on for every step, so their code is
 # linted and tested too and the library builds once per profile.
 FEATURES=candle,cuda
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --all-targets --features $FEATURES -q -- -D warnings
-echo "== cargo doc (missing docs are errors)"
+step "cargo doc (missing docs are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features $FEATURES -q
 # cargo test with these arguments, its log in $1; tee hides cargo's exit
 # code, so the log is judged.
@@ -25,26 +27,26 @@ run_tests() {
         echo "cargo test $* failed"; exit 1
     fi
 }
-echo "== unit, in-process and doc tests"
+step "unit, in-process and doc tests"
 run_tests target/test.log --features $FEATURES -q
-echo "== unit tests again in release (the optimiser reorders float code: a NaN payload rule held in debug and broke in release once), and the 2^20-element sweeps the debug run ignores"
+step "unit tests again in release (the optimiser reorders float code: a NaN payload rule held in debug and broke in release once), and the 2^20-element sweeps the debug run ignores"
 run_tests target/test-release.log --release --features $FEATURES -q --lib --test allreduce_local
-echo "== CUDA kernels compile with NVRTC 13 for sm_80 and sm_90 (no GPU needed)"
+step "CUDA kernels compile with NVRTC 13 for sm_80 and sm_90 (no GPU needed)"
 source ci/env.sh
 LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     cargo test --features $FEATURES -q --test cuda -- --include-ignored nvrtc 2>&1 |
     tee target/nvrtc.log | grep -E "^test result|FAILED|panicked" || true
 grep -q "^test result: ok. 2 passed" target/nvrtc.log || { cat target/nvrtc.log; echo "kernel compile check failed"; exit 1; }
 echo "GPU tests (the kernels on a device, bit for bit): not run here, no GPU; ci/gpu.sh runs them"
-echo "== MPI tier"
+step "MPI tier"
 bash ci/mpi_examples.sh
-echo "== same bits run after run with default options (mpirun -np 3 and 4, 5 runs each)"
+step "same bits run after run with default options (mpirun -np 3 and 4, 5 runs each)"
 bash ci/same_bits.sh
-echo "== fault matrix under mpirun (shared-memory carrier): every fault x every collective, mid-call, last message and broadcast root; strays; forged messages (about 6 min)"
+step "fault matrix under mpirun (shared-memory carrier): every fault x every collective, mid-call, last message and broadcast root; strays; forged messages (about 6 min)"
 bash ci/faults.sh
-echo "== flight recorder: SIGUSR1 dumps of a hung job, merged by ringfuse-trace"
+step "flight recorder: SIGUSR1 dumps of a hung job, merged by ringfuse-trace"
 bash ci/trace.sh
-echo "== ringfuse-perf --check sweep under mpirun (correctness only; no timing is asserted)"
+step "ringfuse-perf --check sweep under mpirun (correctness only; no timing is asserted)"
 source ci/env.sh
 cargo build --release --bin ringfuse-perf -q
 # One host: the default carrier is shared memory; RINGFUSE_TRANSPORT=mpi
@@ -76,14 +78,14 @@ for np in 2 3; do
         -b 4 -e 4M -f 16 -c native,fp16,bf16 -a ring,doubling,tree,hd -n 2 -w 1 >/dev/null
 done
 echo "shm with streamed messages: every row within the codec bound and identical on all ranks"
-echo "== fault matrix over the MPI carrier, short form (the default, shm, ran above)"
+step "fault matrix over the MPI carrier, short form (the default, shm, ran above)"
 RINGFUSE_TRANSPORT=mpi bash ci/faults.sh --short | tail -1
-echo "== scale model (--simulate, 8 and 512 ranks)"
+step "scale model (--simulate, 8 and 512 ranks)"
 rows=$(target/release/ringfuse-perf --simulate --ranks 8,512 --ranks-per-host 8 -b 1K -e 1M -f 1024 \
     -c native,fp16 -a ring,tree,hd,doubling,hier,auto | grep -c '^ ')
 [ "$rows" = 48 ] || { echo "--simulate: $rows rows, expected 48"; exit 1; }
 echo "scale model: 48 rows predicted"
-echo "== simulated cluster (3 namespaces, TCP)"
+step "simulated cluster (3 namespaces, TCP)"
 if ip netns add rfprobe$$ 2>/dev/null; then
     ip netns del rfprobe$$
     RINGFUSE_TIMEOUT_MS=60000 timeout 300 bash ci/netsim.sh --hosts 3 -- -b 1K -e 1M -f 32 -n 2 -w 1 -c native \
