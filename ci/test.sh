@@ -99,4 +99,4 @@ if ip netns add rfprobe$$ 2>/dev/null; then
 else
     echo "netsim: SKIPPED (cannot create network namespaces here; needs root)"
 fi
-echo "ci/test.sh: all passed"
+echo "ci/test.sh: all passed in $((SECONDS / 60))m$((SECONDS % 60))s"
