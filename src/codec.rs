@@ -127,6 +127,19 @@ impl Codec {
         scales + count * self.code_bytes(dtype)
     }
 
+    /// Elements of a `dtype` buffer in one message of `bytes` payload
+    /// bytes on this wire: a multiple of 32 (the kernels then run on full
+    /// vectors except at a block's end) and, for block-scaled codecs, of
+    /// the scale block of `block` elements (so every scale but a slice's
+    /// last covers a full block).
+    pub fn slice_elems(self, dtype: DType, bytes: usize, block: usize) -> usize {
+        let mut slice = ((bytes / self.code_bytes(dtype)) & !31).max(32);
+        if self.is_block_scaled() && block > 0 && slice >= block {
+            slice -= slice % block;
+        }
+        slice
+    }
+
     /// Bytes of one element's code on the wire (scales aside).
     pub fn code_bytes(self, dtype: DType) -> usize {
         match self {

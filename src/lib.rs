@@ -78,12 +78,19 @@ pub mod tuning;
 pub mod verify;
 pub mod wire;
 
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[cfg(all(doctest, feature = "mpi"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use codec::Codec;
 pub use comm::env;
-pub use comm::{Algorithm, AllreduceOpts, Communicator, DEFAULT_SLICE_BYTES};
+pub use comm::{AllreduceOpts, Communicator};
 pub use cpu::WireStores;
 pub use element::{DType, Element, ReduceOp};
 pub use error::{BufferState, Error, Result};
 pub use gradsync::{GradSync, GradSyncOpts, StepReport};
 pub use op::{Collective, OpDesc};
+pub use schedule::Algorithm;
+pub use transport::DEFAULT_SLICE_BYTES;
 pub use tuning::Tuning;

@@ -61,6 +61,23 @@ impl Mpi {
     }
 }
 
+// Built here rather than in `comm`, which sits below MPI start-up.
+impl Communicator {
+    /// A communicator on a duplicate of an existing rsmpi communicator. The
+    /// caller must keep MPI initialised (its `Universe` alive) for as long
+    /// as this communicator lives.
+    ///
+    /// Collective, with the deadline of a wait: every rank must arrive
+    /// within it ([`Error::Startup`] otherwise); then the ranks agree on
+    /// `Auto`'s rule, and probe its cost model if `RINGFUSE_TUNING` asks
+    /// ([`crate::tuning`]).
+    pub fn from_mpi<C: ::mpi::traits::Communicator>(comm: &C) -> Result<Self> {
+        arrive(comm)?;
+        let per_host = ranks_per_host(comm);
+        Self::tuned(carrier(comm, None, per_host)?, per_host)
+    }
+}
+
 /// The carrier, as `RINGFUSE_TRANSPORT` says (an unaccepted value is an
 /// [`Error::Setting`], the same on every rank). Collective.
 ///

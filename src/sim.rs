@@ -38,7 +38,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use crate::comm::Algorithm;
+use crate::schedule::Algorithm;
 use crate::schedule::{self, AnySchedule, Cursor, Hop, Prim, Shape};
 
 /// One kind of link.

@@ -73,7 +73,7 @@ impl Communicator {
         // two waits for the device (the copy down, the overflow flag), and
         // on an H100 (2026-11-26) 256 KiB slices made a 256 MiB call 1.5x
         // slower over threads and 12x slower under mpirun with 4 processes
-        // on the one GPU (docs/gpu-results.md).
+        // on the one GPU (docs/results/gpu-h100.md).
         let slice =
             if opts.slice_bytes == 0 { count.max(1) } else { opts.slice_elems_or(dtype, st.transport.message_bytes()) };
         let State { transport, scratch, .. } = &mut *st;

@@ -25,7 +25,7 @@ use crate::wire::FLAG_OVERFLOW;
 
 use call::n_rounds;
 use env::Settings;
-pub use opts::{Algorithm, AllreduceOpts, DEFAULT_SLICE_BYTES};
+pub use opts::{Algorithm, AllreduceOpts};
 
 struct State {
     transport: Box<dyn Transport>,
@@ -280,21 +280,6 @@ impl Communicator {
     /// ```
     pub fn flight_record(&self) -> FlightDump {
         self.flight.snapshot("api")
-    }
-
-    /// A communicator on a duplicate of an existing rsmpi communicator. The
-    /// caller must keep MPI initialised (its `Universe` alive) for as long
-    /// as this communicator lives.
-    #[cfg(feature = "mpi")]
-    ///
-    /// Collective, with the deadline of a wait: every rank must arrive
-    /// within it ([`Error::Startup`] otherwise); then the ranks agree on
-    /// `Auto`'s rule, and probe its cost model if `RINGFUSE_TUNING` asks
-    /// ([`crate::tuning`]).
-    pub fn from_mpi<C: ::mpi::traits::Communicator>(comm: &C) -> Result<Self> {
-        crate::mpi::arrive(comm)?;
-        let per_host = crate::mpi::ranks_per_host(comm);
-        Self::tuned(crate::mpi::carrier(comm, None, per_host)?, per_host)
     }
 
     /// Ends this rank's collective in flight, from any thread: its waits
@@ -582,5 +567,6 @@ mod call;
 mod device;
 pub mod env;
 mod opts;
+mod probe;
 #[cfg(test)]
 mod tests;

@@ -5,96 +5,12 @@ use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::element::DType;
+pub use crate::schedule::Algorithm;
 use crate::schedule::Shape;
 use crate::tuning::Tuning;
 
 use super::env::{Settings, MAX_TIMEOUT};
 use crate::error::{Error, Result};
-
-/// Which allreduce schedule runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Algorithm {
-    /// The algorithm the communicator's cost model ([`crate::tuning`])
-    /// predicts fastest, or without one recursive doubling up to
-    /// [`AllreduceOpts::small_bytes`] of wire data (by default the
-    /// communicator's rule, [`crate::tuning::rule`]: the same choice in
-    /// every run) and the ring above.
-    /// `RINGFUSE_ALGO=ring|doubling|tree|hd` forces one.
-    #[default]
-    Auto,
-    /// The pipelined ring: bandwidth-optimal, `2(n-1)` dependent hops.
-    Ring,
-    /// Recursive doubling: `log2 n` exchanges of the whole buffer.
-    RecursiveDoubling,
-    /// NCCL's double binary tree: `2 log2 n` hops, each of two trees
-    /// carrying half the buffer.
-    Tree,
-    /// Recursive halving-doubling (Rabenseifner): the ring's bytes in
-    /// `2 log2 n` rounds.
-    HalvingDoubling,
-    /// Reduce-scatter inside each host, a ring across hosts per block,
-    /// allgather inside each host: the network carries each byte once per
-    /// host. Needs the communicator's hosts (see
-    /// [`crate::Communicator::ranks_per_host`]); the ring runs without them.
-    Hierarchical,
-}
-
-impl Algorithm {
-    /// Every algorithm a caller can force (not `Auto`).
-    pub const FIXED: [Algorithm; 5] = [
-        Algorithm::Ring,
-        Algorithm::RecursiveDoubling,
-        Algorithm::Tree,
-        Algorithm::HalvingDoubling,
-        Algorithm::Hierarchical,
-    ];
-
-    /// Parses `ring`, `doubling` (or `rd`), `tree`, `hd` (or `halving`),
-    /// `hier` (or `hierarchical`) and `auto`, as `RINGFUSE_ALGO` and
-    /// `ringfuse-perf --algo` take them.
-    pub fn parse(s: &str) -> Option<Algorithm> {
-        Some(match s {
-            "auto" => Algorithm::Auto,
-            "ring" => Algorithm::Ring,
-            "doubling" | "rd" => Algorithm::RecursiveDoubling,
-            "tree" => Algorithm::Tree,
-            "hd" | "halving" => Algorithm::HalvingDoubling,
-            "hier" | "hierarchical" => Algorithm::Hierarchical,
-            _ => return None,
-        })
-    }
-
-    /// The short name [`Algorithm::parse`] reads.
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Auto => "auto",
-            Algorithm::Ring => "ring",
-            Algorithm::RecursiveDoubling => "doubling",
-            Algorithm::Tree => "tree",
-            Algorithm::HalvingDoubling => "hd",
-            Algorithm::Hierarchical => "hier",
-        }
-    }
-
-    /// Whether this algorithm can carry `dtype` buffers on `codec`'s wire
-    /// with the codec's bound and bitwise-identical results; where it
-    /// cannot, the ring runs instead.
-    ///
-    /// All but the ring keep partial results in the buffer between steps:
-    /// exact for `f32`/`f64` (the accumulator's precision), an extra
-    /// rounding per step for 16-bit buffers, which the bound does not
-    /// allow. The tree and halving-doubling also re-encode a final value
-    /// they decoded, which gives back the same bytes only for element-wise
-    /// formats (a block's scale can change).
-    pub fn supports(self, dtype: DType, codec: Codec) -> bool {
-        let wide = matches!(dtype, DType::F32 | DType::F64);
-        match self {
-            Algorithm::Auto | Algorithm::Ring => true,
-            Algorithm::RecursiveDoubling => wide,
-            Algorithm::Tree | Algorithm::HalvingDoubling | Algorithm::Hierarchical => wide && !codec.is_block_scaled(),
-        }
-    }
-}
 
 /// The most messages in flight each way ([`AllreduceOpts::slots`]): the
 /// shared-memory carrier numbers its slots in a byte, and past a few dozen
@@ -104,8 +20,7 @@ pub const MAX_SLOTS: usize = 64;
 /// a pool holds `2 * slots + 2` of them.
 pub const MAX_SLICE_BYTES: usize = 64 << 20;
 
-/// Message payload when neither the call nor the carrier says otherwise.
-pub const DEFAULT_SLICE_BYTES: usize = 256 << 10;
+pub use crate::transport::DEFAULT_SLICE_BYTES;
 
 /// Per-call options. `AllreduceOpts::default()` is what the plain methods
 /// use; every field can be set with a builder method.
@@ -168,7 +83,7 @@ impl AllreduceOpts {
         AllreduceOpts {
             codec: Codec::Native,
             slice_bytes: 0,
-            slots: 4,
+            slots: crate::transport::DEFAULT_SLOTS,
             timeout: s.timeout.unwrap_or(Duration::from_secs(300)),
             algorithm: s.algorithm.unwrap_or(Algorithm::Auto),
             small_bytes: 0,
@@ -194,18 +109,8 @@ impl AllreduceOpts {
     ) -> Algorithm {
         let wire_bytes = self.codec.wire_bytes(dtype, count, self.scale_block);
         let small = if self.small_bytes == 0 { doubling_up_to } else { self.small_bytes };
-        let algo = match (self.algorithm, tuning) {
-            (Algorithm::Auto, Some(t)) => t.best(dtype, self.codec, wire_bytes),
-            (Algorithm::Auto, None) if wire_bytes <= small => Algorithm::RecursiveDoubling,
-            (Algorithm::Auto, None) => Algorithm::Ring,
-            (a, _) => a,
-        };
-        let placed = algo != Algorithm::Hierarchical || shape.hierarchical();
-        if algo.supports(dtype, self.codec) && placed {
-            algo
-        } else {
-            Algorithm::Ring
-        }
+        let model = || tuning.map(|t| t.best(dtype, self.codec, wire_bytes));
+        self.algorithm.resolve(dtype, self.codec, wire_bytes, shape, small, model)
     }
 
     /// Refuses options outside their bounds with [`Error::Setting`] naming
@@ -252,11 +157,7 @@ impl AllreduceOpts {
 
     /// [`Self::slice_elems`] with `carrier` bytes where `slice_bytes` is 0.
     pub(crate) fn slice_elems_or(&self, dtype: DType, carrier: usize) -> usize {
-        let mut slice = ((self.slice_bytes_or(carrier) / self.codec.code_bytes(dtype)) & !31).max(32);
-        if self.codec.is_block_scaled() && slice >= self.scale_block {
-            slice -= slice % self.scale_block;
-        }
-        slice
+        self.codec.slice_elems(dtype, self.slice_bytes_or(carrier), self.scale_block)
     }
 
     /// Sets the wire format.

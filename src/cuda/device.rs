@@ -6,8 +6,7 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig};
 
-use super::walk::Src;
-use super::{compile, ffi, kernels, Hop, Kind};
+use super::{compile, ffi, kernels, Hop, Kind, Src};
 use crate::element::DType;
 use crate::error::{Error, Result};
 

@@ -48,11 +48,25 @@ pub(crate) mod walk;
 pub use compile::{compile_ptx, nvrtc_available, PtxCache, ARCHS};
 pub use device::{Device, Lane};
 pub use ranks::DeviceRanks;
-pub use reference::{codec_for, cpu_allreduce, first_difference};
+pub use reference::{cpu_allreduce, first_difference};
 pub use staged_rank::StagedRank;
 
+use crate::codec::Codec;
 use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};
+
+/// Inbox regions start on this many bytes (the kernels' 16-byte vector
+/// path needs 16; 256 keeps each in its own cache lines).
+pub(crate) const ALIGN: usize = 256;
+
+/// Wire bytes a kernel reads or a message is copied from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Src {
+    /// The rank's outgoing slice (what its last encoding kernel wrote).
+    Out,
+    /// A region of the rank's inbox, from this byte (a received message).
+    Inbox(usize),
+}
 
 /// The kernels' source, as NVRTC compiles it.
 pub const SOURCE: &str = include_str!("../../kernels/fused.cu");
@@ -212,4 +226,17 @@ fn kernels() -> impl Iterator<Item = ((Kind, DType, DType), String)> {
 /// Every entry point's name.
 pub fn kernel_names() -> Vec<String> {
     kernels().map(|(_, name)| name).collect()
+}
+
+/// The codec that puts `wire` elements on the wire for `buffer` elements.
+pub fn codec_for(buffer: DType, wire: DType) -> Result<Codec> {
+    match wire {
+        w if w == buffer => Ok(Codec::Native),
+        DType::F16 => Ok(Codec::Fp16),
+        DType::Bf16 => Ok(Codec::Bf16),
+        _ => Err(Error::Cuda {
+            what: "codec".into(),
+            detail: format!("no codec puts {buffer} buffers on a {wire} wire"),
+        }),
+    }
 }

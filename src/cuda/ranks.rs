@@ -6,13 +6,14 @@
 use cudarc::driver::{CudaEvent, CudaSlice};
 
 use super::device::{err, Lane};
-use super::walk::{self, Call, Lanes, Src};
+use super::walk::{self, Call, Lanes};
+use super::Src;
 use super::{codec_for, Device, Hop, PAIRS};
 use crate::codec::Codec;
 use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};
 use crate::op::{Collective, OpDesc};
-use crate::Algorithm;
+use crate::schedule::Algorithm;
 
 /// `size` in-process ranks on one [`Device`].
 ///
@@ -47,7 +48,7 @@ impl DeviceRanks {
             return Err(Error::Cuda { what: format!("{}: ranks", dev.name()), detail: "no ranks asked for".into() });
         }
         let lanes = (0..size).map(|_| dev.new_lane()).collect::<Result<Vec<_>>>()?;
-        let alloc = |l: &Lane| l.stream().alloc_zeros::<u8>(walk::ALIGN).map_err(err("rank buffers"));
+        let alloc = |l: &Lane| l.stream().alloc_zeros::<u8>(super::ALIGN).map_err(err("rank buffers"));
         let outs = lanes.iter().map(alloc).collect::<Result<Vec<_>>>()?;
         let inboxes = lanes.iter().map(alloc).collect::<Result<Vec<_>>>()?;
         Ok(DeviceRanks { dev, lanes, outs, inboxes, events: Vec::new(), used: 0, seq: 0 })

@@ -5,23 +5,11 @@ use std::time::Duration;
 
 use half::{bf16, f16};
 
-use crate::codec::Codec;
+use super::codec_for;
 use crate::element::{DType, Element, ReduceOp};
 use crate::error::{Error, Result};
-use crate::{Algorithm, AllreduceOpts};
-
-/// The codec that puts `wire` elements on the wire for `buffer` elements.
-pub fn codec_for(buffer: DType, wire: DType) -> Result<Codec> {
-    match wire {
-        w if w == buffer => Ok(Codec::Native),
-        DType::F16 => Ok(Codec::Fp16),
-        DType::Bf16 => Ok(Codec::Bf16),
-        _ => Err(Error::Cuda {
-            what: "codec".into(),
-            detail: format!("no codec puts {buffer} buffers on a {wire} wire"),
-        }),
-    }
-}
+use crate::schedule::Algorithm;
+use crate::AllreduceOpts;
 
 /// What the CPU backend gives: in-process ranks (threads over the host
 /// executor), one input per rank as the buffer's bytes. Returns each

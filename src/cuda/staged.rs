@@ -13,12 +13,13 @@
 //! whole blocks unless the call sets `slice_bytes`: slicing lets
 //! neighbours work on a block together, but each message waits for the
 //! device, and measured on an H100 that cost more than it won
-//! (docs/gpu-results.md). Completing hops through events, polled by the
+//! (docs/results/gpu-h100.md). Completing hops through events, polled by the
 //! executor, with pinned slots, is what remains for speed (issue #23).
 
 use std::ops::Range;
 
-use super::walk::{Call, Src};
+use super::walk::Call;
+use super::Src;
 use super::{Hop, Kind};
 use crate::element::ReduceOp;
 use crate::error::Result;

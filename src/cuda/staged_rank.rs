@@ -5,8 +5,8 @@ use cudarc::driver::CudaSlice;
 
 use super::device::{err, Lane};
 use super::staged::RankMemory;
-use super::walk::{Src, ALIGN};
 use super::{Device, Hop};
+use super::{Src, ALIGN};
 use crate::error::Result;
 
 /// This process's rank of allreduces of device buffers over a

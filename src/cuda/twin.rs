@@ -5,7 +5,7 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 
 use super::staged::RankMemory;
-use super::walk::Src;
+use super::Src;
 use super::{host, Hop};
 use crate::element::{DType, ReduceOp};
 use crate::error::Result;

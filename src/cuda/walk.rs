@@ -19,25 +19,11 @@
 
 use std::collections::VecDeque;
 
-use super::reference::codec_for;
-use super::{Hop, Kind};
+use super::{codec_for, Hop, Kind, Src, ALIGN};
 use crate::element::{DType, ReduceOp};
 use crate::error::{Error, Result};
+use crate::schedule::Algorithm;
 use crate::schedule::{self, AnySchedule, Prim, Schedule, Shape};
-use crate::{Algorithm, AllreduceOpts};
-
-/// Inbox regions start on this many bytes (the kernels' 16-byte vector
-/// path needs 16; 256 keeps each in its own cache lines).
-pub(crate) const ALIGN: usize = 256;
-
-/// Wire bytes a kernel reads or a message is copied from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Src {
-    /// The rank's outgoing slice (what its last encoding kernel wrote).
-    Out,
-    /// A region of the rank's inbox, from this byte (a received message).
-    Inbox(usize),
-}
 
 /// The memory and queues of `size` ranks: each rank's buffer, outgoing
 /// slice and inbox, and a queue its kernels and sends run on in order.
@@ -88,15 +74,15 @@ impl Call {
         op: ReduceOp,
         algo: Algorithm,
     ) -> Result<Call> {
-        let opts = AllreduceOpts::default().codec(codec_for(buffer, wire)?).algorithm(algo);
+        let codec = codec_for(buffer, wire)?;
         let shape = Shape {
             size,
             per_host: 0,
-            slice: opts.slice_elems_or(buffer, crate::DEFAULT_SLICE_BYTES),
-            slots: opts.slots,
+            slice: codec.slice_elems(buffer, crate::transport::DEFAULT_SLICE_BYTES, 0),
+            slots: crate::transport::DEFAULT_SLOTS,
         };
         let rule = crate::tuning::rule::doubling_up_to(crate::tuning::rule::LinkClass::SharedMemory, size);
-        let algo = opts.resolve(buffer, count, None, shape, rule);
+        let algo = algo.resolve(buffer, codec, codec.wire_bytes(buffer, count, 0), shape, rule, || None);
         Ok(Call { size, count, buffer, wire, op, algo, shape })
     }
 }

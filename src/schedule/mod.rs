@@ -23,6 +23,7 @@
 //! result and combine the two *wire* values in rank order, so both compute
 //! the same bits.
 
+mod algorithm;
 mod chunk;
 mod cursor;
 mod doubling;
@@ -31,6 +32,7 @@ mod hier;
 mod ring;
 mod tree;
 
+pub use algorithm::Algorithm;
 pub use chunk::{block_range, slice_count, slice_range};
 pub use cursor::{Cursor, Hop};
 pub use doubling::RecursiveDoubling;
@@ -226,9 +228,9 @@ impl Schedule for AnySchedule {
 /// `algo` (already resolved: `Auto` means the ring; the hierarchical one
 /// where `shape` does not allow it, too): what a communicator runs, and
 /// what tools inspect (wire bytes, the scale model).
-pub fn allreduce(algo: crate::Algorithm, rank: usize, count: usize, shape: Shape) -> AnySchedule {
+pub fn allreduce(algo: Algorithm, rank: usize, count: usize, shape: Shape) -> AnySchedule {
     let Shape { size, per_host, slice, slots } = shape;
-    use crate::Algorithm as A;
+    use Algorithm as A;
     match algo {
         A::Hierarchical if shape.hierarchical() => AnySchedule::Hier(Hierarchical { rank, size, count, per_host }),
         A::Auto | A::Ring | A::Hierarchical => AnySchedule::Ring(Ring { rank, size, count, kind: RingKind::Allreduce }),

@@ -99,7 +99,7 @@ impl LocalTransport {
             posted: Vec::new(),
             sent_to: vec![0; n],
             lent: (0, 0),
-            message_bytes: crate::comm::DEFAULT_SLICE_BYTES,
+            message_bytes: super::DEFAULT_SLICE_BYTES,
         }
     }
 

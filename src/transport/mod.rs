@@ -22,6 +22,16 @@ pub mod shm;
 #[cfg(target_os = "linux")]
 mod shm_ffi;
 
+/// Message payload when neither the call nor the carrier says otherwise
+/// ([`Transport::message_bytes`]): big enough that a hop's kernel runs at
+/// memory speed, small enough that a few in flight pipeline a call.
+pub const DEFAULT_SLICE_BYTES: usize = 256 << 10;
+
+/// Messages in flight each way when the call does not say: enough that
+/// a slice arrives while the one before it is reduced and the one before
+/// that leaves.
+pub const DEFAULT_SLOTS: usize = 4;
+
 /// The default [`Transport::tag_mask`]: 31 bits, MPI's usual tag bound.
 pub const TAG_MASK: u32 = 0x7fff_ffff;
 
@@ -114,7 +124,7 @@ pub trait Transport: Send {
     /// Payload bytes per message this carrier moves best; calls that leave
     /// [`crate::AllreduceOpts::slice_bytes`] at 0 slice by it.
     fn message_bytes(&self) -> usize {
-        crate::comm::DEFAULT_SLICE_BYTES
+        DEFAULT_SLICE_BYTES
     }
     /// The tags this carrier takes: a call's tag is its sequence number
     /// masked by this (all ones in the low bits), so a stray message of an

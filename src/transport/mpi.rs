@@ -50,7 +50,7 @@ impl MpiTransport {
             comm: Some(SendComm(comm)),
             rank,
             size,
-            message_bytes: crate::comm::DEFAULT_SLICE_BYTES,
+            message_bytes: super::DEFAULT_SLICE_BYTES,
             tag_mask,
             spoiled: false,
             _keep_mpi: keep,

@@ -18,7 +18,7 @@
 //! The probe times each fixed algorithm on an `f32` sum at each of
 //! [`SIZES`] ([`NET_SIZES`] over a network; the fastest of up to [`REPS`]
 //! runs, each started by a barrier; its calls are forgotten after, so the
-//! user's first call is `#0`), within [`BUDGET`] (`probe.rs` says what it
+//! user's first call is `#0`), within [`BUDGET`] (`src/comm/probe.rs` says what it
 //! drops to stay in it: a few milliseconds on shared memory take the
 //! whole grid), then takes every constant's maximum over the ranks, so
 //! every rank predicts, and picks, alike. `RINGFUSE_TUNING` chooses:
@@ -31,21 +31,16 @@
 //! without a budget, and written by rank 0; every run that reads it
 //! chooses alike).
 
-mod probe;
 pub mod rule;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-pub use probe::{BUDGET, NET_SIZES, SLOW_BARRIER};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
-use crate::comm::env::TuningSource;
-use crate::comm::{Algorithm, Communicator};
-use crate::element::{DType, ReduceOp};
-use crate::error::{Error, Result};
+use crate::element::DType;
+use crate::schedule::Algorithm;
 
 /// The probe's buffer sizes on shared memory, bytes: latency, the
 /// middle, bandwidth,
@@ -56,6 +51,15 @@ use crate::error::{Error, Result};
 /// halves cross it too: cliffs that a line drawn from 8 B to 16 KiB does
 /// not see. Small sizes cost microseconds, so the grid is dense there.
 pub const SIZES: [usize; 9] = [8, 1 << 10, 2 << 10, 4 << 10, 8 << 10, 16 << 10, 64 << 10, 128 << 10, 512 << 10];
+/// What the default probe may spend, from its start to its last
+/// measurement. Estimates can be short by one size's error, so the
+/// budget leaves room below the 100 ms the probe must stay under.
+pub const BUDGET: Duration = Duration::from_millis(60);
+/// A barrier slower than this (seconds) marks ranks joined by a network.
+pub const SLOW_BARRIER: f64 = 20e-6;
+/// The grid on a network: latency, the middle, Open MPI's TCP eager
+/// limit (64 KiB), and bandwidth.
+pub const NET_SIZES: [usize; 6] = [8, 4 << 10, 16 << 10, 64 << 10, 128 << 10, 512 << 10];
 /// Runs per algorithm and size at most; the fastest counts.
 pub const REPS: usize = 5;
 /// How much faster than the ring another algorithm must be predicted.
@@ -138,38 +142,6 @@ impl Tuning {
             Algorithm::Ring
         }
     }
-
-    /// Constants for `comm` as `RINGFUSE_TUNING` says (see the module
-    /// docs): none for the rule (the default), else probed or cached.
-    /// Collective when it probes or reads a file.
-    pub fn from_settings(comm: &Communicator, source: &TuningSource) -> Result<Option<Tuning>> {
-        match source {
-            TuningSource::Rule => Ok(None),
-            TuningSource::Probe => Tuning::probe(comm).map(Some),
-            TuningSource::File(path) => Tuning::cached(comm, path).map(Some),
-        }
-    }
-
-    /// Reads `path` if it holds constants for this many ranks (whether
-    /// it does is agreed by all ranks, so they all probe or none), else
-    /// probes and has rank 0 write them there.
-    pub fn cached(comm: &Communicator, path: &Path) -> Result<Tuning> {
-        let read = std::fs::read_to_string(path).ok().and_then(|s| serde_json::from_str::<TuningFile>(&s).ok());
-        let usable = read.as_ref().map(|f| f.tuning.ranks == comm.size()).unwrap_or(false);
-        let mut all = [if usable { 1f32 } else { 0.0 }];
-        comm.allreduce(&mut all, ReduceOp::Min)?;
-        if let Some(f) = read.filter(|_| all[0] == 1.0) {
-            return Ok(f.tuning);
-        }
-        let t = Tuning::probe_within(comm, None)?;
-        if comm.rank() == 0 {
-            let text = serde_json::to_string_pretty(&TuningFile { tuning: t.clone() })
-                .map_err(|e| Error::Tuning { rank: 0, detail: format!("cannot serialise the tuning: {e}") })?;
-            std::fs::write(path, text)
-                .map_err(|e| Error::Tuning { rank: 0, detail: format!("cannot write {}: {e}", path.display()) })?;
-        }
-        Ok(t)
-    }
 }
 
 /// `Auto`'s recent choices on one communicator, so a call shaped like a
@@ -222,8 +194,8 @@ impl Memo {
 
 /// The cached file's layout (a wrapper, so the format can grow).
 #[derive(Serialize, Deserialize)]
-struct TuningFile {
-    tuning: Tuning,
+pub(crate) struct TuningFile {
+    pub(crate) tuning: Tuning,
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::cuda::reference::{codec_for, first_difference, host_allreduce_of};
+use crate::cuda::codec_for;
+use crate::cuda::reference::{first_difference, host_allreduce_of};
 use crate::cuda::twin::{inputs, show, HostRank};
 use crate::cuda::PAIRS;
 use crate::element::{DType, ReduceOp};

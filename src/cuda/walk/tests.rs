@@ -12,7 +12,7 @@ use crate::cuda::twin::{bytes_mut, inputs, show, HostRank};
 use crate::cuda::{Hop, PAIRS};
 use crate::element::{DType, ReduceOp};
 use crate::error::Result;
-use crate::Algorithm;
+use crate::schedule::Algorithm;
 
 /// Every rank's memory on the host ([`HostRank`]), messages copied
 /// between their inboxes.

@@ -1,7 +1,9 @@
-//! The probe behind `Auto`'s cost model, kept within a time budget.
+//! The probe behind `Auto`'s cost model, kept within a time budget, and
+//! the cached tuning file. They live with the communicator they time; the
+//! model they fill ([`crate::tuning`]) is pure and sits below it.
 //!
-//! Every communicator created through MPI probes by default, so the
-//! probe's time is paid at every job start: it must stay well under
+//! With `RINGFUSE_TUNING=probe` every communicator created through MPI
+//! probes, so the probe's time is paid at every job start: it must stay well under
 //! 100 ms on any link. On shared memory the whole grid takes a few
 //! milliseconds. Over a 1 Gbit/s link one run of every algorithm at
 //! 512 KiB alone takes 30-40 ms on 4 or 8 hosts, and one run of every
@@ -28,21 +30,17 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Line, Tuning, REPS, SIZES};
-use crate::codec::Codec;
-use crate::comm::{Algorithm, AllreduceOpts, Communicator};
-use crate::element::{DType, ReduceOp};
-use crate::error::Result;
+use std::path::Path;
 
-/// What the default probe may spend, from its start to its last
-/// measurement. Estimates can be short by one size's error, so the
-/// budget leaves room below the 100 ms the probe must stay under.
-pub const BUDGET: Duration = Duration::from_millis(60);
-/// A barrier slower than this (seconds) marks ranks joined by a network.
-pub const SLOW_BARRIER: f64 = 20e-6;
-/// The grid on a network: latency, the middle, Open MPI's TCP eager
-/// limit (64 KiB), and bandwidth.
-pub const NET_SIZES: [usize; 6] = [8, 4 << 10, 16 << 10, 64 << 10, 128 << 10, 512 << 10];
+use super::env::TuningSource;
+use super::{AllreduceOpts, Communicator};
+use crate::codec::Codec;
+use crate::element::{DType, ReduceOp};
+use crate::error::Error;
+use crate::error::Result;
+use crate::schedule::Algorithm;
+use crate::tuning::{Line, Tuning, TuningFile, BUDGET, NET_SIZES, REPS, SIZES, SLOW_BARRIER};
+
 /// Calls below this many bytes are timed in batches (up to 8) per run on
 /// shared memory.
 const BATCH_BYTES: usize = 64 << 10;
@@ -125,6 +123,38 @@ fn close_calls(points: &[(usize, Vec<f64>)], lat: f64, mut left: f64, passes: us
 }
 
 impl Tuning {
+    /// Constants for `comm` as `RINGFUSE_TUNING` says (see the module
+    /// docs): none for the rule (the default), else probed or cached.
+    /// Collective when it probes or reads a file.
+    pub fn from_settings(comm: &Communicator, source: &TuningSource) -> Result<Option<Tuning>> {
+        match source {
+            TuningSource::Rule => Ok(None),
+            TuningSource::Probe => Tuning::probe(comm).map(Some),
+            TuningSource::File(path) => Tuning::cached(comm, path).map(Some),
+        }
+    }
+
+    /// Reads `path` if it holds constants for this many ranks (whether
+    /// it does is agreed by all ranks, so they all probe or none), else
+    /// probes and has rank 0 write them there.
+    pub fn cached(comm: &Communicator, path: &Path) -> Result<Tuning> {
+        let read = std::fs::read_to_string(path).ok().and_then(|s| serde_json::from_str::<TuningFile>(&s).ok());
+        let usable = read.as_ref().map(|f| f.tuning.ranks == comm.size()).unwrap_or(false);
+        let mut all = [if usable { 1f32 } else { 0.0 }];
+        comm.allreduce(&mut all, ReduceOp::Min)?;
+        if let Some(f) = read.filter(|_| all[0] == 1.0) {
+            return Ok(f.tuning);
+        }
+        let t = Tuning::probe_within(comm, None)?;
+        if comm.rank() == 0 {
+            let text = serde_json::to_string_pretty(&TuningFile { tuning: t.clone() })
+                .map_err(|e| Error::Tuning { rank: 0, detail: format!("cannot serialise the tuning: {e}") })?;
+            std::fs::write(path, text)
+                .map_err(|e| Error::Tuning { rank: 0, detail: format!("cannot write {}: {e}", path.display()) })?;
+        }
+        Ok(t)
+    }
+
     /// Measures every fixed algorithm on `comm` within [`BUDGET`] (a
     /// collective call: every rank must make it, at the same point).
     pub fn probe(comm: &Communicator) -> Result<Tuning> {
