@@ -27,6 +27,16 @@ run_tests() {
         echo "cargo test $* failed"; exit 1
     fi
 }
+step "the library's package: cargo publish --dry-run builds what it holds; under 1 MiB"
+crate=target/package/ringfuse-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1).crate
+rm -f "$crate"
+# Its log shows only on failure: it warns once per test file, which the
+# package leaves out by design.
+cargo publish --dry-run -p ringfuse -q >target/publish.log 2>&1 || { cat target/publish.log; echo "cargo publish --dry-run failed"; exit 1; }
+[ -f "$crate" ] || { echo "cargo publish --dry-run made no $crate"; exit 1; }
+bytes=$(stat -c %s "$crate")
+[ "$bytes" -lt $((1 << 20)) ] || { echo "$crate is $bytes bytes, over 1 MiB"; exit 1; }
+echo "package: $crate, $((bytes >> 10)) KiB"
 step "unit, in-process and doc tests"
 run_tests target/test.log --features $FEATURES -q
 step "unit tests again in release (the optimiser reorders float code: a NaN payload rule held in debug and broke in release once), and the 2^20-element sweeps the debug run ignores"

@@ -12,6 +12,7 @@ mod compare;
 mod device;
 mod inputs;
 mod measure;
+mod plot;
 mod report;
 mod simulate;
 
@@ -198,7 +199,7 @@ fn main() -> ExitCode {
         }
         if let Some(p) = &args.plot {
             let title = format!("ringfuse {} busbw, {n} ranks, {}", args.collective.name(), dtype.name());
-            report::plot(p, &title, &rows).unwrap_or_else(|e| eprintln!("--plot {}: {e}", p.display()));
+            plot::sizes(p, &title, &rows).unwrap_or_else(|e| eprintln!("--plot {}: {e}", p.display()));
         }
         if bad {
             eprintln!("ringfuse-perf: some rows have elements outside the codec bound or ranks that differ");
@@ -239,7 +240,7 @@ fn simulate_main(args: &Args, sizes: &[usize]) -> ExitCode {
         report::csv(p, &rows).unwrap_or_else(|e| eprintln!("--csv {}: {e}", p.display()));
     }
     if let Some(p) = &args.plot {
-        report::plot_ranks(p, &rows).unwrap_or_else(|e| eprintln!("--plot {}: {e}", p.display()));
+        plot::ranks(p, &rows).unwrap_or_else(|e| eprintln!("--plot {}: {e}", p.display()));
     }
     ExitCode::SUCCESS
 }

@@ -5,7 +5,7 @@
 //! feature `cuda` and a GPU; no MPI.
 //!
 //! ```text
-//! ringfuse-gpu-perf --json docs/gpu-results.json --commit $(git rev-parse --short HEAD)
+//! ringfuse-gpu-perf --json docs/results/gpu-h100.json --commit $(git rev-parse --short HEAD)
 //! ```
 
 mod allreduce;
