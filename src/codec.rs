@@ -46,7 +46,7 @@
 //!   bytes (`1 + 4 / block` bytes per element). The error of one rounding
 //!   is at most `scale / 2`, relative to the block's largest value, not to
 //!   the element. An infinite or NaN value cannot be carried and is
-//!   reported as [`crate::Error::Fp16Overflow`] (naming the codec) instead
+//!   reported as [`crate::Error::WireOverflow`] (naming the codec) instead
 //!   of being sent as a wrong finite number.
 //!
 //! Both reduce in `f32` for every buffer type. With `P` the sum over ranks
@@ -63,7 +63,7 @@
 //!
 //! FP16 holds magnitudes up to 65504. A partial result that is finite but
 //! rounds to infinity on an FP16 or BF16 wire is reported as
-//! [`crate::Error::Fp16Overflow`] on every rank, never returned as `inf`.
+//! [`crate::Error::WireOverflow`] on every rank, never returned as `inf`.
 //! NaN and infinite inputs propagate as they do on the native path.
 
 use crate::element::DType;

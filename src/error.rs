@@ -58,10 +58,11 @@ pub enum Error {
         /// What happened to the caller's buffer.
         buffer: BufferState,
     },
-    /// A value the wire cannot carry: a finite value that would become
-    /// infinite on an FP16 wire, or an infinity or NaN on an `Int8` wire.
-    #[error("rank {rank}: {op}: a value could not be carried by the wire: beyond FP16's range (|x| > 65504) on fp16, or inf/NaN on int8; use codec fp16scaled or bf16, average before summing, or the native codec")]
-    Fp16Overflow {
+    /// A value the wire format of the call (`op.codec`) cannot carry: a
+    /// finite value that would become infinite on an FP16 wire, or an
+    /// infinity or NaN on an `Int8` wire. Every rank reports it alike.
+    #[error("rank {rank}: {op}: a value could not be carried by the {} wire: {}", op.codec, overflow_hint(op.codec))]
+    WireOverflow {
         /// The rank reporting it (every rank reports the same).
         rank: usize,
         /// The collective.
@@ -296,14 +297,22 @@ macro_rules! mid_flight_buffer {
     };
 }
 
+/// What a [`Error::WireOverflow`] on `codec` means and what to do.
+fn overflow_hint(codec: crate::codec::Codec) -> &'static str {
+    match codec {
+        crate::codec::Codec::Int8 => "inf or NaN cannot be scaled to int8; use the native codec, or fp16scaled",
+        _ => "beyond FP16's range (|x| > 65504); use codec fp16scaled or bf16, average before summing, or the native codec",
+    }
+}
+
 impl Error {
     /// What the failed call left in the output buffer. `Untouched` for
     /// argument errors and for failures before the first write;
-    /// `Partial` once any element was written. An [`Error::Fp16Overflow`]
+    /// `Partial` once any element was written. An [`Error::WireOverflow`]
     /// leaves the (identical on every rank) result with infinities in it.
     pub fn buffer(&self) -> BufferState {
         match self {
-            Error::Fp16Overflow { .. } => BufferState::Partial,
+            Error::WireOverflow { .. } => BufferState::Partial,
             _ => mid_flight_buffer!(self, b => *b, BufferState::Untouched),
         }
     }

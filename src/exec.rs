@@ -58,7 +58,7 @@ pub(crate) struct Ctx<'a> {
 /// kind of hop, on the payload bytes of received and outgoing messages
 /// (the executor owns the messages: slots, headers, checksums, waits).
 /// Each method that encodes returns whether a value could not be carried
-/// by the wire (see [`Error::Fp16Overflow`]). The host backend
+/// by the wire (see [`Error::WireOverflow`]). The host backend
 /// ([`HostHops`]) runs the host kernels on the caller's buffer; the
 /// staged device backend (`crate::cuda::staged`) the fused kernels on a
 /// device buffer, each message staged through host memory.

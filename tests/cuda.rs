@@ -192,7 +192,7 @@ fn device_ranks_match_the_cpu_backend_for_every_pair_and_algorithm() {
                     let mut bufs: Vec<_> = (0..size).map(|r| ranks.upload(r, &input[r]).unwrap()).collect();
                     let got_over = match ranks.allreduce(&mut bufs, b, codec, op, algo) {
                         Ok(()) => false,
-                        Err(ringfuse::Error::Fp16Overflow { .. }) => true,
+                        Err(ringfuse::Error::WireOverflow { .. }) => true,
                         Err(e) => panic!("{what}: {e}"),
                     };
                     assert_eq!(got_over, want_over, "{what}: overflow report");
@@ -248,7 +248,7 @@ fn staged_device_ranks_over_threads_match_the_cpu_backend() {
             let mut buf = rank.upload(&input[comm.rank()]).unwrap();
             let over = match comm.allreduce_device(&mut rank, &mut buf, *b, *op, &opts) {
                 Ok(()) => false,
-                Err(ringfuse::Error::Fp16Overflow { .. }) => true,
+                Err(ringfuse::Error::WireOverflow { .. }) => true,
                 Err(e) => panic!("{what}: {e}"),
             };
             (rank.download(&buf).unwrap(), over)

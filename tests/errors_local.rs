@@ -91,7 +91,7 @@ fn fp16_overflow_is_an_error_on_every_rank_not_inf() {
             comm.allreduce_with(&mut v, ReduceOp::Sum, &with_codec(Codec::Fp16).slice_bytes(1024)).unwrap_err()
         });
         for (r, e) in out.iter().enumerate() {
-            assert!(matches!(e, Error::Fp16Overflow { rank, .. } if *rank == r), "n={n}: {e}");
+            assert!(matches!(e, Error::WireOverflow { rank, .. } if *rank == r), "n={n}: {e}");
             assert!(e.to_string().contains("allreduce#0(f32, 10000, sum, fp16)"), "{e}");
         }
     }

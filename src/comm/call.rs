@@ -12,7 +12,7 @@ impl Communicator {
     pub(super) fn finish(&self, st: &mut State, desc: &OpDesc, r: Result<()>) -> Result<()> {
         self.flight.end(desc.seq, r.as_ref().err());
         if let Err(e) = &r {
-            if !matches!(e, Error::Fp16Overflow { .. }) {
+            if !matches!(e, Error::WireOverflow { .. }) {
                 st.transport.cancel_all();
                 st.poisoned = Some(e.to_string());
                 if super::env::flight_on_error() {
@@ -143,7 +143,7 @@ impl Communicator {
         }
         let r = match r {
             Ok(flags) if flags & FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {
-                Err(Error::Fp16Overflow { rank: self.rank, op: desc.clone() })
+                Err(Error::WireOverflow { rank: self.rank, op: desc.clone() })
             }
             Ok(_) => Ok(()),
             Err(e) => Err(e),

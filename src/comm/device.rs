@@ -93,7 +93,7 @@ impl Communicator {
         };
         let r = match exec::run(&mut cx, &mut StagedHops::new(mem, call), &sched) {
             Ok(flags) if flags & crate::wire::FLAG_OVERFLOW != 0 && opts.codec != Codec::Native => {
-                Err(Error::Fp16Overflow { rank: self.rank, op: desc.clone() })
+                Err(Error::WireOverflow { rank: self.rank, op: desc.clone() })
             }
             Ok(_) => Ok(()),
             Err(e) => Err(e),

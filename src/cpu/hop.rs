@@ -11,7 +11,7 @@ use crate::element::{Element, ReduceOp};
 
 /// The fused kernels of one (buffer element, wire format) pair. Each
 /// returns `true` where an encode could not carry a value (see
-/// [`crate::Error::Fp16Overflow`]).
+/// [`crate::Error::WireOverflow`]).
 pub(crate) trait HopKernels<E: Element> {
     /// Payload bytes of `n` elements.
     fn bytes(&self, n: usize) -> usize;

@@ -109,7 +109,7 @@ impl DeviceRanks {
     /// inputs ([`super::cpu_allreduce`]).
     ///
     /// Returns once every rank's stream has finished: a codec whose encode
-    /// overflowed its wire is [`Error::Fp16Overflow`] (the buffers hold
+    /// overflowed its wire is [`Error::WireOverflow`] (the buffers hold
     /// the result, infinities included), as on the host.
     pub fn allreduce(
         &mut self,
@@ -143,7 +143,7 @@ impl DeviceRanks {
             overflow |= l.take_overflow()?;
         }
         if overflow && codec != Codec::Native {
-            return Err(Error::Fp16Overflow { rank: 0, op: desc });
+            return Err(Error::WireOverflow { rank: 0, op: desc });
         }
         Ok(())
     }

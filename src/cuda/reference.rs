@@ -14,7 +14,7 @@ use crate::AllreduceOpts;
 /// What the CPU backend gives: in-process ranks (threads over the host
 /// executor), one input per rank as the buffer's bytes. Returns each
 /// rank's result and whether an encode overflowed the wire (the host's
-/// [`Error::Fp16Overflow`], whose result is kept).
+/// [`Error::WireOverflow`], whose result is kept).
 pub fn cpu_allreduce(
     inputs: &[Vec<u8>],
     buffer: DType,
@@ -39,7 +39,7 @@ fn typed<E: Element>(inputs: &[Vec<u8>], op: ReduceOp, opts: &AllreduceOpts) -> 
     for (bytes, r) in results {
         match r {
             Ok(()) => {}
-            Err(Error::Fp16Overflow { .. }) => overflow = true,
+            Err(Error::WireOverflow { .. }) => overflow = true,
             Err(e) => return Err(e),
         }
         out.push(bytes);

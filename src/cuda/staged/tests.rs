@@ -35,7 +35,7 @@ fn staged_and_host(
                     let comm = Communicator::tuned(Box::new(LocalTransport::new(world, r)), per_host).unwrap();
                     let overflowed = |res: crate::Result<()>| match res {
                         Ok(()) => false,
-                        Err(Error::Fp16Overflow { .. }) => true,
+                        Err(Error::WireOverflow { .. }) => true,
                         Err(e) => panic!("rank {r}: {e}"),
                     };
                     let (want, host) = host_allreduce_of(&comm, &input[r], buffer, op, &opts);
