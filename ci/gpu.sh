@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU (CUDA 13 driver), and the figures
-# docs/gpu-results.md records:
+# docs/results/gpu-h100.md records:
 # - every kernel on the device against its host build, bit for bit (the
 #   unit tests hold the host build to the host path);
 # - in-process ranks on one GPU (cuda::DeviceRanks) against the CPU
