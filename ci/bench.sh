@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: set up, build in release, and run a ringfuse-perf sweep
-# (8 B to 256 MiB, f32 sum, codecs native/fp16/bf16, MPI_Allreduce side by
+# (8 B to 128 MiB, f32 sum, codecs native/fp16/bf16, MPI_Allreduce side by
 # side) under `mpirun -np 2`. Prints the table; writes the plot and JSON to
 # target/bench/. Extra arguments go to ringfuse-perf (e.g. -e 16M).
 # It runs over the default carrier, shared memory (both ranks are on this
