@@ -75,9 +75,10 @@ pub fn ranks(path: &Path, rows: &[Row]) -> Fallible {
     }
     let root = SVGBackend::new(path, (1000, 520)).into_drawing_area();
     root.fill(&WHITE)?;
-    let title = format!("ringfuse allreduce: predicted bus bandwidth at {} (scale model)", bytes_label(
-        (size.max(1) as f64).log2(),
-    ));
+    let title = format!(
+        "ringfuse allreduce: predicted bus bandwidth at {} (scale model)",
+        bytes_label((size.max(1) as f64).log2(),)
+    );
     let root = root.titled(&title, ("sans-serif", 20))?;
     let (plot, legend) = root.split_horizontally(760);
     let names = series.names();
