@@ -15,8 +15,12 @@ cargo fmt --all -- --check
 FEATURES=candle,cuda
 step "cargo clippy"
 cargo clippy --all-targets --features $FEATURES -q -- -D warnings
-step "cargo doc (missing docs are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features $FEATURES -q
+# The tools, tests, examples and benches see the library with feature
+# unstable (its internal layers public); users see it without, so lint
+# and document that build on its own too.
+cargo clippy -p ringfuse --lib --features $FEATURES -q -- -D warnings
+step "cargo doc of the library as users get it (missing docs and broken links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p ringfuse --no-deps --features $FEATURES -q
 # cargo test with these arguments, its log in $1; tee hides cargo's exit
 # code, so the log is judged.
 run_tests() {

@@ -12,8 +12,8 @@
 //! | public face | [`Communicator`], [`AllreduceOpts`] | `allreduce`, `reduce_scatter`, `allgather`, `broadcast`, `barrier` |
 //! | start-up | [`mpi`] (feature `mpi`), [`local`] | ranks as MPI processes, or as threads in one process |
 //! | wire formats | [`codec`] | `Native`, `Fp16`, `Bf16`, their rounding and error bounds |
-//! | fused kernels | [`cpu`], `cuda` (feature `cuda`) | decode-reduce-encode, AVX2/F16C with run-time detection; the CUDA kernels of `kernels/fused.cu` |
-//! | schedules | [`schedule`] | pure code: NCCL's ring primitives, recursive doubling, chain broadcast |
+//! | fused kernels | `cpu` (feature `unstable`), `cuda` (feature `cuda`) | decode-reduce-encode, AVX2/F16C with run-time detection; the CUDA kernels of `kernels/fused.cu` |
+//! | schedules | `schedule` (feature `unstable`; [`Algorithm`] at the root) | pure code: NCCL's ring primitives, recursive doubling, chain broadcast |
 //! | executor | `exec` (internal) | walks a schedule over a transport, slots in flight |
 //! | carriers | [`transport`] | MPI point-to-point, shared memory (the default when every rank is on one host; `RINGFUSE_TRANSPORT`), in-process mailboxes |
 //! | training | [`GradSync`], `candle` (feature `candle`) | buckets, overlap with backward, error feedback; candle's `GradStore` |
@@ -59,7 +59,14 @@ mod buffers;
 pub mod candle;
 pub mod codec;
 mod comm;
+/// The fused host kernels. Public with feature `unstable` only: the
+/// layers below the communicator are ringfuse's own (its tools, benches
+/// and tests use them), with no promise that they keep their shape.
+#[cfg(feature = "unstable")]
 pub mod cpu;
+#[cfg(not(feature = "unstable"))]
+#[allow(dead_code, unused_imports)] // what only the unstable surface uses
+mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod element;
@@ -71,12 +78,24 @@ pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod op;
+/// The pure schedules (feature `unstable`; see [`cpu`]'s note).
+#[cfg(feature = "unstable")]
 pub mod schedule;
+#[cfg(not(feature = "unstable"))]
+#[allow(dead_code, unused_imports)] // what only the unstable surface uses
+mod schedule;
+/// The scale model (feature `unstable`; only ringfuse-perf uses it).
+#[cfg(feature = "unstable")]
 pub mod sim;
 pub mod transport;
 pub mod tuning;
 pub mod verify;
+/// The message header (feature `unstable`; see [`cpu`]'s note).
+#[cfg(feature = "unstable")]
 pub mod wire;
+#[cfg(not(feature = "unstable"))]
+#[allow(dead_code, unused_imports)] // what only the unstable surface uses
+mod wire;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(all(doctest, feature = "mpi"))]

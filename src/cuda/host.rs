@@ -1,6 +1,6 @@
 //! The kernels of `kernels/fused.cu` compiled for the CPU (C++, the same
 //! source with `RF_HOST`, run as one thread). They exist to check the
-//! kernels' code bit for bit against [`crate::cpu`] on machines without a
+//! kernels' code bit for bit against the host kernels (`cpu`) on machines without a
 //! GPU; the device runs the same bodies.
 
 use super::{ffi, Hop};

@@ -1,7 +1,7 @@
 //! CUDA kernels for device buffers (feature `cuda`).
 //!
 //! `kernels/fused.cu` holds one fused kernel per hop kind and (buffer,
-//! wire) pair, the device twins of [`crate::cpu`]'s host kernels:
+//! wire) pair, the device twins of the host kernels':
 //!
 //! | [`Kind`] | host kernel | per element |
 //! |---|---|---|

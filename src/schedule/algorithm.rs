@@ -98,7 +98,7 @@ impl Algorithm {
     /// hosts) replaced by the ring. Pure: every rank that passes the same
     /// arguments gets the same answer, which is why the communicator
     /// resolves once and hands the result down.
-    pub fn resolve(
+    pub(crate) fn resolve(
         self,
         dtype: DType,
         codec: Codec,

@@ -66,7 +66,7 @@ pub struct Stray {
     pub tag: u32,
     /// Its length in bytes.
     pub len: usize,
-    /// Its first bytes, up to a header's ([`crate::wire::HEADER`]).
+    /// Its first bytes, up to a header's (48 bytes).
     pub head: Vec<u8>,
 }
 
@@ -136,7 +136,7 @@ pub trait Transport: Send {
     /// Whether peers read this rank's messages in place, from their own
     /// cores (shared memory). Then how a message is written decides what
     /// the reader pays, and the executor times both ways
-    /// ([`crate::cpu::WireStores`]); the default writes through the cache.
+    /// ([`crate::WireStores`]); the default writes through the cache.
     fn peers_read_in_place(&self) -> bool {
         false
     }
