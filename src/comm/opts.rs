@@ -55,7 +55,7 @@ pub struct AllreduceOpts {
     /// Compare every message's call fingerprint with this rank's call, so
     /// ranks that called different collectives get [`crate::Error::Mismatch`].
     /// On by default; `RINGFUSE_VERIFY_CALLS=0` turns it off, which exists
-    /// to measure its cost (see the README) and is not recommended.
+    /// to measure its cost (docs/guide/debugging.md) and is not recommended.
     pub verify_calls: bool,
     /// Elements per scale of the block-scaled codecs
     /// ([`Codec::Fp16Scaled`], [`Codec::Int8`]); 1 to
