@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ringfuse::{AllreduceOpts, Codec, ReduceOp};
+use ringfuse::{Codec, ReduceOp};
 
 fn main() -> ExitCode {
     let mpi = match ringfuse::mpi::init() {
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     }
     for codec in [Codec::Native, Codec::Fp16, Codec::Bf16] {
         let mut buf: Vec<f32> = (0..count).map(|i| grad(rank, i) as f32).collect();
-        let opts = AllreduceOpts::default().codec(codec);
+        let opts = comm.defaults().clone().codec(codec);
         comm.barrier().expect("barrier");
         let t0 = Instant::now();
         if let Err(e) = comm.allreduce_with(&mut buf, ReduceOp::Sum, &opts) {

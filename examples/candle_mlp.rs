@@ -65,7 +65,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: 3e-3, ..Default::default() })?;
 
     // ringfuse: rank 0's initial weights go to every rank.
-    let mut sync = CandleSync::new(comm, &varmap, GradSyncOpts::default().codec(args.codec))?;
+    let mut sync = CandleSync::new(comm, &varmap, GradSyncOpts::from_env()?.codec(args.codec))?;
 
     for epoch in 0..args.epochs {
         let order = d.epoch_order(epoch as u64);

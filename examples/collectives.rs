@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use ringfuse::{AllreduceOpts, Codec, Communicator, ReduceOp};
+use ringfuse::{Codec, Communicator, ReduceOp};
 
 /// Small integers: exact in every codec for up to 4 ranks, so every
 /// result can be checked for equality, not within a bound.
@@ -28,7 +28,7 @@ fn run(comm: &Communicator) -> Result<usize, String> {
     let mut checks = 0;
     for codec in [Codec::Native, Codec::Fp16, Codec::Bf16] {
         for slice_bytes in [256, 256 << 10] {
-            let opts = AllreduceOpts::default().codec(codec).slice_bytes(slice_bytes);
+            let opts = comm.defaults().clone().codec(codec).slice_bytes(slice_bytes);
             for count in [0usize, 1, 3, 1000, 10_007, 300_001] {
                 for op in [ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Min, ReduceOp::Max, ReduceOp::Prod] {
                     let mut buf: Vec<f32> = (0..count).map(|i| value(rank, i)).collect();

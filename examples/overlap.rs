@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (rank, n) = (comm.rank(), comm.size());
     let len = args.layer_mib << 18; // f32s per layer
     let lens = vec![len; args.layers];
-    let opts = GradSyncOpts::default().codec(args.codec).bucket_bytes(len * 4);
+    let opts = GradSyncOpts::from_env()?.codec(args.codec).bucket_bytes(len * 4);
     let mut sync = GradSync::new(comm, &lens, opts)?;
     let mut g: Vec<Vec<f32>> = lens.iter().map(|&l| vec![0.0; l]).collect();
     let fill = |g: &mut Vec<Vec<f32>>| g.iter_mut().for_each(|v| v.fill(rank as f32 + 1.0));

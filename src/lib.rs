@@ -104,7 +104,7 @@ pub struct ReadmeDoctests;
 
 pub use codec::Codec;
 pub use comm::env;
-pub use comm::{AllreduceOpts, Communicator};
+pub use comm::{AllreduceOpts, Communicator, DEFAULT_TIMEOUT};
 pub use cpu::WireStores;
 pub use element::{DType, Element, ReduceOp};
 pub use error::{BufferState, Error, Result};

@@ -164,7 +164,12 @@ fn train(args: &Args, d: &data::Data, sync: Option<(&Arc<Communicator>, Codec, b
     let mut m = Mlp::new(d.inputs, SEED + rank as u64);
     let mut gs = match sync {
         Some((comm, codec, fb)) => {
-            let opts = GradSyncOpts::default().codec(codec).error_feedback(fb).average(false).bucket_bytes(4096);
+            let opts = GradSyncOpts::from_env()
+                .map_err(|e| e.to_string())?
+                .codec(codec)
+                .error_feedback(fb)
+                .average(false)
+                .bucket_bytes(4096);
             let gs = GradSync::new(comm.clone(), &m.lens(), opts).map_err(|e| e.to_string())?;
             let mut views: Vec<&mut [f32]> = m.p.iter_mut().map(|v| v.as_mut_slice()).collect();
             gs.broadcast_parameters(&mut views).map_err(|e| e.to_string())?;

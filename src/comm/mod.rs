@@ -25,7 +25,7 @@ use crate::wire::FLAG_OVERFLOW;
 
 use call::n_rounds;
 use env::Settings;
-pub use opts::{Algorithm, AllreduceOpts};
+pub use opts::{Algorithm, AllreduceOpts, DEFAULT_TIMEOUT};
 
 struct State {
     transport: Box<dyn Transport>,
@@ -318,7 +318,9 @@ impl Communicator {
         self.size
     }
 
-    /// Options the plain methods (`allreduce`, ...) use.
+    /// Options the plain methods (`allreduce`, ...) use: when the
+    /// communicator is made, [`AllreduceOpts::from_env`] (the built-in
+    /// defaults with the process's `RINGFUSE_*` overrides).
     pub fn defaults(&self) -> &AllreduceOpts {
         &self.defaults
     }

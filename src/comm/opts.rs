@@ -22,8 +22,18 @@ pub const MAX_SLICE_BYTES: usize = 64 << 20;
 
 pub use crate::transport::DEFAULT_SLICE_BYTES;
 
-/// Per-call options. `AllreduceOpts::default()` is what the plain methods
-/// use; every field can be set with a builder method.
+/// The deadline of a single wait unless set ([`AllreduceOpts::timeout`],
+/// `RINGFUSE_TIMEOUT_MS`): long enough for a rank that is merely slow
+/// (a first call that compiles kernels, a loaded host), short enough that
+/// a lost rank ends the job the same hour.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Per-call options; every field can be set with a builder method.
+///
+/// `AllreduceOpts::default()` holds the built-in defaults and never reads
+/// the environment; [`AllreduceOpts::from_env`] adds the `RINGFUSE_*`
+/// overrides, and a communicator's plain methods use those
+/// ([`crate::Communicator::defaults`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AllreduceOpts {
     /// Wire format (default [`Codec::Native`]).
@@ -36,10 +46,13 @@ pub struct AllreduceOpts {
     /// Messages in flight each way per rank (default 4). Extra memory per
     /// rank is about `(2 * slots + 2) * slice_bytes`, whatever the buffer.
     pub slots: usize,
-    /// Deadline of every single wait (default 300 s, or
-    /// `RINGFUSE_TIMEOUT_MS`); at most [`super::env::MAX_TIMEOUT`].
+    /// Deadline of every single wait (default [`DEFAULT_TIMEOUT`], 300 s;
+    /// `RINGFUSE_TIMEOUT_MS` in [`Self::from_env`]); at most
+    /// [`super::env::MAX_TIMEOUT`].
     pub timeout: Duration,
-    /// Allreduce schedule (default [`Algorithm::Auto`]).
+    /// Allreduce schedule (default [`Algorithm::Auto`]; `RINGFUSE_ALGO` in
+    /// [`Self::from_env`]). The other collectives have one schedule each
+    /// and do not read it.
     pub algorithm: Algorithm,
     /// Under `Auto` without a tuning, buffers of at most this many wire
     /// bytes use recursive doubling, larger ones the ring. Default 0: the
@@ -49,12 +62,13 @@ pub struct AllreduceOpts {
     /// Seal every message with a CRC-32C of its payload, checked on
     /// receipt: a corrupted message becomes [`crate::Error::Checksum`] naming the
     /// peer, step and slice. Off by default (`RINGFUSE_CHECKSUM=1` turns it
-    /// on): MPI and TCP already check their frames, and the CRC reads
+    /// on in [`Self::from_env`]): MPI and TCP already check their frames, and the CRC reads
     /// every payload byte once more.
     pub checksum: bool,
     /// Compare every message's call fingerprint with this rank's call, so
     /// ranks that called different collectives get [`crate::Error::Mismatch`].
-    /// On by default; `RINGFUSE_VERIFY_CALLS=0` turns it off, which exists
+    /// On by default; `RINGFUSE_VERIFY_CALLS=0` turns it off in
+    /// [`Self::from_env`], which exists
     /// to measure its cost (docs/guide/debugging.md) and is not recommended.
     pub verify_calls: bool,
     /// Elements per scale of the block-scaled codecs
@@ -65,26 +79,36 @@ pub struct AllreduceOpts {
 }
 
 impl Default for AllreduceOpts {
-    /// The defaults with the process's `RINGFUSE_*` overrides
-    /// ([`super::env`]); where those cannot be read, no communicator can
-    /// be made either (its creation reports why), and these are the
-    /// built-in defaults.
+    /// The built-in defaults. They never read the environment, so a
+    /// program that sets every option it cares about runs the same job
+    /// whatever `RINGFUSE_*` says; [`Self::from_env`] adds those overrides.
     fn default() -> Self {
-        match super::env::settings() {
-            Ok(s) => Self::from_settings(s),
-            Err(_) => Self::from_settings(&Settings::default()),
-        }
+        Self::from_settings(&Settings::default())
     }
 }
 
 impl AllreduceOpts {
+    /// The built-in defaults with the process's `RINGFUSE_TIMEOUT_MS`,
+    /// `RINGFUSE_ALGO`, `RINGFUSE_CHECKSUM` and `RINGFUSE_VERIFY_CALLS`
+    /// overrides: what [`crate::Communicator::defaults`] holds and the plain
+    /// methods (`allreduce`, ...) use. Build a call's options from this
+    /// where the launcher's environment should reach them, as a debugging
+    /// knob must (`RINGFUSE_TIMEOUT_MS=2000` to make a hang fail fast).
+    ///
+    /// # Errors
+    /// [`Error::Setting`] naming the variable, its value and what is
+    /// accepted, where one of the `RINGFUSE_*` variables cannot be parsed.
+    pub fn from_env() -> Result<Self> {
+        Ok(Self::from_settings(super::env::settings()?))
+    }
+
     /// The built-in defaults with `s`'s overrides.
     pub(crate) fn from_settings(s: &Settings) -> Self {
         AllreduceOpts {
             codec: Codec::Native,
             slice_bytes: 0,
             slots: crate::transport::DEFAULT_SLOTS,
-            timeout: s.timeout.unwrap_or(Duration::from_secs(300)),
+            timeout: s.timeout.unwrap_or(DEFAULT_TIMEOUT),
             algorithm: s.algorithm.unwrap_or(Algorithm::Auto),
             small_bytes: 0,
             checksum: s.checksum.unwrap_or(false),
@@ -199,5 +223,54 @@ impl AllreduceOpts {
     pub fn scale_block(mut self, elements: usize) -> Self {
         self.scale_block = elements;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs in a child process of the test binary with
+    /// `RINGFUSE_TIMEOUT_MS=1234` and `RINGFUSE_ALGO=ring` (see
+    /// `default_is_pure_and_from_env_reads_the_environment`): the settings
+    /// are read once per process, so only a fresh process can show what
+    /// each constructor does with them.
+    #[test]
+    fn env_child() {
+        if std::env::var_os("RINGFUSE_OPTS_CHILD").is_none() {
+            return;
+        }
+        let pure = AllreduceOpts::default();
+        assert_eq!((pure.timeout, pure.algorithm), (DEFAULT_TIMEOUT, Algorithm::Auto));
+        let env = AllreduceOpts::from_env().unwrap();
+        assert_eq!((env.timeout, env.algorithm), (Duration::from_millis(1234), Algorithm::Ring));
+        assert_eq!(crate::GradSyncOpts::default().allreduce, pure);
+        assert_eq!(crate::GradSyncOpts::from_env().unwrap().allreduce, env);
+        let defaults = crate::local::run(2, |c| c.defaults().clone());
+        assert_eq!(defaults, vec![env.clone(), env]);
+        println!("env_child checked");
+    }
+
+    #[test]
+    fn default_is_pure_and_from_env_reads_the_environment() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "comm::opts::tests::env_child", "--nocapture", "--test-threads=1"])
+            .env("RINGFUSE_OPTS_CHILD", "1")
+            .env("RINGFUSE_TIMEOUT_MS", "1234")
+            .env("RINGFUSE_ALGO", "ring")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("env_child checked"),
+            "child test failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn from_env_names_a_bad_variable() {
+        let s = Settings::parse(|k| (k == "RINGFUSE_TIMEOUT_MS").then(|| "abc".into()));
+        assert!(matches!(s, Err(Error::Setting { ref name, .. }) if name == "RINGFUSE_TIMEOUT_MS"), "{s:?}");
     }
 }

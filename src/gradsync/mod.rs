@@ -76,7 +76,8 @@ pub struct GradSyncOpts {
     /// default). Smaller buckets start communicating earlier; larger ones
     /// make fewer calls.
     pub bucket_bytes: usize,
-    /// The allreduce options of every bucket (codec, slicing, deadline).
+    /// The allreduce options of every bucket (codec, slicing, deadline);
+    /// [`AllreduceOpts::default`] unless set.
     pub allreduce: AllreduceOpts,
     /// Divide each gradient by the number of ranks *before* encoding, so
     /// the wire carries the mean's parts (a sum of many ranks' gradients
@@ -93,6 +94,8 @@ pub struct GradSyncOpts {
 }
 
 impl Default for GradSyncOpts {
+    /// The built-in defaults; never reads the environment
+    /// ([`GradSyncOpts::from_env`] does).
     fn default() -> Self {
         GradSyncOpts {
             bucket_bytes: 25 << 20,
@@ -105,6 +108,15 @@ impl Default for GradSyncOpts {
 }
 
 impl GradSyncOpts {
+    /// The defaults with the buckets' allreduce options from
+    /// [`AllreduceOpts::from_env`] (the `RINGFUSE_*` overrides).
+    ///
+    /// # Errors
+    /// [`Error::Setting`] where a `RINGFUSE_*` variable cannot be parsed.
+    pub fn from_env() -> Result<Self> {
+        Ok(GradSyncOpts { allreduce: AllreduceOpts::from_env()?, ..Self::default() })
+    }
+
     /// Sets the wire format of every bucket.
     pub fn codec(mut self, codec: Codec) -> Self {
         self.allreduce.codec = codec;
