@@ -93,6 +93,24 @@ pub enum Error {
         /// What happened to the caller's buffer.
         buffer: BufferState,
     },
+    /// A peer is gone: its process exited or was killed, or its
+    /// communicator was dropped mid-job. Noticed within about
+    /// [`crate::transport::LIVENESS_INTERVAL`] of a wait that it holds up,
+    /// not at the deadline. Every survivor reports it with the same `lost`;
+    /// [`crate::Communicator::shrink`] goes on without it.
+    #[error("rank {rank}: {op}: rank {lost} is lost ({detail}); the survivors can go on with Communicator::shrink(); buffer {buffer}")]
+    PeerLost {
+        /// The rank that noticed.
+        rank: usize,
+        /// The collective.
+        op: OpDesc,
+        /// The rank that is gone (the lowest, where several are).
+        lost: usize,
+        /// How it was noticed.
+        detail: String,
+        /// What happened to the caller's buffer.
+        buffer: BufferState,
+    },
     /// A peer failed this collective and said so before giving up.
     #[error("rank {rank}: {op}: peer {peer} aborted this collective because rank {origin} failed it (rank {origin}'s error names the cause); seen at step {step}; buffer {buffer}")]
     PeerAborted {
@@ -246,6 +264,17 @@ pub enum Error {
         /// What failed, naming the step and the peer where known.
         detail: String,
     },
+    /// The survivors of a lost rank could not go on together
+    /// ([`crate::Communicator::shrink`]): the carrier cannot shrink, the
+    /// survivors did not agree before the deadline, or a control file for
+    /// them could not be made.
+    #[error("rank {rank}: shrink: {detail}")]
+    Shrink {
+        /// The rank that failed.
+        rank: usize,
+        /// Why, naming the ranks waited for where that is the cause.
+        detail: String,
+    },
     /// MPI could not be initialised or was initialised twice.
     #[error("mpi: {0}")]
     MpiInit(String),
@@ -289,6 +318,7 @@ macro_rules! mid_flight_buffer {
             | Error::OptionMismatch { buffer: $b, .. }
             | Error::Aborted { buffer: $b, .. }
             | Error::PeerAborted { buffer: $b, .. }
+            | Error::PeerLost { buffer: $b, .. }
             | Error::Protocol { buffer: $b, .. }
             | Error::Checksum { buffer: $b, .. }
             | Error::Transport { buffer: $b, .. } => $then,
@@ -335,6 +365,7 @@ impl Error {
             | Error::Checksum { peer, .. }
             | Error::Transport { peer, .. } => Some(*peer),
             Error::PeerAborted { origin, .. } => Some(*origin),
+            Error::PeerLost { lost, .. } => Some(*lost),
             _ => None,
         }
     }

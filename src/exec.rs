@@ -363,6 +363,11 @@ pub(crate) fn abort_notice(t: &dyn Transport, desc: &OpDesc, h: &Header, peer: u
             buffer: BufferState::Untouched,
         };
     }
+    // The notice's sender may have given up because a rank is gone: then
+    // this rank says so too, so every survivor names the lost rank.
+    if let Some((lost, detail)) = t.lost_peers().into_iter().next() {
+        return Error::PeerLost { rank, op: desc.clone(), lost, detail, buffer: BufferState::Untouched };
+    }
     Error::PeerAborted { rank, op: desc.clone(), peer, origin, step, buffer: BufferState::Untouched }
 }
 
@@ -419,6 +424,7 @@ pub(crate) fn wait_error(
         WaitError::Timeout => Error::Timeout { rank, op, peer, dir, step, msg, waited: timeout, buffer },
         WaitError::Failed(detail) => Error::Transport { rank, op, peer, detail, buffer },
         WaitError::Aborted => Error::Aborted { rank, op, buffer },
+        WaitError::Lost(lost, detail) => Error::PeerLost { rank, op, lost, detail, buffer },
         // Only where a caller does not look for strays (the device
         // carrier, which is to move onto this executor).
         WaitError::Stray(s) => Error::Transport {

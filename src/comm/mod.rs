@@ -75,6 +75,9 @@ pub struct Communicator {
     message_bytes: usize,
     /// `state.wire`'s mode, readable without the lock.
     wire_stores: WireStores,
+    /// The ranks of the communicator this one was shrunk from that were
+    /// lost (empty for a first communicator).
+    lost_ranks: Vec<usize>,
 }
 
 impl Communicator {
@@ -94,6 +97,15 @@ impl Communicator {
     /// tunes as `RINGFUSE_TUNING` says, then injects `RINGFUSE_FAULT`'s
     /// fault: the probe's traffic is not the traffic a fault test counts.
     pub(crate) fn tuned(t: Box<dyn Transport>, ranks_per_host: usize) -> Result<Self> {
+        let c = Self::tuned_only(t, ranks_per_host)?;
+        Ok(match env::settings_for(c.rank)?.fault.clone() {
+            Some(f) => c.inject_fault(f),
+            None => c,
+        })
+    }
+
+    /// [`Self::tuned`] without `RINGFUSE_FAULT`'s fault.
+    fn tuned_only(t: Box<dyn Transport>, ranks_per_host: usize) -> Result<Self> {
         let settings = env::settings_for(t.rank())?;
         let mut c = Self::bare(t, settings);
         c.ranks_per_host = ranks_per_host;
@@ -109,10 +121,7 @@ impl Communicator {
             c.seq.store(0, Ordering::Relaxed);
             c.flight.forget();
         }
-        Ok(match settings.fault.clone() {
-            Some(f) => c.inject_fault(f),
-            None => c,
-        })
+        Ok(c)
     }
 
     /// `Auto`'s crossover by [`crate::tuning::rule`], the same on every
@@ -158,6 +167,7 @@ impl Communicator {
             memo: Memo::default(),
             ranks_per_host: 0,
             doubling_up_to: 32 << 10,
+            lost_ranks: Vec::new(),
         }
     }
 
@@ -570,5 +580,6 @@ mod device;
 pub mod env;
 mod opts;
 mod probe;
+mod shrink;
 #[cfg(test)]
 mod tests;

@@ -219,6 +219,15 @@ impl Transport for FaultyTransport {
         r
     }
 
+    fn lost_peers(&self) -> Vec<(usize, String)> {
+        self.inner.lost_peers()
+    }
+    // The survivors' carrier carries no fault: the fault's rank and
+    // message counts belong to the old one.
+    fn shrink(&mut self, lost: &[usize], deadline: &mut super::Deadline) -> Result<super::Shrunk, String> {
+        self.inner.shrink(lost, deadline)
+    }
+
     fn cancel_all(&mut self) {
         self.fake.iter_mut().for_each(|f| *f = None);
         self.dup = None;

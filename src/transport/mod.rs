@@ -35,6 +35,21 @@ pub const DEFAULT_SLOTS: usize = 4;
 /// The default [`Transport::tag_mask`]: 31 bits, MPI's usual tag bound.
 pub const TAG_MASK: u32 = 0x7fff_ffff;
 
+/// How often a wait that lasts checks whether its peers are alive
+/// ([`Transport::lost_peers`]): a lost rank is reported within this (plus
+/// a scheduler slice), not at the deadline. A check is one system call per
+/// peer, and only waits that already took this long make one.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What [`Transport::shrink`] agreed: the survivors' carrier, and which
+/// ranks of the old one were lost.
+pub struct Shrunk {
+    /// The carrier over the survivors.
+    pub transport: Box<dyn Transport>,
+    /// The old ranks that are gone, lowest first.
+    pub lost: Vec<usize>,
+}
+
 /// Index of a slot in a transport's pool.
 pub type SlotId = usize;
 
@@ -47,6 +62,8 @@ pub enum WaitError {
     Failed(String),
     /// The abort flag passed to `wait` was raised.
     Aborted,
+    /// A peer is gone ([`Transport::lost_peers`]): the rank and how.
+    Lost(usize, String),
     /// The next message from the peer belongs to an earlier call (its tag
     /// is behind the receive's): taken out of the way, and handed over to
     /// be judged. The receive stays posted; wait on it again.
@@ -168,6 +185,22 @@ pub trait Transport: Send {
     fn post_send(&mut self, id: SlotId, len: usize, peer: usize, tag: u32) -> Result<(), String>;
     /// Starts receiving the next message from `peer` into slot `id`.
     fn post_recv(&mut self, id: SlotId, peer: usize, tag: u32) -> Result<(), String>;
+    /// The peers known to be gone (their process exited, or their end of
+    /// the carrier was dropped), lowest first, each with how it was seen.
+    /// A carrier that cannot tell returns none, and a lost peer is then
+    /// found at the deadline. A wait that lasts checks the peer it waits
+    /// on every [`LIVENESS_INTERVAL`] and fails with [`WaitError::Lost`];
+    /// a peer that finished its part and left is no loss to the others.
+    fn lost_peers(&self) -> Vec<(usize, String)> {
+        Vec::new()
+    }
+    /// A carrier over the ranks not in `lost` (this one not among them),
+    /// renumbered in rank order, agreed with every survivor: see
+    /// [`crate::Communicator::shrink`]. Collective over the survivors. The
+    /// default: this carrier cannot.
+    fn shrink(&mut self, _lost: &[usize], _deadline: &mut Deadline) -> Result<Shrunk, String> {
+        Err(format!("the {} carrier cannot go on without a lost rank", self.name()))
+    }
     /// Waits for what was posted on slot `id`; returns the bytes moved.
     /// Gives up with `Aborted` soon (within milliseconds) after `abort` is
     /// raised, from any thread.
@@ -245,17 +278,38 @@ pub(crate) fn poll_until<T>(
     deadline: &mut Deadline,
     abort: &AtomicBool,
     every: u32,
+    poll: impl FnMut() -> Result<Option<T>, WaitError>,
+) -> Result<T, WaitError> {
+    poll_until_alive(deadline, abort, every, poll, || None)
+}
+
+/// [`poll_until`], and every [`LIVENESS_INTERVAL`] of waiting `lost()`:
+/// a peer it names ends the wait with [`WaitError::Lost`].
+pub(crate) fn poll_until_alive<T>(
+    deadline: &mut Deadline,
+    abort: &AtomicBool,
+    every: u32,
     mut poll: impl FnMut() -> Result<Option<T>, WaitError>,
+    lost: impl Fn() -> Option<(usize, String)>,
 ) -> Result<T, WaitError> {
     let mut polls = 0u32;
+    let mut check_at: Option<Instant> = None;
     loop {
         if let Some(v) = poll()? {
             return Ok(v);
         }
         polls = polls.wrapping_add(1);
         if polls % every == 0 {
-            if deadline.passed() {
+            let now = Instant::now();
+            if now >= deadline.at() {
                 return Err(WaitError::Timeout);
+            }
+            let at = *check_at.get_or_insert(now + LIVENESS_INTERVAL);
+            if now >= at {
+                if let Some((peer, how)) = lost() {
+                    return Err(WaitError::Lost(peer, how));
+                }
+                check_at = Some(now + LIVENESS_INTERVAL);
             }
             if abort.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(WaitError::Aborted);

@@ -30,15 +30,24 @@
 //! and never waits for a send of its own meanwhile: its slot pool leaves a
 //! free slot for the hop's output (see `exec`), so two ranks cannot each
 //! hold the other's message while waiting for their own to be released. Every wait spins
-//! against its deadline and the abort flag; a peer that died leaves its
-//! peers to time out.
+//! against its deadline and the abort flag.
+//!
+//! After the blocks, a rank's control file holds a *life* line (raised
+//! when its carrier is dropped) and a *mailbox* the survivors agree
+//! through after a rank is lost (`recover`). A wait that lasts checks
+//! every [`super::LIVENESS_INTERVAL`] whether the peer it waits on lives: its life
+//! line, and its process through a pidfd (which a reused PID cannot
+//! fool), so a killed rank is named within a fraction of a second instead
+//! of at the deadline.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::shm_ffi::{Access, Segment};
-use super::{Deadline, SlotId, Stray, Transport, WaitError};
+use super::{Deadline, Shrunk, SlotId, Stray, Transport, WaitError};
+
+mod recover;
 
 /// Descriptors per peer: messages to one peer in flight at most.
 pub const RING: usize = 256;
@@ -63,6 +72,16 @@ const MAX_PEER_FILES: usize = 32;
 /// peer checks before it maps one.
 fn file_name(pid: u32, nonce: u64) -> String {
     format!("ringfuse-{pid}-{nonce:016x}")
+}
+
+/// Bytes of the control file of a carrier of `size` ranks: a block per
+/// peer, the life line, and the mailbox (its header and one bit per rank).
+fn ctl_bytes(size: usize) -> usize {
+    (life(size) + 64 + recover::mailbox_bytes(size)).next_multiple_of(64)
+}
+/// The life line: nonzero once the owner's carrier was dropped.
+fn life(size: usize) -> usize {
+    size * BLOCK
 }
 
 fn consumed(peer: usize) -> usize {
@@ -143,6 +162,11 @@ pub struct ShmTransport {
     their_acks: Vec<u64>,
     ahead: Vec<Vec<u64>>,
     broken: Option<String>,
+    // Per peer: its process, to see it exit (None for this rank, for
+    // ranks of this process, and where the kernel has no pidfds).
+    pidfds: Vec<Option<std::os::fd::OwnedFd>>,
+    // Which shrink made this carrier (0: the first), as its mailbox says.
+    epoch: u64,
     // Polls between yields while waiting (super::polls_per_yield).
     polls_per_yield: u32,
     _keep: Option<Arc<dyn Any + Send + Sync>>,
@@ -169,7 +193,7 @@ impl ShmTransport {
     pub(crate) fn new(setup: Setup<'_>, keep: Option<Arc<dyn Any + Send + Sync>>) -> Result<ShmTransport, String> {
         let Setup { rank, size, share, agree } = setup;
         let (pid, nonce) = (std::process::id(), rand::random::<u64>());
-        let ctl = Segment::create(size * BLOCK, &file_name(pid, nonce));
+        let ctl = Segment::create(ctl_bytes(size), &file_name(pid, nonce));
         let fd = ctl.as_ref().map_or(-1, |c| c.fd());
         let all = share(pid, fd, nonce);
         let names: Vec<String> = all.iter().map(|&(p, _, n)| file_name(p, n)).collect();
@@ -184,7 +208,7 @@ impl ShmTransport {
                 continue;
             }
             match Segment::open_peer(ppid, pfd, &names[p], Access::ReadWrite) {
-                Ok(s) if s.len() >= size * BLOCK => peer_ctl.push(Some(s)),
+                Ok(s) if s.len() >= ctl_bytes(size) => peer_ctl.push(Some(s)),
                 Ok(s) => why = Some(format!("rank {rank}: rank {p}'s control file holds {} bytes", s.len())),
                 Err(e) => why = Some(format!("rank {rank}: cannot map rank {p}'s control file: {e}")),
             }
@@ -192,12 +216,34 @@ impl ShmTransport {
         if !agree(why.is_none()) {
             return Err(why.unwrap_or_else(|| format!("rank {rank}: another rank could not set up shared memory")));
         }
-        Ok(ShmTransport {
+        let pids = all.iter().map(|&(p, _, _)| p).collect();
+        Ok(Self::from_parts(rank, pids, names, ctl.map_err(|e| e.to_string())?, peer_ctl, 0, keep))
+    }
+
+    /// A carrier over the ranks with `pids` and control files `names`,
+    /// this one `rank` owning `ctl`, with the peers' already mapped.
+    fn from_parts(
+        rank: usize,
+        pids: Vec<u32>,
+        names: Vec<String>,
+        ctl: Segment,
+        peer_ctl: Vec<Option<Segment>>,
+        epoch: u64,
+        keep: Option<Arc<dyn Any + Send + Sync>>,
+    ) -> ShmTransport {
+        let size = pids.len();
+        let me = std::process::id();
+        let pidfds = pids
+            .iter()
+            .enumerate()
+            .map(|(p, &pid)| if p == rank || pid == me { None } else { super::shm_ffi::pidfd(pid) })
+            .collect();
+        ShmTransport {
             rank,
             size,
-            pids: all.iter().map(|&(p, _, _)| p).collect(),
+            pids,
             names,
-            ctl: ctl.map_err(|e| e.to_string())?,
+            ctl,
             peer_ctl,
             data: Vec::new(),
             slot_bytes: 0,
@@ -211,12 +257,14 @@ impl ShmTransport {
             their_acks: vec![0; size],
             ahead: vec![Vec::new(); size],
             broken: None,
+            pidfds,
+            epoch,
             // Every rank is on this host (the carrier needs it). A poll
             // here is a load, not an MPI_Test: the clock is read and the
             // core yielded every few microseconds, not every few polls.
             polls_per_yield: super::polls_per_yield(size, 2048),
             _keep: keep,
-        })
+        }
     }
 
     fn peer_ctl(&self, peer: usize) -> Result<&Segment, String> {
@@ -227,21 +275,38 @@ impl ShmTransport {
         (id * self.slot_bytes, self.slot_bytes)
     }
 
-    /// Waits until `counter` exceeds `seq`.
+    /// Waits until `counter` exceeds `seq`, or `peer` (who must raise it)
+    /// is lost.
     fn await_count(
+        &self,
+        peer: usize,
         counter: &AtomicU64,
         seq: u64,
-        polls_per_yield: u32,
         deadline: &mut Deadline,
         abort: &AtomicBool,
     ) -> Result<(), WaitError> {
-        super::poll_until(deadline, abort, polls_per_yield, || {
+        let poll = || {
             if counter.load(Ordering::Acquire) > seq {
                 return Ok(Some(()));
             }
             std::hint::spin_loop();
             Ok(None)
-        })
+        };
+        let lost = || self.is_lost(peer).map(|how| (peer, how));
+        super::poll_until_alive(deadline, abort, self.polls_per_yield, poll, lost)
+    }
+
+    /// Whether peer `p` is gone, and how that shows.
+    fn is_lost(&self, p: usize) -> Option<String> {
+        if p == self.rank {
+            return None;
+        }
+        let left = self.peer_ctl(p).is_ok_and(|c| c.counter(life(self.size)).load(Ordering::Acquire) != 0);
+        if left {
+            return Some(format!("its carrier was dropped: rank {p} left the job"));
+        }
+        let exited = self.pidfds.get(p).and_then(|f| f.as_ref()).is_some_and(super::shm_ffi::exited);
+        exited.then(|| format!("its process {} exited", self.pids[p]))
     }
 
     /// Takes message `seq` from `peer` on slot `id`: an inline message is
@@ -486,14 +551,14 @@ impl Transport for ShmTransport {
             None => Err(WaitError::Failed(format!("nothing posted on slot {id}"))),
             Some(Posted::Send { peer, seq, len, inline }) => {
                 if !inline {
-                    Self::await_count(self.ctl.counter(consumed(peer)), seq, self.polls_per_yield, deadline, abort)?;
+                    self.await_count(peer, self.ctl.counter(consumed(peer)), seq, deadline, abort)?;
                 }
                 self.posted[id] = None;
                 Ok(len)
             }
             Some(Posted::Recv { peer, seq, tag }) => {
                 let ready = self.peer_ctl(peer).map_err(WaitError::Failed)?.counter(entry(self.rank, seq));
-                Self::await_count(ready, seq, self.polls_per_yield, deadline, abort)?;
+                self.await_count(peer, ready, seq, deadline, abort)?;
                 let n = self.take(id, peer, seq, tag)?;
                 self.posted[id] = None;
                 Ok(n)
@@ -522,6 +587,15 @@ impl Transport for ShmTransport {
         }
     }
 
+    fn lost_peers(&self) -> Vec<(usize, String)> {
+        (0..self.size).filter_map(|p| self.is_lost(p).map(|how| (p, how))).collect()
+    }
+
+    fn shrink(&mut self, lost: &[usize], deadline: &mut Deadline) -> Result<Shrunk, String> {
+        let (t, lost) = self.agree_and_rebuild(lost, deadline)?;
+        Ok(Shrunk { transport: Box::new(t), lost })
+    }
+
     fn cancel_all(&mut self) {
         // Nothing to cancel: a peer may still copy from a slot this rank
         // sent on, and it stays mapped until drop; the communicator is
@@ -534,12 +608,21 @@ impl Transport for ShmTransport {
     }
 }
 
+impl Drop for ShmTransport {
+    /// Raises the life line: peers waiting on this rank learn that it left
+    /// (a rank thread that ends, a process that drops its communicator
+    /// before the others are done) at their next liveness check.
+    fn drop(&mut self) {
+        self.ctl.counter(life(self.size)).store(1, Ordering::Release);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Barrier, Mutex};
 
     use super::*;
-    use crate::{AllreduceOpts, Codec, Communicator, ReduceOp};
+    use crate::{AllreduceOpts, Codec, Communicator, Error, ReduceOp};
 
     /// `n` ranks as threads of this process, each with a shared-memory
     /// carrier (a process can open its own /proc/self/fd files). Made on
@@ -750,6 +833,78 @@ mod tests {
         assert_eq!(&a.slot(0)[..1000], &msg[..]);
         a.release(0);
         assert_eq!(b.wait(2, &mut Deadline::after(never), &abort), Ok(1000));
+    }
+
+    /// Runs `body(rank, comm)` on every rank's thread, returning what each
+    /// returned; a rank's thread ending drops its communicator.
+    fn on_threads<R: Send>(comms: Vec<Communicator>, body: impl Fn(Communicator) -> R + Sync) -> Vec<R> {
+        std::thread::scope(|s| {
+            let body = &body;
+            let hs: Vec<_> = comms.into_iter().map(|c| s.spawn(move || body(c))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    fn grads(rank: usize) -> Vec<f32> {
+        (0..10_007).map(|j| ((j * 7 + rank * 13) % 101) as f32 * 0.37 - 18.0).collect()
+    }
+
+    /// A rank that leaves mid-job is named by every survivor's next
+    /// collective (not at its one-minute deadline); the survivors shrink,
+    /// agree it is lost, and go on with the bits three ranks of their own
+    /// give.
+    #[test]
+    fn survivors_name_a_lost_rank_shrink_and_go_on() {
+        let opts = AllreduceOpts::default().timeout(std::time::Duration::from_secs(60)).slice_bytes(4096);
+        let out = on_threads(comms(4), |c| {
+            let mut b = grads(c.rank());
+            c.allreduce_with(&mut b, ReduceOp::Sum, &opts).unwrap();
+            if c.rank() == 1 {
+                return None; // leaves: its carrier is dropped
+            }
+            let e = c.allreduce_with(&mut b, ReduceOp::Sum, &opts).unwrap_err();
+            let small = c.shrink().unwrap();
+            let mut b = grads(small.rank());
+            small.allreduce_with(&mut b, ReduceOp::Sum, &opts).unwrap();
+            Some((e, small.rank(), small.size(), small.lost_ranks().to_vec(), b))
+        });
+        let want = crate::local::run(3, |c| {
+            let mut b = grads(c.rank());
+            c.allreduce_with(&mut b, ReduceOp::Sum, &opts).unwrap();
+            b
+        });
+        for (old, r) in out.into_iter().enumerate().filter(|(r, _)| *r != 1) {
+            let (e, rank, size, lost, b) = r.unwrap();
+            assert!(matches!(e, Error::PeerLost { lost: 1, .. }), "rank {old}: {e}");
+            assert_eq!((rank, size, lost), (old - usize::from(old > 1), 3, vec![1]), "rank {old}");
+            assert!(b == want[rank], "rank {old}: the survivors' allreduce differs from 3 ranks' own");
+        }
+    }
+
+    /// A survivor that dies during the agreement is found lost too: the
+    /// others agree on both losses and go on as two.
+    #[test]
+    fn a_rank_lost_during_the_agreement_is_agreed_on_too() {
+        let opts = AllreduceOpts::default().timeout(std::time::Duration::from_secs(60));
+        let out = on_threads(comms(4), |c| {
+            let mut b = grads(c.rank());
+            if c.rank() == 3 {
+                return None;
+            }
+            let e = c.allreduce_with(&mut b, ReduceOp::Sum, &opts).unwrap_err();
+            if c.rank() == 0 {
+                return None; // noticed the loss, then left too
+            }
+            let small = c.shrink().unwrap();
+            let mut one = [small.rank() as f32 + 1.0];
+            small.allreduce_with(&mut one, ReduceOp::Sum, &opts).unwrap();
+            Some((e, small.lost_ranks().to_vec(), small.size(), one[0]))
+        });
+        for r in [1, 2] {
+            let (e, lost, size, sum) = out[r].clone().unwrap();
+            assert!(matches!(e, Error::PeerLost { .. }), "rank {r}: {e}");
+            assert_eq!((lost, size, sum), (vec![0, 3], 2, 3.0), "rank {r}");
+        }
     }
 
     #[test]

@@ -228,3 +228,21 @@ impl Drop for Segment {
         unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
     }
 }
+
+/// A pidfd of process `pid`, or `None` where the kernel has none (before
+/// Linux 5.3) or the process is gone already. Opened while the peer is
+/// known to live (at set-up), it keeps naming that process even if its
+/// PID is reused later.
+pub(super) fn pidfd(pid: u32) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd polls
+/// readable then; a zombie not yet reaped counts as exited).
+pub(super) fn exited(pidfd: &OwnedFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let now = Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0 && fds[0].revents().contains(PollFlags::IN))
+}
