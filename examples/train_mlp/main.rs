@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! mpirun -np 4 target/release/examples/train_mlp [--epochs 40] [--json F] [--plot F.svg]
+//! mpirun --enable-recovery -np 4 target/release/examples/train_mlp --kill-rank 2 --kill-at-epoch 10
 //! ```
 //!
 //! It prints final loss and test accuracy for: single process, native,
@@ -12,6 +13,14 @@
 //! non-zero if a run's ranks disagree or a codec misses its target
 //! (fp16/fp16scaled within 1% of native's final loss, int8 with feedback
 //! within 2%, native within 1% of the single process).
+//!
+//! With `--kill-rank R --kill-at-epoch E`, only the native run: rank `R`
+//! kills itself (SIGKILL) at the start of epoch `E`, and the survivors
+//! name it, shrink their communicator and run the interrupted step again
+//! over themselves, splitting each batch among fewer ranks. They must end
+//! bitwise identical, having applied every step exactly once, within 1%
+//! of the single process's final loss. `mpirun` must be told not to end
+//! the job when a rank dies (`--enable-recovery`).
 
 mod data;
 mod model;
@@ -38,6 +47,13 @@ struct Args {
     /// Draw the loss curves here (SVG).
     #[arg(long)]
     plot: Option<String>,
+    /// This rank kills itself (SIGKILL) at the start of `--kill-at-epoch`;
+    /// the others go on without it.
+    #[arg(long, requires = "kill_at_epoch")]
+    kill_rank: Option<usize>,
+    /// The epoch `--kill-rank` dies at.
+    #[arg(long, requires = "kill_rank")]
+    kill_at_epoch: Option<usize>,
 }
 
 #[derive(serde::Serialize, Clone)]
@@ -47,6 +63,10 @@ pub struct Run {
     final_loss: f64,
     accuracy: f64,
     wire_bytes: u64,
+    /// Optimiser steps applied (every batch of every epoch, once).
+    steps: u64,
+    /// Ranks at the end (fewer than at the start after a loss).
+    ranks: usize,
     #[serde(skip)]
     curve: Vec<f64>,
 }
@@ -71,6 +91,9 @@ fn main() -> ExitCode {
     };
     let lead = comm.rank() == 0;
     let d = data::load(SEED);
+    if args.kill_rank.is_some() {
+        return survive(&args, &d, &comm);
+    }
     let mut runs = vec![train(&args, &d, None)];
     for (codec, feedback) in [
         (Codec::Native, false),
@@ -155,10 +178,50 @@ fn main() -> ExitCode {
     }
 }
 
+/// The native run with a rank killed: checks that the survivors went on.
+fn survive(args: &Args, d: &data::Data, comm: &Arc<Communicator>) -> ExitCode {
+    let single = match train(args, d, None) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let world_rank = comm.rank();
+    let run = match train(args, d, Some((comm, Codec::Native, false))) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let batches = d.train.len().div_ceil(args.batch) as u64 * args.epochs as u64;
+    let off = (run.final_loss / single.final_loss - 1.0).abs();
+    println!(
+        "rank {world_rank} (one of {} ranks at the end): {} steps of {batches} applied, final loss {:.5}, single process {:.5} ({:+.3}%)",
+        run.ranks,
+        run.steps,
+        run.final_loss,
+        single.final_loss,
+        (run.final_loss / single.final_loss - 1.0) * 100.0
+    );
+    if run.steps != batches || off > 0.01 || run.ranks >= comm.size() {
+        eprintln!(
+            "FAILED: rank {world_rank}: {} steps applied of {batches}, {} ranks at the end, loss {:.2}% from the single process",
+            run.steps,
+            run.ranks,
+            off * 100.0
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 /// One training run; `sync` is `None` for the single-process run (every
 /// rank computes it alone, on every sample of each batch).
 fn train(args: &Args, d: &data::Data, sync: Option<(&Arc<Communicator>, Codec, bool)>) -> Result<Run, String> {
-    let (rank, n) = sync.map_or((0, 1), |(c, ..)| (c.rank(), c.size()));
+    let world_rank = sync.map_or(0, |(c, ..)| c.rank());
+    let rank = world_rank;
     // Each rank starts from its own weights; broadcast_parameters makes
     // them rank 0's, which are the single-process run's.
     let mut m = Mlp::new(d.inputs, SEED + rank as u64);
@@ -179,29 +242,57 @@ fn train(args: &Args, d: &data::Data, sync: Option<(&Arc<Communicator>, Codec, b
     };
     let mut opt = Sgd::new(&m, 0.05, 0.9);
     let mut g: [Vec<f32>; 4] = m.lens().map(|k| vec![0.0; k]);
-    let (mut curve, mut wire) = (Vec::new(), 0u64);
+    let (mut curve, mut wire, mut steps) = (Vec::new(), 0u64, 0u64);
     let scale = 1.0 / args.batch as f32;
     for epoch in 0..args.epochs {
+        if gs.is_some() && args.kill_at_epoch == Some(epoch) && args.kill_rank == Some(world_rank) {
+            eprintln!("rank {world_rank}: killing itself at the start of epoch {epoch}");
+            let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        }
         let order = d.epoch_order(SEED + epoch as u64);
         for batch in order.chunks(args.batch) {
-            // This rank's share of the batch: every n-th sample.
-            let mine: Vec<usize> = batch.iter().skip(rank).step_by(n).copied().collect();
-            g.iter_mut().for_each(|v| v.fill(0.0));
-            let s = if batch.len() == args.batch { scale } else { 1.0 / batch.len() as f32 };
-            m.backward(&d.x, &d.y, &mine, s, &mut g);
-            if let Some(gs) = gs.as_mut() {
-                // Backward produced the output layer first: mark it first.
-                for p in (0..4).rev() {
-                    gs.mark_ready(p, &g[p]).map_err(|e| e.to_string())?;
+            // Until the step goes through: after a lost rank, the
+            // survivors split the same batch among themselves and run the
+            // step again.
+            loop {
+                let (rank, n) = gs.as_ref().map_or((0, 1), |gs| (gs.comm().rank(), gs.comm().size()));
+                // This rank's share of the batch: every n-th sample.
+                let mine: Vec<usize> = batch.iter().skip(rank).step_by(n).copied().collect();
+                g.iter_mut().for_each(|v| v.fill(0.0));
+                let s = if batch.len() == args.batch { scale } else { 1.0 / batch.len() as f32 };
+                m.backward(&d.x, &d.y, &mine, s, &mut g);
+                let Some(gs) = gs.as_mut() else { break };
+                let started = std::time::Instant::now();
+                match sync_step(gs, &mut g) {
+                    Ok(bytes) => {
+                        wire += bytes;
+                        break;
+                    }
+                    Err(e @ ringfuse::Error::PeerLost { .. }) if args.kill_rank.is_some() => {
+                        // The step began before the kill or at it: its
+                        // length bounds the time from the kill to the error.
+                        let failed_after = started.elapsed();
+                        let t = std::time::Instant::now();
+                        let lost = gs.shrink().map_err(|e| e.to_string())?;
+                        println!(
+                            "rank {world_rank}: step {steps} failed after {failed_after:.1?} ({e}); \
+                             shrunk in {:.1?} to rank {} of {} (lost {lost:?}); running step {steps} again",
+                            t.elapsed(),
+                            gs.comm().rank(),
+                            gs.comm().size()
+                        );
+                    }
+                    Err(e) => return Err(e.to_string()),
                 }
-                let mut views: Vec<&mut [f32]> = g.iter_mut().map(|v| v.as_mut_slice()).collect();
-                wire += gs.wait(&mut views).map_err(|e| e.to_string())?.wire_bytes() as u64;
             }
             opt.step(&mut m, &g);
+            steps += 1;
         }
         curve.push(m.loss(&d.x, &d.y, &d.train));
     }
+    let ranks = gs.as_ref().map_or(1, |gs| gs.comm().size());
     if let Some(gs) = &gs {
+        let (rank, n) = (gs.comm().rank(), gs.comm().size());
         // Every rank must hold the same weights, bit for bit.
         let mine: Vec<f64> = vec![m
             .p
@@ -222,6 +313,18 @@ fn train(args: &Args, d: &data::Data, sync: Option<(&Arc<Communicator>, Codec, b
         final_loss: *curve.last().unwrap_or(&f64::NAN),
         accuracy: correct as f64 / d.test.len() as f64,
         wire_bytes: wire,
+        steps,
+        ranks,
         curve,
     })
+}
+
+/// One step's gradients through `gs`: its wire bytes.
+fn sync_step(gs: &mut GradSync, g: &mut [Vec<f32>; 4]) -> ringfuse::Result<u64> {
+    // Backward produced the output layer first: mark it first.
+    for p in (0..4).rev() {
+        gs.mark_ready(p, &g[p])?;
+    }
+    let mut views: Vec<&mut [f32]> = g.iter_mut().map(|v| v.as_mut_slice()).collect();
+    Ok(gs.wait(&mut views)?.wire_bytes() as u64)
 }

@@ -241,11 +241,7 @@ impl GradSync {
         };
         let slots = layout.buckets.len().max(1);
         let (jobs, done) = (Arc::new(Handoff::new(slots)), Arc::new(Handoff::new(slots)));
-        let (c, o, j, d) = (comm.clone(), opts.clone(), jobs.clone(), done.clone());
-        let worker = std::thread::Builder::new()
-            .name(format!("ringfuse-gradsync-{rank}"))
-            .spawn(move || worker::run(c, o, j, d))
-            .map_err(|e| Error::GradSync { rank, step: 0, detail: format!("cannot start the progress thread: {e}") })?;
+        let worker = spawn_worker(&comm, &opts, &jobs, &done)?;
         Ok(GradSync {
             comm,
             missing: layout.buckets.iter().map(|b| b.1).collect(),
@@ -264,6 +260,40 @@ impl GradSync {
     /// The communicator (for calls between steps).
     pub fn comm(&self) -> &Communicator {
         &self.comm
+    }
+
+    /// Goes on without lost ranks, after a step failed with
+    /// [`Error::PeerLost`]: every survivor calls it, and this synchroniser
+    /// then runs over the survivors' [shrunk](Communicator::shrink)
+    /// communicator, averaging over the new rank count. Returns the lost
+    /// ranks (of the old numbering).
+    ///
+    /// The failed step was not applied (its [`wait`](Self::wait) returned
+    /// the error), so the caller runs it again: compute the gradients of
+    /// this step's batch with the new rank and size (so the survivors
+    /// cover the lost rank's share) and mark them ready. Every survivor
+    /// holds the same weights, bit for bit, as after every finished step;
+    /// error feedback keeps each rank's residual.
+    ///
+    /// # Errors
+    /// [`Error::GradSync`] during a step (between `mark_ready` and `wait`);
+    /// [`Communicator::shrink`]'s errors.
+    pub fn shrink(&mut self) -> Result<Vec<usize>> {
+        self.idle("shrink")?;
+        let comm = Arc::new(self.comm.shrink()?);
+        self.stop();
+        let rank = comm.rank();
+        let n = comm.size();
+        for (r, &(elements, _)) in self.report.buckets.iter_mut().zip(&self.layout.buckets) {
+            r.wire_bytes = ring_wire_bytes(&self.opts.allreduce, n, elements);
+        }
+        let slots = self.layout.buckets.len().max(1);
+        (self.jobs, self.done) = (Arc::new(Handoff::new(slots)), Arc::new(Handoff::new(slots)));
+        self.worker = Some(spawn_worker(&comm, &self.opts, &self.jobs, &self.done)?);
+        let lost = comm.lost_ranks().to_vec();
+        tracing::warn!("GradSync: rank {rank} of {n} goes on at step {}, ranks {lost:?} lost", self.report.step);
+        self.comm = comm;
+        Ok(lost)
     }
 
     /// The options.
@@ -464,6 +494,21 @@ impl GradSync {
     fn err(&self, detail: String) -> Error {
         Error::GradSync { rank: self.comm.rank(), step: self.report.step, detail }
     }
+}
+
+/// Starts the progress thread of `comm`'s rank.
+fn spawn_worker(
+    comm: &Arc<Communicator>,
+    opts: &GradSyncOpts,
+    jobs: &Arc<Handoff<Bucket>>,
+    done: &Arc<Handoff<Done>>,
+) -> Result<JoinHandle<()>> {
+    let rank = comm.rank();
+    let (c, o, j, d) = (comm.clone(), opts.clone(), jobs.clone(), done.clone());
+    std::thread::Builder::new()
+        .name(format!("ringfuse-gradsync-{rank}"))
+        .spawn(move || worker::run(c, o, j, d))
+        .map_err(|e| Error::GradSync { rank, step: 0, detail: format!("cannot start the progress thread: {e}") })
 }
 
 impl Drop for GradSync {

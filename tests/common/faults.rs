@@ -382,6 +382,7 @@ pub fn short(e: &Error) -> String {
         Error::Checksum { peer, step, slice, .. } => format!("checksum(peer {peer}, step {step}, slice {slice})"),
         Error::Mismatch { peer, .. } => format!("mismatch(peer {peer})"),
         Error::PeerAborted { peer, origin, .. } => format!("peer-aborted(via {peer}, origin {origin})"),
+        Error::PeerLost { lost, .. } => format!("lost(rank {lost})"),
         Error::Transport { peer, .. } => format!("transport(peer {peer})"),
         other => format!("{other}"),
     }
