@@ -6,7 +6,13 @@
 # agent enters the target namespace instead of ssh-ing to a machine.
 #
 #   ci/netsim.sh [--hosts N] [--rate 1gbit] [--delay 100us] [--burst 256kb]
-#                [--deadline 1200] [--yield 1] [-- ringfuse-perf args...]
+#                [--deadline 1200] [--yield 1] [--program PATH] [--recover]
+#                [-- ringfuse-perf args...]
+#
+# --program runs PATH (built beforehand) on every host instead of
+# ringfuse-perf, the arguments after -- going to it; --recover launches
+# with mpirun --enable-recovery, so that a rank that dies does not end
+# the others (ci/lost_rank.sh).
 #
 # --burst is the token bucket of the tbf shaper used where the kernel has
 # no netem: after an idle moment that many bytes pass at memory speed
@@ -31,7 +37,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-HOSTS=4 RATE=1gbit DELAY=100us BURST=256kb DEADLINE=1200 YIELD=1
+HOSTS=4 RATE=1gbit DELAY=100us BURST=256kb DEADLINE=1200 YIELD=1 PROGRAM= RECOVER=()
 while (($#)); do
     case $1 in
         --hosts) HOSTS=$2; shift 2 ;;
@@ -40,8 +46,10 @@ while (($#)); do
         --burst) BURST=$2; shift 2 ;;
         --deadline) DEADLINE=$2; shift 2 ;;
         --yield) YIELD=$2; shift 2 ;;
+        --program) PROGRAM=$(realpath "$2"); shift 2 ;;
+        --recover) RECOVER=(--enable-recovery); shift ;;
         --) shift; break ;;
-        -h | --help) sed -n 2,30p "$0"; exit 0 ;;
+        -h | --help) sed -n 2,36p "$0"; exit 0 ;;
         *) echo "netsim: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -54,6 +62,7 @@ cargo build --release --bin ringfuse-perf -q
 # Where cargo put it: CARGO_TARGET_DIR when set (relative to here), else
 # target/.
 PERF=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/ringfuse-perf
+[[ -n $PROGRAM ]] && PERF=$PROGRAM
 
 P="rfs$$"                 # unique prefix: parallel runs do not collide
 BR="${P}br"
@@ -137,7 +146,7 @@ forward=()
 for v in $(compgen -e | grep '^RINGFUSE_' || true); do forward+=(-x "$v"); done
 rc=0
 timeout -k 10 "$DEADLINE" ip netns exec "${P}h0" env HOME="$WORK" TMPDIR="$WORK/tmp0" \
-    mpirun --allow-run-as-root --oversubscribe -np "$HOSTS" --host "$hosts" \
+    mpirun --allow-run-as-root --oversubscribe "${RECOVER[@]}" -np "$HOSTS" --host "$hosts" \
     --mca plm_rsh_agent "$WORK/agent" --mca plm_rsh_no_tree_spawn 1 \
     --mca btl tcp,self --mca mpi_yield_when_idle "$YIELD" --mca btl_tcp_if_include 198.18.0.0/24 --mca oob_tcp_if_include 198.18.0.0/24 \
     "${forward[@]}" \

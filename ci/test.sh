@@ -63,7 +63,7 @@ step "same bits run after run with default options (mpirun -np 3 and 4, 5 runs e
 bash ci/same_bits.sh
 step "fault matrix under mpirun (shared-memory carrier): every fault x every collective, mid-call, last message and broadcast root; strays; forged messages (about 6 min)"
 bash ci/faults.sh
-step "a rank killed mid-training (SIGKILL): the survivors name it, shrink and finish (mpirun --enable-recovery)"
+step "a rank killed mid-training (SIGKILL): the survivors name it, shrink and finish (shared memory, MPI, netsim hosts; mpirun --enable-recovery)"
 bash ci/lost_rank.sh
 step "flight recorder: SIGUSR1 dumps of a hung job, merged by ringfuse-trace"
 bash ci/trace.sh

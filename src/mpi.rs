@@ -14,8 +14,30 @@ use crate::transport::mpi::MpiTransport;
 /// Keeps MPI initialised; MPI is finalised when this guard and every
 /// communicator made from it are dropped.
 pub struct Mpi {
-    universe: Arc<Universe>,
+    universe: Arc<Finalizer>,
     threading: Threading,
+}
+
+/// The universe, finalised on drop unless a rank was lost over the MPI
+/// carrier: across hosts Open MPI 4.1's `MPI_Finalize` then waits for the
+/// dead rank for ever (on `ci/netsim.sh` a plain C program whose peer was
+/// killed under `mpirun --enable-recovery` hung there; one that exited
+/// without it ended with status 0), so the survivors leave without it.
+struct Finalizer(Option<Universe>);
+
+impl Finalizer {
+    fn universe(&self) -> &Universe {
+        self.0.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for Finalizer {
+    fn drop(&mut self) {
+        if crate::transport::mpi::rank_lost() {
+            tracing::info!("ringfuse: a rank was lost: leaving without MPI_Finalize");
+            std::mem::forget(self.0.take());
+        }
+    }
 }
 
 /// Initialises MPI (`MPI_Init_thread`, asking for
@@ -32,7 +54,7 @@ pub struct Mpi {
 pub fn init() -> Result<Mpi> {
     let (universe, threading) = ::mpi::initialize_with_threading(Threading::Serialized)
         .ok_or_else(|| Error::MpiInit("MPI is already initialised; use Communicator::from_mpi".into()))?;
-    Ok(Mpi { universe: Arc::new(universe), threading })
+    Ok(Mpi { universe: Arc::new(Finalizer(Some(universe))), threading })
 }
 
 impl Mpi {
@@ -44,7 +66,7 @@ impl Mpi {
     /// value it does not accept ([`crate::env`]).
     pub fn world(&self) -> Result<Communicator> {
         let keep: Arc<dyn Any + Send + Sync> = self.universe.clone();
-        let world = self.universe.world();
+        let world = self.universe.universe().world();
         arrive(&world)?;
         let per_host = ranks_per_host(&world);
         Communicator::tuned(carrier(&world, Some(keep), per_host)?, per_host)
@@ -52,7 +74,7 @@ impl Mpi {
 
     /// The rsmpi universe, for the application's own MPI calls.
     pub fn universe(&self) -> &Universe {
-        &self.universe
+        self.universe.universe()
     }
 
     /// The thread support MPI granted.
@@ -125,7 +147,41 @@ pub(crate) fn carrier<C: ::mpi::traits::Communicator>(
         }
     }
     let t = MpiTransport::new(comm, keep);
+    let t = match liveness(comm, &mut agree)? {
+        Some(mesh) => t.with_mesh(mesh),
+        None => t,
+    };
     Ok(if one_host { Box::new(t) } else { Box::new(t.with_message_bytes(ACROSS_HOSTS_SLICE_BYTES)) })
+}
+
+/// The MPI carrier's liveness connections ([`crate::transport::mesh`]),
+/// if every rank could make them (else none, and a lost rank is found at
+/// the deadline). Collective.
+fn liveness<C: ::mpi::traits::Communicator>(
+    comm: &C,
+    agree: &mut dyn FnMut(bool) -> bool,
+) -> Result<Option<crate::transport::mesh::Mesh>> {
+    use crate::transport::mesh::{Mesh, MAX_RANKS, RECORD};
+    use ::mpi::traits::CommunicatorCollectives;
+    let (rank, size) = (comm.rank() as usize, comm.size() as usize);
+    if !(2..=MAX_RANKS).contains(&size) {
+        return Ok(None);
+    }
+    // Reachable peers connect in milliseconds; a firewalled one should not
+    // hold start-up for a whole deadline.
+    let timeout = crate::AllreduceOpts::from_settings(crate::comm::env::settings_for(rank)?)
+        .timeout
+        .min(std::time::Duration::from_secs(10));
+    let mut share = |mine: &[u8; RECORD]| {
+        let mut all = vec![0u8; RECORD * size];
+        comm.all_gather_into(&mine[..], &mut all[..]);
+        all.chunks(RECORD).map(<[u8]>::to_vec).collect()
+    };
+    let mesh = Mesh::new(rank, size, &mut share, timeout);
+    if let Err(e) = &mesh {
+        tracing::warn!("ringfuse: rank {rank}: no liveness connections ({e}): a lost rank is found at the deadline");
+    }
+    Ok(if agree(mesh.is_ok()) { mesh.ok() } else { None })
 }
 
 /// Waits, within the deadline of a wait (`RINGFUSE_TIMEOUT_MS`, else

@@ -22,8 +22,9 @@ impl Communicator {
     /// communicator; its buffer may hold partial results,
     /// [`Error::buffer`]).
     ///
-    /// Over shared memory only (`RINGFUSE_TRANSPORT=shm`, the default on
-    /// one host): other carriers fail with [`Error::Shrink`]. Under
+    /// Over shared memory and over MPI (up to 128 ranks, where the MPI
+    /// carrier keeps a liveness connection to every peer); in-process
+    /// ranks (`ringfuse::local`) fail with [`Error::Shrink`]. Under
     /// `mpirun`, launch with `--enable-recovery` so that the launcher does
     /// not end the survivors when a rank dies (docs/guide/debugging.md).
     ///

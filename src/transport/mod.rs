@@ -11,8 +11,11 @@
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+pub(crate) mod agree;
 pub mod fault;
 pub mod local;
+#[cfg(feature = "mpi")]
+pub(crate) mod mesh;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 #[cfg(feature = "mpi")]
@@ -273,18 +276,9 @@ fn mca_bool(v: &str) -> Option<bool> {
 
 /// The wait loop of the polling carriers: calls `poll` until it yields a
 /// value, and every `every` polls checks the deadline and the abort flag
-/// and yields the core: [`polls_per_yield`] says how often.
-pub(crate) fn poll_until<T>(
-    deadline: &mut Deadline,
-    abort: &AtomicBool,
-    every: u32,
-    poll: impl FnMut() -> Result<Option<T>, WaitError>,
-) -> Result<T, WaitError> {
-    poll_until_alive(deadline, abort, every, poll, || None)
-}
-
-/// [`poll_until`], and every [`LIVENESS_INTERVAL`] of waiting `lost()`:
-/// a peer it names ends the wait with [`WaitError::Lost`].
+/// and yields the core ([`polls_per_yield`] says how often); and every
+/// [`LIVENESS_INTERVAL`] of waiting asks `lost()`, a peer it names ending
+/// the wait with [`WaitError::Lost`].
 pub(crate) fn poll_until_alive<T>(
     deadline: &mut Deadline,
     abort: &AtomicBool,

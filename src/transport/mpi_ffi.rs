@@ -154,6 +154,11 @@ impl InFlight {
         Ok(())
     }
 
+    /// The MPI rank of slot `id`'s pending request, if any.
+    pub fn peer_of(&self, id: SlotId) -> Option<usize> {
+        self.posted.get(id)?.as_ref().map(|p| p.peer as usize)
+    }
+
     /// Whether slot `id` has a request pending.
     pub fn is_posted(&self, id: SlotId) -> bool {
         self.posted.get(id).is_some_and(Option::is_some)
@@ -321,3 +326,8 @@ pub struct SendComm(pub ::mpi::topology::SimpleCommunicator);
 
 // SAFETY: as for InFlight: an opaque handle used under the communicator's lock.
 unsafe impl Send for SendComm {}
+// SAFETY: shared only between the carriers of one lineage (a carrier and
+// the survivors' carrier its shrink made), and only one of them is ever
+// used: the old one's communicator is poisoned by then, and what it still
+// does (cancelling its own requests) does not touch the handle's state.
+unsafe impl Sync for SendComm {}

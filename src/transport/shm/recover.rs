@@ -1,47 +1,53 @@
 //! Going on without a lost rank over shared memory: the survivors agree
-//! on who is lost through mailboxes in their control files, then build a
-//! carrier over themselves from fresh control files.
-//!
-//! Why it can agree at all: on one host a loss is certain, never
-//! suspected. A process that exited shows through its pidfd, a carrier
-//! that was dropped through its life line, and neither comes back. So a
-//! flooding protocol suffices: each survivor publishes the set it knows
-//! and takes in every other survivor's, and decides when every rank
-//! outside its set published that same set. Two survivors cannot decide
-//! differently: a rank that decided never publishes a larger set, so
-//! another can only decide a set without it by seeing it dead. A rank
-//! that sees a decision adopts it, even if it has seen a later death
-//! since: the new carrier then fails its first collective naming that
-//! rank, and the survivors shrink again.
+//! on who is lost ([`crate::transport::agree`]) through mailboxes in their
+//! control files, then build a carrier over themselves from fresh control
+//! files announced in those mailboxes.
 //!
 //! A mailbox is words in its owner's control file, behind a sequence
-//! stamp (odd while the owner writes): `[stamp, epoch, phase, pid, fd,
-//! nonce, lost bits...]`. The epoch numbers the shrinks of one lineage of
-//! carriers, so nothing a rank wrote for an earlier shrink is read as
+//! stamp (odd while the owner writes): `[stamp, epoch, phase, mark, pid,
+//! fd, nonce, lost bits...]`. The epoch numbers the shrinks of one lineage
+//! of carriers, so nothing a rank wrote for an earlier shrink is read as
 //! this one's; the new carrier's files are new, and start at zero.
 
 use std::sync::atomic::{fence, Ordering};
 
 use super::{ctl_bytes, file_name, life, Access, Deadline, Segment, ShmTransport};
+use crate::transport::agree::{agree, indices, Board, Word};
 
-const PROPOSE: u64 = 1;
-const DECIDED: u64 = 2;
-const HEADER_WORDS: usize = 6;
+const HEADER_WORDS: usize = 7;
 
 /// Bytes of a mailbox of a carrier of `size` ranks.
 pub(super) fn mailbox_bytes(size: usize) -> usize {
     8 * (HEADER_WORDS + size.div_ceil(64))
 }
 
-/// One survivor's word in a shrink.
+/// A survivor's word and the control file it announces with it.
 #[derive(Clone, Debug, PartialEq)]
 struct Mail {
-    epoch: u64,
-    phase: u64,
+    word: Word,
     pid: u32,
     fd: i32,
     nonce: u64,
-    lost: Vec<bool>,
+}
+
+/// The mailboxes of a carrier's ranks, with this rank's announcement.
+struct Mailboxes<'a> {
+    t: &'a ShmTransport,
+    pid: u32,
+    fd: i32,
+    nonce: u64,
+}
+
+impl Board for Mailboxes<'_> {
+    fn post(&mut self, w: &Word) {
+        self.t.post_mail(&Mail { word: w.clone(), pid: self.pid, fd: self.fd, nonce: self.nonce });
+    }
+    fn read(&mut self, p: usize) -> Option<Word> {
+        self.t.read_mail(p).map(|m| m.word)
+    }
+    fn gone(&mut self, p: usize) -> bool {
+        self.t.is_lost(p).is_some()
+    }
 }
 
 impl ShmTransport {
@@ -56,12 +62,13 @@ impl ShmTransport {
         let s = stamp.load(Ordering::Relaxed);
         stamp.store(s + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        let mut words = vec![m.epoch, m.phase, m.pid as u64, m.fd as u64, m.nonce];
-        words.extend((0..self.size.div_ceil(64)).map(|w| {
-            (0..64).filter(|b| m.lost.get(w * 64 + b).copied().unwrap_or(false)).fold(0u64, |acc, b| acc | 1 << b)
+        let w = &m.word;
+        let mut words = vec![w.epoch, w.phase, w.mark, m.pid as u64, m.fd as u64, m.nonce];
+        words.extend((0..self.size.div_ceil(64)).map(|k| {
+            (0..64).filter(|b| w.lost.get(k * 64 + b).copied().unwrap_or(false)).fold(0u64, |acc, b| acc | 1 << b)
         }));
-        for (i, w) in words.iter().enumerate() {
-            self.ctl.counter(at + 8 * (i + 1)).store(*w, Ordering::Relaxed);
+        for (i, v) in words.iter().enumerate() {
+            self.ctl.counter(at + 8 * (i + 1)).store(*v, Ordering::Relaxed);
         }
         stamp.store(s + 2, Ordering::Release);
     }
@@ -82,20 +89,15 @@ impl ShmTransport {
                 continue;
             }
             let n = HEADER_WORDS - 1 + self.size.div_ceil(64);
-            let words: Vec<u64> = (0..n).map(|i| seg.counter(at + 8 * (i + 1)).load(Ordering::Relaxed)).collect();
+            let v: Vec<u64> = (0..n).map(|i| seg.counter(at + 8 * (i + 1)).load(Ordering::Relaxed)).collect();
             fence(Ordering::Acquire);
             if stamp.load(Ordering::Relaxed) != s1 {
                 continue;
             }
-            let bits = &words[HEADER_WORDS - 1..];
-            return Some(Mail {
-                epoch: words[0],
-                phase: words[1],
-                pid: words[2] as u32,
-                fd: words[3] as i32,
-                nonce: words[4],
-                lost: (0..self.size).map(|q| bits[q / 64] >> (q % 64) & 1 == 1).collect(),
-            });
+            let bits = &v[HEADER_WORDS - 1..];
+            let lost = (0..self.size).map(|q| bits[q / 64] >> (q % 64) & 1 == 1).collect();
+            let word = Word { epoch: v[0], phase: v[1], mark: v[2], lost };
+            return Some(Mail { word, pid: v[3] as u32, fd: v[4] as i32, nonce: v[5] });
         }
     }
 
@@ -108,7 +110,7 @@ impl ShmTransport {
         deadline: &mut Deadline,
     ) -> Result<(ShmTransport, Vec<usize>), String> {
         let (n, me, epoch) = (self.size, self.rank, self.epoch + 1);
-        let mut lost: Vec<bool> = (0..n).map(|p| known.contains(&p) || self.is_lost(p).is_some()).collect();
+        let lost: Vec<bool> = (0..n).map(|p| known.contains(&p)).collect();
         if lost[me] {
             return Err(format!("rank {me} is itself among the lost ranks"));
         }
@@ -117,77 +119,9 @@ impl ShmTransport {
         // before the agreement ends.
         let ctl = Segment::create(ctl_bytes(n), &file_name(pid, nonce))
             .map_err(|e| format!("rank {me}: a control file for the survivors: {e}"))?;
-        let mine = |phase: u64, lost: &[bool]| Mail { epoch, phase, pid, fd: ctl.fd(), nonce, lost: lost.to_vec() };
-        self.post_mail(&mine(PROPOSE, &lost));
-        let decided = loop {
-            if deadline.passed() {
-                let waiting: Vec<usize> = (0..n).filter(|&p| p != me && !lost[p]).collect();
-                return Err(format!(
-                    "rank {me}: the survivors did not agree on the lost ranks in time; \
-                     this rank knows {:?} lost and waited on ranks {waiting:?} to say the same",
-                    indices(&lost)
-                ));
-            }
-            match self.round(&mut lost, epoch) {
-                Round::Adopt(d) => break d,
-                Round::Grew => {
-                    if lost[me] {
-                        return Err(format!("rank {me}: another survivor counts this rank lost"));
-                    }
-                    self.post_mail(&mine(PROPOSE, &lost));
-                }
-                Round::Agreed => break lost,
-                Round::Wait => std::thread::yield_now(),
-            }
-        };
-        if decided[me] {
-            return Err(format!("rank {me}: the survivors decided that this rank is lost"));
-        }
-        self.post_mail(&mine(DECIDED, &decided));
-        self.rebuild(ctl, file_name(pid, nonce), &decided, epoch)
-    }
-
-    /// One look at every survivor's mailbox, taking in what it knows.
-    fn round(&self, lost: &mut [bool], epoch: u64) -> Round {
-        let (mut grew, mut same) = (false, true);
-        let this_epoch = |m: Option<Mail>| m.filter(|m| m.epoch == epoch);
-        for p in 0..self.size {
-            if p == self.rank || lost[p] {
-                continue;
-            }
-            let mut mail = this_epoch(self.read_mail(p));
-            if self.is_lost(p).is_some() {
-                // Read again after seeing it gone: a survivor decides
-                // before it drops its old carrier (which raises its life
-                // line), so its decision shows here if it made one.
-                mail = this_epoch(self.read_mail(p));
-                if mail.as_ref().is_none_or(|m| m.phase != DECIDED) {
-                    lost[p] = true;
-                    grew = true;
-                    continue;
-                }
-            }
-            match mail {
-                Some(m) if m.phase == DECIDED => return Round::Adopt(m.lost),
-                Some(m) => {
-                    for (q, &l) in m.lost.iter().enumerate() {
-                        if l && !lost[q] {
-                            lost[q] = true;
-                            grew = true;
-                        }
-                    }
-                    same &= m.lost == *lost;
-                }
-                None => same = false,
-            }
-        }
-        if grew {
-            Round::Grew
-        } else if same {
-            Round::Agreed
-        } else {
-            Round::Wait
-        }
+        let mut board = Mailboxes { t: self, pid, fd: ctl.fd(), nonce };
+        let decided = agree(&mut board, me, epoch, lost, 0, deadline)?;
+        self.rebuild(ctl, file_name(pid, nonce), &decided.lost, epoch)
     }
 
     /// The carrier over the ranks not in `lost`, on `ctl` (named
@@ -213,7 +147,7 @@ impl ShmTransport {
             }
             let m = self
                 .read_mail(p)
-                .filter(|m| m.epoch == epoch)
+                .filter(|m| m.word.epoch == epoch)
                 .ok_or_else(|| format!("rank {me}: survivor {p} announced no control file"))?;
             let name = file_name(m.pid, m.nonce);
             let seg = match Segment::open_peer(m.pid, m.fd, &name, Access::ReadWrite) {
@@ -239,19 +173,4 @@ impl ShmTransport {
         }
         Ok((t, indices(lost)))
     }
-}
-
-fn indices(set: &[bool]) -> Vec<usize> {
-    set.iter().enumerate().filter(|(_, &l)| l).map(|(p, _)| p).collect()
-}
-
-enum Round {
-    /// A survivor decided this set.
-    Adopt(Vec<bool>),
-    /// This rank learned of more lost ranks.
-    Grew,
-    /// Every survivor published this rank's set.
-    Agreed,
-    /// Some survivor has not said the same yet.
-    Wait,
 }
