@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The fault matrix under mpirun: every fault against every collective,
-# 4 processes, rank 1 spoiling its second message (or exiting there), its
+# 4 processes, rank 1 spoiling its second message (or exiting or being
+# killed with SIGKILL there), its
 # last message, and the broadcast root's second. Each cell exits non-zero
 # if a rule in tests/common/faults.rs is broken. Prints the table.
 # Usage: ci/faults.sh [--short]   (--short: 5 faults x 6 collectives, mid-call only)
@@ -16,9 +17,9 @@ export RINGFUSE_TIMEOUT_MS="${RINGFUSE_TIMEOUT_MS:-500}" RINGFUSE_FLIGHT_ON_ERRO
 t=$RINGFUSE_TIMEOUT_MS
 carrier=()
 [[ -n ${RINGFUSE_TRANSPORT:-} ]] && carrier=(-x RINGFUSE_TRANSPORT)
-faults=(delay=$((t / 4))ms delay=$((t * 5 / 2))ms drop duplicate truncate corrupt corrupt-header kill exit)
+faults=(delay=$((t / 4))ms delay=$((t * 5 / 2))ms drop duplicate truncate corrupt corrupt-header kill exit sigkill)
 spoils=(mid last)
-[[ "${1:-}" == "--short" ]] && faults=(delay=$((t / 4))ms drop corrupt kill exit) spoils=(mid)
+[[ "${1:-}" == "--short" ]] && faults=(delay=$((t / 4))ms drop corrupt kill exit sigkill) spoils=(mid)
 colls=(allreduce/ring allreduce/doubling reduce_scatter allgather broadcast barrier)
 err=$(mktemp)
 FAULTS_DIR=$(mktemp -d)
@@ -33,13 +34,15 @@ cell() {
     # at once; told not to, it lets the survivors find out alone.
     local extra=("${carrier[@]}") env=()
     [[ $f == exit ]] && extra+=(--mca orte_abort_on_non_zero_status 0)
+    # A rank killed by a signal ends the job unless mpirun may recover.
+    [[ $f == sigkill ]] && extra+=(--enable-recovery)
     [[ $w == mid ]] && env=(RINGFUSE_FAULT="$f@1:1") extra+=(-x RINGFUSE_FAULT)
     rm -f "$FAULTS_DIR"/*
     out=$(env "${env[@]}" timeout 60 "${MPIRUN[@]}" "${extra[@]}" -x RINGFUSE_TIMEOUT_MS \
         -x RINGFUSE_FLIGHT_ON_ERROR -x FAULTS_DIR -np 4 target/release/examples/faults "$c" "$f" "$w" 2>"$err") || rc=$?
     # With `exit`, mpirun's own status sometimes reports the departed
     # rank: there rank 0's verdict, printed as the row, is what counts.
-    if ((rc == 124)) || { ((rc != 0)) && [[ $f != exit ]]; } || grep -q BROKEN <<<"$out" || ! grep -q '^|' <<<"$out"; then
+    if ((rc == 124)) || { ((rc != 0)) && [[ $f != exit && $f != sigkill ]]; } || grep -q BROKEN <<<"$out" || ! grep -q '^|' <<<"$out"; then
         echo "$out"; cat "$err"
         echo "fault matrix: $f x $c ($w) broke a rule, hung or printed no row (status $rc)"
         exit 1

@@ -30,7 +30,7 @@ mod strays;
 mod forged;
 
 use faults::{check_rank, prepare, run_one, verdict, Cell, Spoil, COLLS, FAULTY, FAULT_MSG};
-use ringfuse::transport::fault::{Fault, FaultKind};
+use ringfuse::transport::fault::Fault;
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -79,12 +79,13 @@ fn main() -> ExitCode {
     // One write, so that lines of different ranks do not interleave.
     let own = format!("rank {}: {}\n", comm.rank(), line.splitn(4, ' ').last().unwrap_or(""));
     let _ = std::io::Write::write_all(&mut std::io::stderr(), own.as_bytes());
-    // The last rank collects the lines through files, not MPI: after `exit` Open
-    // MPI is not fault tolerant, and any MPI call (finalize included) may
-    // hang on the departed peer. So with `exit` nobody finalizes either.
+    // The last rank collects the lines through files, not MPI: after `exit`
+    // or `sigkill` Open MPI is not fault tolerant, and any MPI call
+    // (finalize included) may hang on the departed peer. So then nobody
+    // finalizes either.
     let code = |ok: bool| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     let leave = |ok: bool| -> ExitCode {
-        if fault.kind == FaultKind::Exit {
+        if fault.kind.ends_process() {
             std::process::exit(if ok { 0 } else { 1 });
         }
         code(ok)
@@ -103,15 +104,16 @@ fn main() -> ExitCode {
     let done = dir.join("done");
     if comm.rank() != comm.size() - 1 {
         // mpirun kills the job when a process leaves without finalizing:
-        // with `exit`, stay until the collector has its verdict out.
-        while fault.kind == FaultKind::Exit && !done.exists() && std::time::Instant::now() < until {
+        // with `exit` or `sigkill`, stay until the collector has its
+        // verdict out.
+        while fault.kind.ends_process() && !done.exists() && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         return leave(mine.is_ok());
     }
     let mut lines = Vec::new();
     for r in 0..comm.size() {
-        if r == fault.rank && fault.kind == FaultKind::Exit {
+        if r == fault.rank && fault.kind.ends_process() {
             // It left the job at the fault and never wrote its line.
             lines.push(Cell::gone(r).to_line());
             continue;

@@ -591,6 +591,11 @@ fn wait(cx: &mut Ctx<'_>, id: SlotId, peer: usize, dir: &'static str, step: usiz
             }
             // The receive stays posted, and the deadline runs on.
             Err(WaitError::Stray(s)) => stray(cx, s, step)?,
+            Err(e @ WaitError::Failed(_)) => {
+                return Err(
+                    lost(cx, peer).unwrap_or_else(|| wait_error(rank, cx.desc, peer, dir, step, msg, cx.timeout, e))
+                )
+            }
             Err(e) => return Err(wait_error(rank, cx.desc, peer, dir, step, msg, cx.timeout, e)),
         }
     }
@@ -631,7 +636,28 @@ fn stray(cx: &mut Ctx<'_>, s: Stray, step: usize) -> Result<()> {
 }
 
 fn transport_err(cx: &Ctx<'_>, peer: usize, detail: String) -> Error {
+    if let Some(e) = lost(cx, peer) {
+        return e;
+    }
     Error::Transport { rank: cx.t.rank(), op: cx.desc.clone(), peer, detail, buffer: BufferState::Untouched }
+}
+
+/// [`Error::PeerLost`] if `peer`, whose message failed, is gone. A
+/// process being killed loses its files (a failed mapping of its memory)
+/// a moment before its pidfd says it exited, so this looks again for up
+/// to 50 ms: only on the error path.
+fn lost(cx: &Ctx<'_>, peer: usize) -> Option<Error> {
+    let until = std::time::Instant::now() + Duration::from_millis(50);
+    loop {
+        if let Some((lost, detail)) = cx.t.lost_peers().into_iter().find(|(p, _)| *p == peer) {
+            let (rank, op, buffer) = (cx.t.rank(), cx.desc.clone(), BufferState::Untouched);
+            return Some(Error::PeerLost { rank, op, lost, detail, buffer });
+        }
+        if !cx.t.watches_peers() || std::time::Instant::now() >= until || peer == cx.t.rank() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// A dissemination barrier: in round k every rank sends a header-only

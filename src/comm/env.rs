@@ -178,7 +178,7 @@ impl Settings {
         }
         if let Some(v) = var("RINGFUSE_FAULT")? {
             s.fault = Some(v.parse::<Fault>().map_err(|e| {
-                bad("RINGFUSE_FAULT", &v, &format!("KIND[=ARG]@RANK:MSG with KIND delay=DURATION, drop, duplicate, truncate, corrupt, corrupt-header, kill or exit ({e})"))
+                bad("RINGFUSE_FAULT", &v, &format!("KIND[=ARG]@RANK:MSG with KIND delay=DURATION, drop, duplicate, truncate, corrupt, corrupt-header, kill, exit or sigkill ({e})"))
             })?);
         }
         if let Some(v) = var("RINGFUSE_FLIGHT_SIGNAL")? {

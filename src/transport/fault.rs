@@ -9,7 +9,8 @@
 //! `truncate`, `corrupt` (flips a payload bit), `corrupt-header`, `kill`
 //! (the rank goes silent: that message and everything after it vanish, as
 //! if the process had frozen), `exit` (the process exits at once, without
-//! finalising MPI).
+//! finalising MPI), `sigkill` (the process kills itself with `SIGKILL`:
+//! nothing of it runs after, as when the kernel or a scheduler kills it).
 
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
@@ -38,6 +39,15 @@ pub enum FaultKind {
     Kill,
     /// The process exits (code 86) at this message.
     Exit,
+    /// The process kills itself with `SIGKILL` at this message.
+    Sigkill,
+}
+
+impl FaultKind {
+    /// Whether the faulty rank's process is gone after it.
+    pub fn ends_process(&self) -> bool {
+        matches!(self, FaultKind::Exit | FaultKind::Sigkill)
+    }
 }
 
 /// One fault: rank `rank` applies `kind` to the `msg`-th message it sends.
@@ -72,6 +82,7 @@ impl FromStr for Fault {
             ("corrupt-header", None) => FaultKind::CorruptHeader,
             ("kill", None) => FaultKind::Kill,
             ("exit", None) => FaultKind::Exit,
+            ("sigkill", None) => FaultKind::Sigkill,
             _ => return Err(bad()),
         };
         Ok(Fault { rank: rank.parse().map_err(|_| bad())?, msg: msg.parse().map_err(|_| bad())?, kind })
@@ -166,6 +177,14 @@ impl Transport for FaultyTransport {
                 Ok(())
             }
             FaultKind::Exit => std::process::exit(86),
+            FaultKind::Sigkill => {
+                let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+                // The signal is delivered before kill returns to a process
+                // signalling itself; should it not be, go silent.
+                self.dead = true;
+                self.fake[id] = Some(len);
+                Ok(())
+            }
             FaultKind::Duplicate => {
                 let hidden = self.hidden;
                 let (src, dst) = self.inner.slot_pair(id, hidden);
@@ -221,6 +240,9 @@ impl Transport for FaultyTransport {
 
     fn lost_peers(&self) -> Vec<(usize, String)> {
         self.inner.lost_peers()
+    }
+    fn watches_peers(&self) -> bool {
+        self.inner.watches_peers()
     }
     // The survivors' carrier carries no fault: the fault's rank and
     // message counts belong to the old one.

@@ -197,6 +197,10 @@ pub trait Transport: Send {
     fn lost_peers(&self) -> Vec<(usize, String)> {
         Vec::new()
     }
+    /// Whether [`Self::lost_peers`] can see a peer go at all.
+    fn watches_peers(&self) -> bool {
+        false
+    }
     /// A carrier over the ranks not in `lost` (this one not among them),
     /// renumbered in rank order, agreed with every survivor: see
     /// [`crate::Communicator::shrink`]. Collective over the survivors. The

@@ -224,6 +224,10 @@ impl Transport for MpiTransport {
         super::poll_until_alive(deadline, abort, 64, poll, lost)
     }
 
+    fn watches_peers(&self) -> bool {
+        self.mesh.is_some()
+    }
+
     fn lost_peers(&self) -> Vec<(usize, String)> {
         let Some(mesh) = &self.mesh else { return Vec::new() };
         (0..self.size).filter_map(|p| mesh.lost(p).map(|how| (p, how))).collect()

@@ -587,6 +587,10 @@ impl Transport for ShmTransport {
         }
     }
 
+    fn watches_peers(&self) -> bool {
+        true
+    }
+
     fn lost_peers(&self) -> Vec<(usize, String)> {
         (0..self.size).filter_map(|p| self.is_lost(p).map(|how| (p, how))).collect()
     }

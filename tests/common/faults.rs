@@ -280,7 +280,7 @@ impl Cell {
 ///   and says truthfully whether its buffer was written.
 pub fn check_rank(kind: &FaultKind, faulty: usize, coll: Coll, o: &Outcome) -> Result<Cell, String> {
     let t = o.deadline;
-    let survivor = !(o.rank == faulty && matches!(kind, FaultKind::Kill | FaultKind::Exit));
+    let survivor = !(o.rank == faulty && (kind.ends_process() || *kind == FaultKind::Kill));
     let slow_by_design = o.rank == faulty && matches!(kind, FaultKind::Delay(_));
     let limit = 2 * t + Duration::from_secs(1);
     let blames = |e: &Error| e.blamed_rank() == Some(faulty) && !matches!(e, Error::PeerAborted { .. });
