@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/env.sh
-cargo build --release --example faults -q
+build_release
 # Every wait's deadline; the delays are a quarter of it (harmless) and two
 # and a half times it.
 export RINGFUSE_TIMEOUT_MS="${RINGFUSE_TIMEOUT_MS:-500}" RINGFUSE_FLIGHT_ON_ERROR=0
@@ -89,7 +89,6 @@ echo "forged messages under mpirun: 32 cases, each an error in time, none Ok wit
 # Misuse rather than faults: the last of 3 ranks calls something else.
 echo "| mismatch | outcome per rank |"
 echo "|---|---|"
-cargo build --release --example mismatch -q
 for kind in count dtype slice collective; do
     extra=("${carrier[@]}")
     # Open MPI 4.1.4's single-copy path crashes on a truncated receive.

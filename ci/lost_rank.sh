@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/env.sh
-cargo build --release --example train_mlp -q
+build_release
 # A deadline far beyond the 2 s target: a survivor that only timed out
 # would print no "is lost" line.
 export RINGFUSE_TIMEOUT_MS=60000 RINGFUSE_FLIGHT_ON_ERROR=0

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source ci/env.sh
 # A hang must become an error quickly, not a stuck CI run.
 export RINGFUSE_TIMEOUT_MS="${RINGFUSE_TIMEOUT_MS:-60000}"
-cargo build --release --examples --features candle -q
+build_release
 for np in 1 2 3 4; do
     echo "== mpirun -np $np examples/collectives"
     timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np "$np" target/release/examples/collectives

@@ -58,7 +58,8 @@ done
 PERF_ARGS=("$@")
 
 bash ci/setup.sh >/dev/null
-cargo build --release --bin ringfuse-perf -q
+source ci/env.sh
+build_release
 # Where cargo put it: CARGO_TARGET_DIR when set (relative to here), else
 # target/.
 PERF=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/ringfuse-perf

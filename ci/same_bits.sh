@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 source ci/env.sh
 export RINGFUSE_TIMEOUT_MS="${RINGFUSE_TIMEOUT_MS:-60000}"
 runs=${RUNS:-5}
-cargo build --release --example same_bits -q
+build_release
 # Forwards the RINGFUSE_* variables that are set (mpirun warns of unset ones).
 run() {
     local fwd=()

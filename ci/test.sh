@@ -69,7 +69,7 @@ step "flight recorder: SIGUSR1 dumps of a hung job, merged by ringfuse-trace"
 bash ci/trace.sh
 step "ringfuse-perf --check sweep under mpirun (correctness only; no timing is asserted)"
 source ci/env.sh
-cargo build --release --bin ringfuse-perf -q
+build_release
 # One host: the default carrier is shared memory; RINGFUSE_TRANSPORT=mpi
 # forces MPI point-to-point. Both get the whole sweep.
 for ask in auto mpi; do

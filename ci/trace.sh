@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/env.sh
-cargo build --release --example straggler --bin ringfuse-trace -q
+build_release
 dir=$(mktemp -d)
 log=$(mktemp)
 trap 'rm -rf "$dir" "$log"' EXIT

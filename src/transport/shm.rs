@@ -911,6 +911,45 @@ mod tests {
         }
     }
 
+    /// GradSync through a loss: the step that fails is not applied; after
+    /// `shrink` the survivors run it again and get, bit for bit, what a
+    /// GradSync of their own size gives, averaging over the new count.
+    #[test]
+    fn gradsync_shrinks_and_runs_the_failed_step_again() {
+        use crate::{GradSync, GradSyncOpts};
+        let opts = GradSyncOpts::default().codec(Codec::Fp16).bucket_bytes(4096);
+        let opts = GradSyncOpts { allreduce: opts.allreduce.timeout(std::time::Duration::from_secs(60)), ..opts };
+        let lens = [1000, 37, 2048];
+        let grads = |rank: usize, step: usize| -> Vec<Vec<f32>> {
+            lens.iter().map(|&k| (0..k).map(|j| ((j * 7 + rank * 13 + step) % 101) as f32 * 0.01).collect()).collect()
+        };
+        let step = |gs: &mut GradSync, step: usize| {
+            let mut g = grads(gs.comm().rank(), step);
+            let mut views: Vec<&mut [f32]> = g.iter_mut().map(|v| v.as_mut_slice()).collect();
+            gs.synchronize(&mut views).map(|_| g.clone())
+        };
+        let out = on_threads(comms(4), |c| {
+            let mut gs = GradSync::new(c, &lens, opts.clone()).unwrap();
+            step(&mut gs, 0).unwrap();
+            if gs.comm().rank() == 3 {
+                return None; // leaves: its GradSync and communicator are dropped
+            }
+            let e = step(&mut gs, 1).unwrap_err();
+            let lost = gs.shrink().unwrap();
+            Some((e, lost, gs.comm().size(), step(&mut gs, 1).unwrap()))
+        });
+        let want = crate::local::run(3, |c| {
+            let mut gs = GradSync::new(c, &lens, opts.clone()).unwrap();
+            step(&mut gs, 1).unwrap()
+        });
+        for (r, o) in out.into_iter().enumerate().take(3) {
+            let (e, lost, size, got) = o.unwrap();
+            assert!(matches!(e, Error::PeerLost { lost: 3, .. }), "rank {r}: {e}");
+            assert_eq!((lost, size), (vec![3], 3), "rank {r}");
+            assert!(got == want[r], "rank {r}: the re-run step differs from 3 ranks' own");
+        }
+    }
+
     #[test]
     fn a_receive_without_a_sender_times_out() {
         let comms = comms(2);
