@@ -94,7 +94,7 @@ pub enum Error {
         buffer: BufferState,
     },
     /// A peer is gone: its process exited or was killed, or its
-    /// communicator was dropped mid-job. Noticed within about
+    /// communicator was dropped mid-job. Noticed within about twice
     /// [`crate::transport::LIVENESS_INTERVAL`] of a wait that it holds up,
     /// not at the deadline. Every survivor reports it with the same `lost`;
     /// [`crate::Communicator::shrink`] goes on without it.

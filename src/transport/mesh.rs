@@ -6,8 +6,11 @@
 //! MPI 4.1 reports nothing for a dead peer (its requests stay pending),
 //! which is why the carrier keeps its own.
 //!
-//! A host that fails as a whole (power, kernel) closes nothing: its ranks
-//! are found at the deadline. Set-up: every rank listens on a port of its
+//! A host that fails as a whole (power, kernel) closes nothing; TCP
+//! keepalive probes an idle connection after [`KEEPALIVE_IDLE`] and gives
+//! up after [`KEEPALIVE_PROBES`] unanswered probes
+//! [`KEEPALIVE_INTERVAL`] apart, so its ranks are found in about 25 s
+//! (and no middlebox drops an idle connection meanwhile). Set-up: every rank listens on a port of its
 //! own and announces it with its IPv4 addresses and a random nonce; the
 //! higher rank of each pair connects (loopback first where both share a
 //! host and network namespace) and names both ends and nonces, and the
@@ -28,6 +31,23 @@ pub(crate) const RECORD: usize = 2 + 8 + 8 + 1 + 4 * MAX_ADDRS;
 const MAX_ADDRS: usize = 12;
 /// Bytes of a handshake: from rank, its nonce, to rank, its nonce.
 const HELLO: usize = 24;
+/// Idle time before a connection is probed.
+pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+/// Time between unanswered probes.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Unanswered probes after which the connection fails.
+pub(crate) const KEEPALIVE_PROBES: u32 = 3;
+
+/// Probes `sock` while idle, so that a peer host that went down fails it.
+fn keepalive(sock: &TcpStream) -> std::io::Result<()> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_keepalive(sock, true)?;
+    sockopt::set_tcp_keepidle(sock, KEEPALIVE_IDLE)?;
+    sockopt::set_tcp_keepintvl(sock, KEEPALIVE_INTERVAL)?;
+    sockopt::set_tcp_keepcnt(sock, KEEPALIVE_PROBES)?;
+    Ok(())
+}
+
 /// Ranks beyond which no mesh is made (a connection per peer, a
 /// descriptor each): a lost rank is then found at the deadline.
 pub(crate) const MAX_RANKS: usize = 128;
@@ -145,6 +165,7 @@ impl Mesh {
         }
         for p in peers.iter_mut().flatten() {
             p.sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+            keepalive(&p.sock).map_err(|e| format!("TCP keepalive: {e}"))?;
         }
         Ok(Mesh { rank, size, peers: RefCell::new(peers) })
     }

@@ -39,8 +39,9 @@ pub const DEFAULT_SLOTS: usize = 4;
 pub const TAG_MASK: u32 = 0x7fff_ffff;
 
 /// How often a wait that lasts checks whether its peers are alive
-/// ([`Transport::lost_peers`]): a lost rank is reported within this (plus
-/// a scheduler slice), not at the deadline. A check is one system call per
+/// ([`Transport::lost_peers`]): a lost rank is reported within twice this
+/// (a check, then as long again for messages it sent before it went),
+/// not at the deadline. A check is one system call per
 /// peer, and only waits that already took this long make one.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -292,6 +293,8 @@ pub(crate) fn poll_until_alive<T>(
 ) -> Result<T, WaitError> {
     let mut polls = 0u32;
     let mut check_at: Option<Instant> = None;
+    // The peer seen gone, and until when its last messages may still come.
+    let mut gone: Option<(Instant, usize, String)> = None;
     loop {
         if let Some(v) = poll()? {
             return Ok(v);
@@ -302,10 +305,19 @@ pub(crate) fn poll_until_alive<T>(
             if now >= deadline.at() {
                 return Err(WaitError::Timeout);
             }
+            if let Some((until, peer, how)) = &gone {
+                if now >= *until {
+                    return Err(WaitError::Lost(*peer, how.clone()));
+                }
+            }
             let at = *check_at.get_or_insert(now + LIVENESS_INTERVAL);
-            if now >= at {
+            if now >= at && gone.is_none() {
+                // A peer that finished its part and then left raises its
+                // life line (or closes its connections) after its last
+                // message: keep polling a little longer, so a message that
+                // was on its way when the peer left is still taken.
                 if let Some((peer, how)) = lost() {
-                    return Err(WaitError::Lost(peer, how));
+                    gone = Some((now + LIVENESS_INTERVAL, peer, how));
                 }
                 check_at = Some(now + LIVENESS_INTERVAL);
             }
