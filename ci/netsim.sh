@@ -7,12 +7,15 @@
 #
 #   ci/netsim.sh [--hosts N] [--rate 1gbit] [--delay 100us] [--burst 256kb]
 #                [--deadline 1200] [--yield 1] [--program PATH] [--recover]
-#                [-- ringfuse-perf args...]
+#                [--cut RANK@SECONDS] [-- ringfuse-perf args...]
 #
 # --program runs PATH (built beforehand) on every host instead of
 # ringfuse-perf, the arguments after -- going to it; --recover launches
 # with mpirun --enable-recovery, so that a rank that dies does not end
-# the others (ci/lost_rank.sh).
+# the others (ci/lost_rank.sh). --cut takes rank RANK's host off the
+# switch SECONDS after launch, as a host that fails as a whole would
+# vanish: nothing it sent after that arrives, not even a closed
+# connection.
 #
 # --burst is the token bucket of the tbf shaper used where the kernel has
 # no netem: after an idle moment that many bytes pass at memory speed
@@ -37,7 +40,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-HOSTS=4 RATE=1gbit DELAY=100us BURST=256kb DEADLINE=1200 YIELD=1 PROGRAM= RECOVER=()
+HOSTS=4 RATE=1gbit DELAY=100us BURST=256kb DEADLINE=1200 YIELD=1 PROGRAM= RECOVER=() CUT=
 while (($#)); do
     case $1 in
         --hosts) HOSTS=$2; shift 2 ;;
@@ -48,8 +51,9 @@ while (($#)); do
         --yield) YIELD=$2; shift 2 ;;
         --program) PROGRAM=$(realpath "$2"); shift 2 ;;
         --recover) RECOVER=(--enable-recovery); shift ;;
+        --cut) CUT=$2; shift 2 ;;
         --) shift; break ;;
-        -h | --help) sed -n 2,36p "$0"; exit 0 ;;
+        -h | --help) sed -n 2,40p "$0"; exit 0 ;;
         *) echo "netsim: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -145,6 +149,10 @@ for ((i = 0; i <= HOSTS; i++)); do mkdir -p "$WORK/tmp$i"; done
 # mpirun warn on every run.
 forward=()
 for v in $(compgen -e | grep '^RINGFUSE_' || true); do forward+=(-x "$v"); done
+if [[ -n $CUT ]]; then
+    # Rank r runs on host r + 1 (host 0 is the launcher).
+    (sleep "${CUT#*@}" && ip link set "${P}p$((${CUT%@*} + 1))" down && echo "netsim: rank ${CUT%@*}'s host cut off" >&2) &
+fi
 rc=0
 timeout -k 10 "$DEADLINE" ip netns exec "${P}h0" env HOME="$WORK" TMPDIR="$WORK/tmp0" \
     mpirun --allow-run-as-root --oversubscribe "${RECOVER[@]}" -np "$HOSTS" --host "$hosts" \

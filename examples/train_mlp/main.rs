@@ -19,7 +19,9 @@
 //! name it, shrink their communicator and run the interrupted step again
 //! over themselves, splitting each batch among fewer ranks. They must end
 //! bitwise identical, having applied every step exactly once, within 1%
-//! of the final loss of the same run with no rank lost (run first). `mpirun` must be told not to end
+//! of the final loss of the same run with no rank lost (run first).
+//! `--survive` does the same for a rank lost some other way (a host cut
+//! off: `ci/netsim.sh --cut`), against the single process. `mpirun` must be told not to end
 //! the job when a rank dies (`--enable-recovery`).
 
 mod data;
@@ -54,6 +56,10 @@ struct Args {
     /// The epoch `--kill-rank` dies at.
     #[arg(long, requires = "kill_rank")]
     kill_at_epoch: Option<usize>,
+    /// Go on without a rank lost some other way (its host cut off):
+    /// what `--kill-rank` does, with nobody killed here.
+    #[arg(long)]
+    survive: bool,
 }
 
 #[derive(serde::Serialize, Clone)]
@@ -91,7 +97,7 @@ fn main() -> ExitCode {
     };
     let lead = comm.rank() == 0;
     let d = data::load(SEED);
-    if args.kill_rank.is_some() {
+    if args.kill_rank.is_some() || args.survive {
         return survive(&args, &d, &comm);
     }
     let mut runs = vec![train(&args, &d, None)];
@@ -188,9 +194,13 @@ fn survive(args: &Args, d: &data::Data, comm: &Arc<Communicator>) -> ExitCode {
         }
     };
     let world_rank = comm.rank();
-    // The same run with no rank lost, on every rank: the reference.
-    let calm = Args { kill_rank: None, kill_at_epoch: None, ..args.clone() };
-    let full = match train(&calm, d, Some((comm, Codec::Native, false))) {
+    // The same run with no rank lost, on every rank: the reference. Not
+    // with `--survive`, whose loss may come at any moment, this run's
+    // included: the single process is the reference then.
+    let calm = Args { kill_rank: None, kill_at_epoch: None, survive: false, ..args.clone() };
+    let full =
+        if args.kill_rank.is_some() { train(&calm, d, Some((comm, Codec::Native, false))) } else { Ok(single.clone()) };
+    let full = match full {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -206,13 +216,13 @@ fn survive(args: &Args, d: &data::Data, comm: &Arc<Communicator>) -> ExitCode {
     };
     let batches = d.train.len().div_ceil(args.batch) as u64 * args.epochs as u64;
     let off = (run.final_loss / full.final_loss - 1.0).abs();
+    let reference = if args.kill_rank.is_some() { format!("{} ranks throughout", full.ranks) } else { "single".into() };
     println!(
         "rank {world_rank} (one of {} ranks at the end): {} steps of {batches} applied, final loss {:.5}; \
-         {} ranks throughout {:.5} ({:+.3}%); single process {:.5}",
+         {reference} {:.5} ({:+.3}%); single process {:.5}",
         run.ranks,
         run.steps,
         run.final_loss,
-        full.ranks,
         full.final_loss,
         (run.final_loss / full.final_loss - 1.0) * 100.0,
         single.final_loss,
@@ -280,7 +290,7 @@ fn train(args: &Args, d: &data::Data, sync: Option<(&Arc<Communicator>, Codec, b
                         wire += bytes;
                         break;
                     }
-                    Err(e @ ringfuse::Error::PeerLost { .. }) if args.kill_rank.is_some() => {
+                    Err(e @ ringfuse::Error::PeerLost { .. }) if args.kill_rank.is_some() || args.survive => {
                         // The step began before the kill or at it: its
                         // length bounds the time from the kill to the error.
                         let failed_after = started.elapsed();
