@@ -170,10 +170,10 @@ fn notify_abort<S: Schedule>(cx: &mut Ctx<'_>, sched: &S, origin: usize, culprit
     let sends = steps.clone().filter(|st| st.prim.sends()).map(|st| st.send_to);
     let recvs = steps.filter(|st| st.prim.receives()).map(|st| st.recv_from);
     let all = (1..n).map(|d| (me + d) % n).filter(|_| everyone);
-    let mut told = Vec::new(); // only on the error path
-                               // Not to a rank that is gone: nobody reads it, and over MPI a send to
-                               // a dead process is a connection attempt that can outlive the call.
+    // Not to a rank that is gone: nobody reads it, and over MPI a send to
+    // a dead process is a connection attempt that can outlive the call.
     let lost: Vec<usize> = cx.t.lost_peers().into_iter().map(|(p, _)| p).collect();
+    let mut told = Vec::new(); // only on the error path
     for peer in culprit.into_iter().chain(sends).chain(recvs).chain(all) {
         if peer == me || told.contains(&peer) || lost.contains(&peer) {
             continue;

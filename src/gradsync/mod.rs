@@ -239,9 +239,7 @@ impl GradSync {
                 })
                 .collect(),
         };
-        let slots = layout.buckets.len().max(1);
-        let (jobs, done) = (Arc::new(Handoff::new(slots)), Arc::new(Handoff::new(slots)));
-        let worker = spawn_worker(&comm, &opts, &jobs, &done)?;
+        let (jobs, done, worker) = start_worker(&comm, &opts, layout.buckets.len())?;
         Ok(GradSync {
             comm,
             missing: layout.buckets.iter().map(|b| b.1).collect(),
@@ -287,9 +285,8 @@ impl GradSync {
         for (r, &(elements, _)) in self.report.buckets.iter_mut().zip(&self.layout.buckets) {
             r.wire_bytes = ring_wire_bytes(&self.opts.allreduce, n, elements);
         }
-        let slots = self.layout.buckets.len().max(1);
-        (self.jobs, self.done) = (Arc::new(Handoff::new(slots)), Arc::new(Handoff::new(slots)));
-        self.worker = Some(spawn_worker(&comm, &self.opts, &self.jobs, &self.done)?);
+        let (jobs, done, worker) = start_worker(&comm, &self.opts, self.layout.buckets.len())?;
+        (self.jobs, self.done, self.worker) = (jobs, done, Some(worker));
         let lost = comm.lost_ranks().to_vec();
         tracing::warn!("GradSync: rank {rank} of {n} goes on at step {}, ranks {lost:?} lost", self.report.step);
         self.comm = comm;
@@ -496,19 +493,23 @@ impl GradSync {
     }
 }
 
-/// Starts the progress thread of `comm`'s rank.
-fn spawn_worker(
+/// Buckets' hand-offs to and from the progress thread of `comm`'s rank,
+/// and the thread, started.
+#[allow(clippy::type_complexity)] // the three parts GradSync keeps
+fn start_worker(
     comm: &Arc<Communicator>,
     opts: &GradSyncOpts,
-    jobs: &Arc<Handoff<Bucket>>,
-    done: &Arc<Handoff<Done>>,
-) -> Result<JoinHandle<()>> {
+    buckets: usize,
+) -> Result<(Arc<Handoff<Bucket>>, Arc<Handoff<Done>>, JoinHandle<()>)> {
     let rank = comm.rank();
+    let slots = buckets.max(1);
+    let (jobs, done) = (Arc::new(Handoff::new(slots)), Arc::new(Handoff::new(slots)));
     let (c, o, j, d) = (comm.clone(), opts.clone(), jobs.clone(), done.clone());
-    std::thread::Builder::new()
+    let worker = std::thread::Builder::new()
         .name(format!("ringfuse-gradsync-{rank}"))
         .spawn(move || worker::run(c, o, j, d))
-        .map_err(|e| Error::GradSync { rank, step: 0, detail: format!("cannot start the progress thread: {e}") })
+        .map_err(|e| Error::GradSync { rank, step: 0, detail: format!("cannot start the progress thread: {e}") })?;
+    Ok((jobs, done, worker))
 }
 
 impl Drop for GradSync {

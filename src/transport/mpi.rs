@@ -196,7 +196,7 @@ impl Transport for MpiTransport {
     // its deadline.
     fn wait(&mut self, id: SlotId, deadline: &mut Deadline, abort: &AtomicBool) -> Result<usize, WaitError> {
         let (comm, mask) = (self.raw(), self.tag_mask);
-        let peer = self.inflight.peer_of(id).and_then(|m| self.mpi_ranks.iter().position(|&r| r == m));
+        let mpi_peer = self.inflight.peer_of(id);
         let (inflight, mpi_ranks, mesh, base) = (&mut self.inflight, &self.mpi_ranks, &self.mesh, self.tag_base);
         let mut polls = 0u32;
         let poll = || {
@@ -217,8 +217,9 @@ impl Transport for MpiTransport {
             }
             inflight.test(id).map_err(WaitError::Failed)
         };
+        // Only for a wait that lasts: the peer by its rank in this carrier.
         let lost = || {
-            let p = peer?;
+            let p = mpi_ranks.iter().position(|&r| Some(r) == mpi_peer)?;
             mesh.as_ref()?.lost(p).map(|how| (p, how))
         };
         super::poll_until_alive(deadline, abort, 64, poll, lost)

@@ -216,28 +216,29 @@ impl ShmTransport {
         if !agree(why.is_none()) {
             return Err(why.unwrap_or_else(|| format!("rank {rank}: another rank could not set up shared memory")));
         }
-        let pids = all.iter().map(|&(p, _, _)| p).collect();
-        Ok(Self::from_parts(rank, pids, names, ctl.map_err(|e| e.to_string())?, peer_ctl, 0, keep))
+        let pids: Vec<u32> = all.iter().map(|&(p, _, _)| p).collect();
+        let me = std::process::id();
+        let pidfds = (pids.iter().enumerate())
+            .map(|(p, &pid)| if p == rank || pid == me { None } else { super::shm_ffi::pidfd(pid) })
+            .collect();
+        Ok(Self::from_parts(rank, pids, names, ctl.map_err(|e| e.to_string())?, peer_ctl, pidfds, 0, keep))
     }
 
-    /// A carrier over the ranks with `pids` and control files `names`,
-    /// this one `rank` owning `ctl`, with the peers' already mapped.
+    /// A carrier over the ranks with `pids` (watched through `pidfds`) and
+    /// control files `names`, this one `rank` owning `ctl`, with the peers'
+    /// already mapped.
+    #[allow(clippy::too_many_arguments)] // the parts of a carrier, each named
     fn from_parts(
         rank: usize,
         pids: Vec<u32>,
         names: Vec<String>,
         ctl: Segment,
         peer_ctl: Vec<Option<Segment>>,
+        pidfds: Vec<Option<std::os::fd::OwnedFd>>,
         epoch: u64,
         keep: Option<Arc<dyn Any + Send + Sync>>,
     ) -> ShmTransport {
         let size = pids.len();
-        let me = std::process::id();
-        let pidfds = pids
-            .iter()
-            .enumerate()
-            .map(|(p, &pid)| if p == rank || pid == me { None } else { super::shm_ffi::pidfd(pid) })
-            .collect();
         ShmTransport {
             rank,
             size,

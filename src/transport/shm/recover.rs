@@ -163,14 +163,10 @@ impl ShmTransport {
             peer_ctl.push(seg);
         }
         let rank = members.iter().position(|&p| p == me).expect("this rank is a survivor");
-        let mut t = ShmTransport::from_parts(rank, pids, names, ctl, peer_ctl, epoch, self._keep.clone());
         // The pidfds opened when the old carrier was made: they name the
         // processes that were checked then, whatever their PIDs are now.
-        for (i, &p) in members.iter().enumerate() {
-            if let Some(fd) = self.pidfds[p].take() {
-                t.pidfds[i] = Some(fd);
-            }
-        }
+        let pidfds = members.iter().map(|&p| self.pidfds[p].take()).collect();
+        let t = ShmTransport::from_parts(rank, pids, names, ctl, peer_ctl, pidfds, epoch, self._keep.clone());
         Ok((t, indices(lost)))
     }
 }
