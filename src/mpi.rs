@@ -18,11 +18,13 @@ pub struct Mpi {
     threading: Threading,
 }
 
-/// The universe, finalised on drop unless a rank was lost over the MPI
-/// carrier: across hosts Open MPI 4.1's `MPI_Finalize` then waits for the
-/// dead rank for ever (on `ci/netsim.sh` a plain C program whose peer was
-/// killed under `mpirun --enable-recovery` hung there; one that exited
-/// without it ended with status 0), so the survivors leave without it.
+/// The universe, finalised on drop unless a carrier saw a rank lost
+/// ([`crate::transport::peer_lost`]): Open MPI 4.1's `MPI_Finalize` then
+/// may wait for the dead rank for ever (across hosts it always did: on
+/// `ci/netsim.sh` a plain C program whose peer was killed under `mpirun
+/// --enable-recovery` hung there, and one that exited without it ended
+/// with status 0; on one host over shared memory 1 run in 12 hung), so
+/// the survivors leave without it.
 struct Finalizer(Option<Universe>);
 
 impl Finalizer {
@@ -33,7 +35,7 @@ impl Finalizer {
 
 impl Drop for Finalizer {
     fn drop(&mut self) {
-        if crate::transport::mpi::rank_lost() {
+        if crate::transport::peer_lost() {
             tracing::info!("ringfuse: a rank was lost: leaving without MPI_Finalize");
             std::mem::forget(self.0.take());
         }

@@ -205,6 +205,9 @@ impl Mesh {
         while let Some(w) = take_word(&mut peer.buf, self.size) {
             peer.word = Some(w);
         }
+        if peer.gone.is_some() {
+            super::saw_peer_lost();
+        }
     }
 
     /// How peer `p` is gone, if it is.

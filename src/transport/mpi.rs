@@ -26,15 +26,6 @@ use super::mesh::Mesh;
 use super::mpi_ffi::{InFlight, SendComm};
 use super::{Deadline, Shrunk, SlotId, Stray, Transport, WaitError};
 
-/// Whether a carrier of this process went on without a lost rank (then
-/// `MPI_Finalize` is skipped: see `crate::mpi`).
-static RANK_LOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether a carrier of this process went on without a lost rank.
-pub(crate) fn rank_lost() -> bool {
-    RANK_LOST.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// The MPI communicator the carriers of one lineage (the first and the
 /// survivors' after each shrink) share.
 struct Shared {
@@ -254,7 +245,6 @@ impl Transport for MpiTransport {
             }
         };
         self.cancel_all();
-        RANK_LOST.store(true, std::sync::atomic::Ordering::Relaxed);
         let members: Vec<usize> = (0..n).filter(|&p| !decided.lost[p]).collect();
         let rank = members.iter().position(|&p| p == me).ok_or("this rank is not a survivor")?;
         let t = MpiTransport {

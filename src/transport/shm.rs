@@ -303,11 +303,16 @@ impl ShmTransport {
             return None;
         }
         let left = self.peer_ctl(p).is_ok_and(|c| c.counter(life(self.size)).load(Ordering::Acquire) != 0);
-        if left {
-            return Some(format!("its carrier was dropped: rank {p} left the job"));
-        }
-        let exited = self.pidfds.get(p).and_then(|f| f.as_ref()).is_some_and(super::shm_ffi::exited);
-        exited.then(|| format!("its process {} exited", self.pids[p]))
+        let exited = || self.pidfds.get(p).and_then(|f| f.as_ref()).is_some_and(super::shm_ffi::exited);
+        let how = if left {
+            format!("its carrier was dropped: rank {p} left the job")
+        } else if exited() {
+            format!("its process {} exited", self.pids[p])
+        } else {
+            return None;
+        };
+        super::saw_peer_lost();
+        Some(how)
     }
 
     /// Takes message `seq` from `peer` on slot `id`: an inline message is
