@@ -57,6 +57,9 @@ struct Peer {
     buf: Vec<u8>,
     word: Option<Word>,
     gone: Option<String>,
+    /// Whether it said it leaves (dropped its carrier) before closing:
+    /// then its process lives on and will finalise MPI.
+    left: bool,
 }
 
 /// This rank's connections to every other rank.
@@ -161,7 +164,7 @@ impl Mesh {
             acceptor.join().map_err(|_| "the liveness acceptor panicked".to_string())?
         })?;
         for (p, sock) in accepted {
-            peers[p] = Some(Peer { sock, buf: Vec::new(), word: None, gone: None });
+            peers[p] = Some(Peer { sock, buf: Vec::new(), word: None, gone: None, left: false });
         }
         for p in peers.iter_mut().flatten() {
             p.sock.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -172,8 +175,8 @@ impl Mesh {
 
     /// The mesh of the ranks `members` (old ranks, in new rank order),
     /// this one among them.
-    pub(crate) fn subset(self, members: &[usize]) -> Mesh {
-        let mut old = self.peers.into_inner();
+    pub(crate) fn subset(mut self, members: &[usize]) -> Mesh {
+        let mut old = std::mem::take(self.peers.get_mut());
         let rank = members.iter().position(|&p| p == self.rank).expect("this rank is a member");
         let peers = members.iter().map(|&p| old[p].take()).collect();
         Mesh { rank, size: members.len(), peers: RefCell::new(peers) }
@@ -202,10 +205,17 @@ impl Mesh {
                 }
             }
         }
-        while let Some(w) = take_word(&mut peer.buf, self.size) {
-            peer.word = Some(w);
+        while let Some(frame) = take_frame(&mut peer.buf, self.size) {
+            match frame {
+                Frame::Word(w) => peer.word = Some(w),
+                Frame::Leave => peer.left = true,
+            }
         }
-        if peer.gone.is_some() {
+        if peer.left {
+            // It may close at any moment after this: what matters is that
+            // it left alive, not how its socket ends.
+            peer.gone = Some(format!("its carrier was dropped: rank {p} left the job"));
+        } else if peer.gone.is_some() {
             super::saw_peer_lost();
         }
     }
@@ -241,6 +251,16 @@ impl Board for Mesh {
     }
 }
 
+impl Drop for Mesh {
+    /// Tells every peer this rank leaves alive, so that none takes the
+    /// closing connection for a dead process (and skips `MPI_Finalize`).
+    fn drop(&mut self) {
+        for peer in self.peers.get_mut().iter_mut().flatten().filter(|x| x.gone.is_none()) {
+            let _ = write_all_nonblocking(&mut peer.sock, &LEAVE.to_le_bytes());
+        }
+    }
+}
+
 fn write_all_nonblocking(sock: &mut TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
     let until = Instant::now() + Duration::from_secs(1);
     while !bytes.is_empty() {
@@ -266,17 +286,34 @@ fn word_frame(w: &Word) -> Vec<u8> {
     f
 }
 
-/// The next whole word in `buf`, taken out of it (a malformed one is
-/// dropped: only ringfuse writes here).
-fn take_word(buf: &mut Vec<u8>, size: usize) -> Option<Word> {
-    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-    let body = buf.get(4..4 + len)?.to_vec();
-    buf.drain(..4 + len);
-    if body.len() < 24 || body.len() - 24 != size {
-        return None;
+/// The length field of the frame a rank sends as it drops its mesh.
+const LEAVE: u32 = u32::MAX;
+
+enum Frame {
+    Word(Word),
+    /// The peer dropped its carrier: it closes next, but lives on.
+    Leave,
+}
+
+/// The next whole frame in `buf`, taken out of it; a malformed word is
+/// skipped (only ringfuse writes here).
+fn take_frame(buf: &mut Vec<u8>, size: usize) -> Option<Frame> {
+    loop {
+        let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?);
+        if len == LEAVE {
+            buf.drain(..4);
+            return Some(Frame::Leave);
+        }
+        let len = len as usize;
+        let body = buf.get(4..4 + len)?.to_vec();
+        buf.drain(..4 + len);
+        if body.len() < 24 || body.len() - 24 != size {
+            continue;
+        }
+        let u = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
+        let lost = body[24..].iter().map(|&b| b != 0).collect();
+        return Some(Frame::Word(Word { epoch: u(0), phase: u(8), mark: u(16), lost }));
     }
-    let u = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
-    Some(Word { epoch: u(0), phase: u(8), mark: u(16), lost: body[24..].iter().map(|&b| b != 0).collect() })
 }
 
 /// Connects to rank `p` by its record, trying loopback first where both
@@ -309,7 +346,7 @@ fn connect(me: usize, nonce: u64, p: usize, rec: &Record, host: u64, until: Inst
                 Ok(s)
             };
             match attempt() {
-                Ok(sock) => return Ok(Peer { sock, buf: Vec::new(), word: None, gone: None }),
+                Ok(sock) => return Ok(Peer { sock, buf: Vec::new(), word: None, gone: None, left: false }),
                 Err(e) => why = format!("{a}:{}: {e}", rec.port),
             }
         }
@@ -398,14 +435,41 @@ mod tests {
         })
     }
 
-    /// A rank whose connections close (its process would have died) is
-    /// seen gone by every other; the others agree on it over the mesh and
-    /// the survivors' mesh still carries their words.
+    /// Closes `m`'s connections without a word, as the kernel does when
+    /// its process dies.
+    fn die(mut m: Mesh) {
+        m.peers.get_mut().clear();
+    }
+
+    /// How `m` sees peer `p` gone, waiting up to a second for it.
+    fn seen_gone(m: &Mesh, p: usize) -> Option<String> {
+        (0..200).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            m.lost(p)
+        })
+    }
+
+    /// A rank that drops its mesh says so first: the others see it left
+    /// alive, and one that dies is seen to have exited.
+    #[test]
+    fn a_dropped_mesh_is_seen_to_leave_and_a_dead_one_to_exit() {
+        let mut ms = meshes(3);
+        drop(ms.remove(2));
+        let left = seen_gone(&ms[0], 2).expect("a dropped mesh is seen gone");
+        assert!(left.contains("left the job"), "{left}");
+        die(ms.remove(1));
+        let died = seen_gone(&ms[0], 1).expect("a dead mesh is seen gone");
+        assert!(died.contains("exited"), "{died}");
+    }
+
+    /// A rank whose connections close (its process died) is seen gone by
+    /// every other; the others agree on it over the mesh and the
+    /// survivors' mesh still carries their words.
     #[test]
     fn a_closed_peer_is_lost_and_the_rest_agree_over_the_mesh() {
         let mut ms = meshes(4);
         assert!((0..4).all(|r| (0..4).all(|p| ms[r].lost(p).is_none())), "every rank alive at first");
-        drop(ms.remove(1));
+        die(ms.remove(1));
         let words: Vec<Word> = std::thread::scope(|s| {
             let hs: Vec<_> = ms
                 .iter_mut()

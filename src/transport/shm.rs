@@ -304,15 +304,17 @@ impl ShmTransport {
         }
         let left = self.peer_ctl(p).is_ok_and(|c| c.counter(life(self.size)).load(Ordering::Acquire) != 0);
         let exited = || self.pidfds.get(p).and_then(|f| f.as_ref()).is_some_and(super::shm_ffi::exited);
-        let how = if left {
-            format!("its carrier was dropped: rank {p} left the job")
-        } else if exited() {
+        if left {
+            // It left alive (and will finalise MPI) unless it has exited.
+            if exited() {
+                super::saw_peer_lost();
+            }
+            return Some(format!("its carrier was dropped: rank {p} left the job"));
+        }
+        exited().then(|| {
+            super::saw_peer_lost();
             format!("its process {} exited", self.pids[p])
-        } else {
-            return None;
-        };
-        super::saw_peer_lost();
-        Some(how)
+        })
     }
 
     /// Takes message `seq` from `peer` on slot `id`: an inline message is
