@@ -106,6 +106,11 @@ rows=$(target/release/ringfuse-perf --simulate --ranks 8,512 --ranks-per-host 8 
     -c native,fp16 -a ring,tree,hd,doubling,hier,auto | grep -c '^ ')
 [ "$rows" = 48 ] || { echo "--simulate: $rows rows, expected 48"; exit 1; }
 echo "scale model: 48 rows predicted"
+# H100 nodes against NCCL's cost model: every row carries NCCL's time.
+rows=$(target/release/ringfuse-perf --simulate --gpu-cluster h100-8x400g --baseline nccl-model --ranks 8,64 \
+    -b 1K -e 1G -f 1024 -c native,fp16 | grep -cE '^ .* (ring|tree|ring/ll|tree/ll)$')
+[ "$rows" = 12 ] || { echo "--simulate --gpu-cluster: $rows rows with NCCL's model, expected 12"; exit 1; }
+echo "scale model: 12 rows of H100 nodes beside NCCL's model"
 step "simulated cluster (3 namespaces, TCP)"
 if ip netns add rfprobe$$ 2>/dev/null; then
     ip netns del rfprobe$$

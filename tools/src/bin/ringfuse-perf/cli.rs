@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use ringfuse::{Algorithm, Codec, DType, ReduceOp};
 
+use crate::gpu_cluster::GpuCluster;
+
 /// Bandwidth of ringfuse's collectives against MPI's own, nccl-tests style.
 /// Run under mpirun; rank 0 prints.
 #[derive(Parser, Debug, Clone)]
@@ -82,6 +84,14 @@ pub struct Args {
     /// against predicted.
     #[arg(long)]
     pub compare: Option<PathBuf>,
+    /// With --simulate: a GPU cluster's links, NCCL's latencies and the
+    /// H100's kernel rate in place of the link, shared-memory, kernel and
+    /// call flags (see `gpu_cluster.rs`), 8 GPUs per node.
+    #[arg(long, value_enum, conflicts_with_all = [
+        "ranks_per_host", "link_latency", "link_rate", "link_burst", "overhead",
+        "call_latency", "cpus", "shm_latency", "shm_rate", "reduce_rate",
+    ])]
+    pub gpu_cluster: Option<GpuCluster>,
     /// With --simulate: rank counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "8,64,512,4096")]
     pub ranks: Vec<usize>,
@@ -154,6 +164,9 @@ impl DTypeArg {
 pub enum Baseline {
     /// Open MPI's own collective on the same data.
     Mpi,
+    /// With --simulate: NCCL's own cost model of its f32 ring and tree
+    /// on the same links (`nccl_model.rs`); the faster is the baseline.
+    NcclModel,
     /// Nothing.
     None,
 }

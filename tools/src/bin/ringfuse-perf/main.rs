@@ -10,8 +10,10 @@ mod aligned;
 mod cli;
 mod compare;
 mod device;
+mod gpu_cluster;
 mod inputs;
 mod measure;
+mod nccl_model;
 mod plot;
 mod report;
 mod simulate;
@@ -73,6 +75,10 @@ fn main() -> ExitCode {
     }
     if args.simulate {
         return simulate_main(&args, &sizes);
+    }
+    if args.baseline == Baseline::NcclModel || args.gpu_cluster.is_some() {
+        eprintln!("--baseline nccl-model and --gpu-cluster are the scale model's: add --simulate");
+        return ExitCode::FAILURE;
     }
     let mpi = match ringfuse::mpi::init() {
         Ok(m) => m,

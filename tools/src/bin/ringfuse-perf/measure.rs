@@ -51,6 +51,13 @@ pub struct Row {
     /// Every rank holds the same bits.
     pub identical: Option<bool>,
     pub mpi_time_us: Option<f64>,
+    /// `--baseline nccl-model`: NCCL's modelled f32 time on the same links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nccl_model_us: Option<f64>,
+    /// The algorithm NCCL's model picked for that time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nccl_algo: Option<&'static str>,
+    /// The baseline's time over this row's.
     pub speedup: Option<f64>,
 }
 
@@ -279,6 +286,8 @@ pub fn measure<E: Element>(
             wrong,
             identical,
             mpi_time_us: mpi_t.map(|m| m * 1e6),
+            nccl_model_us: None,
+            nccl_algo: None,
             speedup: mpi_t.filter(|_| t > 0.0).map(|m| m / t),
         });
     }

@@ -6,10 +6,16 @@ use std::path::Path;
 use crate::measure::Row;
 
 pub fn header(collective: &str, n: usize, dtype: &str, op: &str, host: &str, carrier: &str) {
+    header_with(collective, n, dtype, op, host, carrier, "mpi_us");
+}
+
+/// The table's header, with `baseline` naming the baseline's time column.
+fn header_with(collective: &str, n: usize, dtype: &str, op: &str, host: &str, carrier: &str, baseline: &str) {
     println!("# ringfuse-perf: {collective}, {n} ranks, dtype {dtype}, op {op}, host {host}, carrier {carrier}");
     println!("# time: median over iterations of the slowest rank; busbw as nccl-tests defines it");
+    let nccl_algo = if baseline == "nccl_us" { format!(" {:>9}", "nccl_algo") } else { String::new() };
     println!(
-        "# {:>11} {:>11} {:>10} {:>8} {:>10} {:>8} {:>8} {:>11} {:>11} {:>6} {:>5} {:>10} {:>7}",
+        "# {:>11} {:>11} {:>10} {:>8} {:>10} {:>8} {:>8} {:>11} {:>11} {:>6} {:>5} {:>10} {:>7}{nccl_algo}",
         "bytes",
         "count",
         "codec",
@@ -21,7 +27,7 @@ pub fn header(collective: &str, n: usize, dtype: &str, op: &str, host: &str, car
         "max_rel_err",
         "wrong",
         "ident",
-        "mpi_us",
+        baseline,
         "speedup"
     );
     println!(
@@ -35,7 +41,7 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 pub fn row(r: &Row) {
-    println!(
+    let line = format!(
         "  {:>11} {:>11} {:>10} {:>8} {:>10.1} {:>8.3} {:>8.3} {:>11} {:>11} {:>6} {:>5} {:>10} {:>7}",
         r.bytes,
         r.count,
@@ -48,9 +54,11 @@ pub fn row(r: &Row) {
         r.max_rel_err.map_or("-".into(), |e| format!("{e:.2e}")),
         opt(r.wrong),
         r.identical.map_or("-", |i| if i { "yes" } else { "NO" }),
-        r.mpi_time_us.map_or("-".into(), |t| format!("{t:.1}")),
+        r.mpi_time_us.or(r.nccl_model_us).map_or("-".into(), |t| format!("{t:.1}")),
         r.speedup.map_or("-".into(), |s| format!("{s:.2}x")),
     );
+    // NCCL's model names the algorithm it picked, in one more column.
+    println!("{line}{}", r.nccl_algo.map_or(String::new(), |a| format!(" {a:>9}")));
 }
 
 /// What a `--json` file says about the run beside its rows.
@@ -82,13 +90,15 @@ pub fn csv(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> 
 }
 
 /// `--simulate`'s tables: the measured table's columns, one table per
-/// rank count (error and MPI columns empty: nothing ran).
+/// rank count (error columns empty: nothing ran; the baseline column is
+/// NCCL's model where asked).
 pub fn sim_table(args: &crate::cli::Args, rows: &[Row]) {
     model_line(args);
+    let baseline = if args.baseline == crate::cli::Baseline::NcclModel { "nccl_us" } else { "mpi_us" };
     for &n in &args.ranks {
         let mine: Vec<&Row> = rows.iter().filter(|r| r.ranks == Some(n)).collect();
         if let Some(first) = mine.first() {
-            header("allreduce (predicted)", n, first.dtype, first.op, "simulated", "model");
+            header_with("allreduce (predicted)", n, first.dtype, first.op, "simulated", "model", baseline);
             mine.into_iter().for_each(row);
         }
     }
@@ -96,6 +106,22 @@ pub fn sim_table(args: &crate::cli::Args, rows: &[Row]) {
 
 /// The scale model's constants, as a comment line.
 pub fn model_line(args: &crate::cli::Args) {
+    if let Some(g) = args.gpu_cluster {
+        let c = g.cluster(crate::gpu_cluster::GPUS_PER_NODE);
+        println!(
+            "# scale model: --gpu-cluster {}: {} GPUs per node; NVLink {:.1} us + {:.1} GB/s per GPU; \
+             network {:.1} us + {:.0} GB/s per node; kernel {:.0} GB/s of f32; {:.1} us per call",
+            g.name(),
+            c.ranks_per_host,
+            c.intra.latency_s * 1e6,
+            c.intra.bytes_per_s / 1e9,
+            c.inter.latency_s * 1e6,
+            c.inter.bytes_per_s / 1e9,
+            c.reduce_bytes_per_s / 1e9,
+            c.call_s * 1e6,
+        );
+        return;
+    }
     let cpus = match args.cpus {
         0 => "a core per rank".to_string(),
         c => format!("{c} cores shared by all ranks"),
