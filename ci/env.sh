@@ -18,3 +18,6 @@ build_release() {
 # NVRTC 13 from ci/setup.sh's wheel, for the CUDA kernel compile check.
 NVRTC_LIB=$(echo "$(pwd)"/.venv/lib/python3*/site-packages/nvidia/cu13/lib)
 export NVRTC_LIB
+# NCCL from ci/setup.sh's wheel, for the check that it loads.
+NCCL_LIB=$(echo "$(pwd)"/.venv/lib/python3*/site-packages/nvidia/nccl/lib)
+export NCCL_LIB

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine with only the Rust toolchain
 # lacks: Open MPI (runtime and headers, for rsmpi), libclang (rsmpi's
-# bindgen), iproute2 (ip/tc for ci/netsim.sh), g++ and NVRTC 13 (the CUDA
-# kernels' checks; no GPU or CUDA toolkit needed). Idempotent: does
+# bindgen), iproute2 (ip/tc for ci/netsim.sh), g++, NVRTC 13 (the CUDA
+# kernels' checks) and NCCL (its loading check; no GPU or CUDA toolkit needed). Idempotent: does
 # nothing when everything is already there.
 set -euo pipefail
 
@@ -39,4 +39,15 @@ if [[ ! -f .venv/.nvrtc-13.0.88 ]]; then
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "$NVRTC_WHEEL"
     touch .venv/.nvrtc-13.0.88
+fi
+# NCCL from NVIDIA's CUDA 13 wheel (206 MB), to check that the library
+# loads it at run time (no GPU needed). cudarc looks for libnccl.so, which
+# the wheel lacks beside its libnccl.so.2: the link supplies it.
+NCCL_WHEEL=nvidia-nccl-cu13==2.32.6
+if [[ ! -f .venv/.nccl-2.32.6 ]]; then
+    echo "ci/setup.sh: installing $NCCL_WHEEL into .venv"
+    [[ -d .venv ]] || python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "$NCCL_WHEEL"
+    ln -sf libnccl.so.2 "$(echo .venv/lib/python3*/site-packages/nvidia/nccl/lib)/libnccl.so"
+    touch .venv/.nccl-2.32.6
 fi

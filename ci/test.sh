@@ -56,6 +56,11 @@ LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     cargo test --features $FEATURES -q --test cuda -- --include-ignored nvrtc 2>&1 |
     tee target/nvrtc.log | grep -E "^test result|FAILED|panicked" || true
 grep -q "^test result: ok. 2 passed" target/nvrtc.log || { cat target/nvrtc.log; echo "kernel compile check failed"; exit 1; }
+step "NCCL loads at run time (the wheel's, no GPU needed) and names its version"
+LD_LIBRARY_PATH="$NCCL_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RINGFUSE_EXPECT_NCCL=1 \
+    cargo test --features $FEATURES -q --lib cuda::nccl -- --nocapture >target/nccl.log 2>&1 || true
+grep -q "^test result: ok. 2 passed" target/nccl.log || { cat target/nccl.log; echo "NCCL loading check failed"; exit 1; }
+grep "^NCCL .* loaded" target/nccl.log
 echo "GPU tests (the kernels on a device, bit for bit): not run here, no GPU; ci/gpu.sh runs them"
 step "MPI tier"
 bash ci/mpi_examples.sh

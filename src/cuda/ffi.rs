@@ -96,6 +96,12 @@ pub(super) fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
+/// Whether NCCL can be loaded.
+pub(super) fn nccl_present() -> bool {
+    // SAFETY: as above, for libnccl.
+    unsafe { cudarc::nccl::sys::is_culib_present() }
+}
+
 /// Whether the CUDA driver library can be loaded.
 pub(super) fn driver_present() -> bool {
     // SAFETY: as above, for libcuda.

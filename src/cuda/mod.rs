@@ -35,6 +35,7 @@ mod compile;
 mod device;
 mod ffi;
 pub mod host;
+mod nccl;
 mod ranks;
 mod reference;
 pub(crate) mod staged;
@@ -47,6 +48,7 @@ pub(crate) mod walk;
 
 pub use compile::{compile_ptx, nvrtc_available, PtxCache, ARCHS};
 pub use device::{Device, Lane};
+pub use nccl::{nccl_version, NcclVersion};
 pub use ranks::DeviceRanks;
 pub use reference::{cpu_allreduce, first_difference};
 pub use staged_rank::StagedRank;
