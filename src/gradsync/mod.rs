@@ -55,6 +55,7 @@
 
 mod handoff;
 mod layout;
+mod powersgd;
 mod worker;
 
 use std::sync::Arc;
@@ -67,7 +68,27 @@ use crate::error::{Error, Result};
 use crate::schedule::{Ring, RingKind};
 use handoff::Handoff;
 use layout::Layout;
+use powersgd::PowerState;
 use worker::{Bucket, Done};
+
+/// How gradients are compressed beyond the codec.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Every gradient element travels (in the codec's format).
+    #[default]
+    None,
+    /// PowerSGD (PyTorch DDP's `powerSGD_hook`): each gradient matrix that
+    /// gains travels as two factors of this rank, warm-started from the
+    /// last step, with error feedback; vectors and small matrices travel
+    /// whole. Needs the parameters' shapes ([`GradSync::with_shapes`]).
+    /// Codec error feedback does not apply (PowerSGD keeps its own).
+    PowerSgd {
+        /// Rank of the factors (PyTorch's `matrix_approximation_rank`;
+        /// 1 to 4 is usual).
+        rank: usize,
+    },
+}
 
 /// How a [`GradSync`] synchronises.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +112,8 @@ pub struct GradSyncOpts {
     /// shadow allreduce (one more allreduce of twice the bytes per bucket:
     /// for debugging, off by default, and free when off).
     pub report: bool,
+    /// Compression beyond the codec (default none).
+    pub compression: Compression,
 }
 
 impl Default for GradSyncOpts {
@@ -103,6 +126,7 @@ impl Default for GradSyncOpts {
             average: true,
             error_feedback: None,
             report: false,
+            compression: Compression::None,
         }
     }
 }
@@ -142,9 +166,15 @@ impl GradSyncOpts {
         self.average = on;
         self
     }
-    /// Whether error feedback is on for these options.
+    /// Sets the compression beyond the codec.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+    /// Whether the codec's error feedback is on for these options (never
+    /// with PowerSGD, which keeps its own).
     pub fn feedback_on(&self) -> bool {
-        self.error_feedback.unwrap_or(self.allreduce.codec == Codec::Int8)
+        self.compression == Compression::None && self.error_feedback.unwrap_or(self.allreduce.codec == Codec::Int8)
     }
 }
 
@@ -211,19 +241,54 @@ impl GradSync {
     /// synchronisers, one at a time).
     pub fn new(comm: impl Into<Arc<Communicator>>, lens: &[usize], opts: GradSyncOpts) -> Result<GradSync> {
         let comm: Arc<Communicator> = comm.into();
+        if let Compression::PowerSgd { .. } = opts.compression {
+            let detail = "PowerSGD needs each parameter's shape: build with GradSync::with_shapes".into();
+            return Err(Error::GradSync { rank: comm.rank(), step: 0, detail });
+        }
+        let shapes: Vec<(usize, usize)> = lens.iter().map(|&l| (l, 1)).collect();
+        Self::with_shapes(comm, &shapes, opts)
+    }
+
+    /// [`new`](Self::new) for parameters of these shapes (rows, columns:
+    /// a tensor of more dimensions is its first dimension by the product
+    /// of the rest, as PyTorch's PowerSGD reads it; a vector is `(len,
+    /// 1)`). Only [`Compression::PowerSgd`] looks at the shapes.
+    pub fn with_shapes(
+        comm: impl Into<Arc<Communicator>>,
+        shapes: &[(usize, usize)],
+        opts: GradSyncOpts,
+    ) -> Result<GradSync> {
+        let comm: Arc<Communicator> = comm.into();
         let rank = comm.rank();
         if opts.bucket_bytes < 4 {
             return Err(Error::GradSync { rank, step: 0, detail: "bucket_bytes must be at least 4".into() });
         }
-        let layout = Layout::new(lens, opts.bucket_bytes / 4);
+        let power_rank = match opts.compression {
+            Compression::PowerSgd { rank: 0 } => {
+                return Err(Error::GradSync { rank, step: 0, detail: "PowerSGD rank must be at least 1".into() });
+            }
+            Compression::PowerSgd { rank: r } => Some(r),
+            Compression::None => None,
+        };
+        let lens: Vec<usize> = shapes.iter().map(|&(r, c)| r * c).collect();
+        let layout = Layout::new(&lens, opts.bucket_bytes / 4);
         let feedback = opts.feedback_on();
-        let home = (layout.buckets.iter().enumerate())
+        let home: Vec<Option<Bucket>> = (layout.buckets.iter().enumerate())
             .map(|(index, &(len, _))| {
+                let power = power_rank.map(|r| {
+                    let params: Vec<(usize, usize, usize)> = (layout.place.iter().zip(shapes))
+                        .filter(|(place, _)| place.0 == index)
+                        .map(|(&(_, off, _), &(rows, cols))| (off, rows, cols))
+                        .collect();
+                    // The same start on every rank, a different one per bucket.
+                    PowerState::new(len, &params, r, 0x5eed_0000 + index as u64)
+                });
                 Some(Bucket {
                     index,
                     data: vec![0.0; len],
                     residual: if feedback { vec![0.0; len] } else { Vec::new() },
                     shadow: if opts.report { vec![0.0; len] } else { Vec::new() },
+                    power,
                 })
             })
             .collect();
@@ -234,7 +299,7 @@ impl GradSync {
                 .map(|(bucket, &(elements, _))| BucketReport {
                     bucket,
                     elements,
-                    wire_bytes: ring_wire_bytes(&opts.allreduce, n, elements),
+                    wire_bytes: bucket_wire_bytes(&opts.allreduce, n, elements, home[bucket].as_ref()),
                     ..Default::default()
                 })
                 .collect(),
@@ -282,8 +347,8 @@ impl GradSync {
         self.stop();
         let rank = comm.rank();
         let n = comm.size();
-        for (r, &(elements, _)) in self.report.buckets.iter_mut().zip(&self.layout.buckets) {
-            r.wire_bytes = ring_wire_bytes(&self.opts.allreduce, n, elements);
+        for ((r, &(elements, _)), b) in self.report.buckets.iter_mut().zip(&self.layout.buckets).zip(&self.home) {
+            r.wire_bytes = bucket_wire_bytes(&self.opts.allreduce, n, elements, b.as_ref());
         }
         let (jobs, done, worker) = start_worker(&comm, &self.opts, self.layout.buckets.len())?;
         (self.jobs, self.done, self.worker) = (jobs, done, Some(worker));
@@ -515,6 +580,15 @@ fn start_worker(
 impl Drop for GradSync {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Payload bytes rank 0 sends for a bucket of `elements`: one allreduce
+/// of them all, or PowerSGD's three.
+fn bucket_wire_bytes(opts: &AllreduceOpts, n: usize, elements: usize, bucket: Option<&Bucket>) -> usize {
+    match bucket.and_then(|b| b.power.as_ref()) {
+        Some(p) => p.counts().iter().map(|&c| ring_wire_bytes(opts, n, c)).sum(),
+        None => ring_wire_bytes(opts, n, elements),
     }
 }
 
