@@ -53,9 +53,11 @@
 //! ([`crate::AllreduceOpts::timeout`] per wait) rather than hang, and a
 //! progress thread that dies is reported, not waited for.
 
+mod compress;
 mod handoff;
 mod layout;
 mod powersgd;
+mod topk;
 mod worker;
 
 use std::sync::Arc;
@@ -66,9 +68,11 @@ use crate::comm::{AllreduceOpts, Communicator};
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::schedule::{Ring, RingKind};
+use compress::Compressor;
 use handoff::Handoff;
 use layout::Layout;
 use powersgd::PowerState;
+use topk::TopKState;
 use worker::{Bucket, Done};
 
 /// How gradients are compressed beyond the codec.
@@ -87,6 +91,19 @@ pub enum Compression {
         /// Rank of the factors (PyTorch's `matrix_approximation_rank`;
         /// 1 to 4 is usual).
         rank: usize,
+    },
+    /// Top-k sparsification (Deep Gradient Compression): each rank sends
+    /// the largest `fraction` of its accumulated gradient entries as
+    /// (index, value) pairs, allgathered, on the native wire whatever the
+    /// codec; the rest waits for later steps (error feedback).
+    TopK {
+        /// Share of each bucket's entries sent per step, in (0, 1]
+        /// (0.01: 1%).
+        fraction: f32,
+        /// Momentum correction: the optimiser's momentum (0.9 for SGD
+        /// with momentum), accumulated here instead of in the optimiser,
+        /// whose own momentum must then be off; 0 for none.
+        momentum: f32,
     },
 }
 
@@ -171,10 +188,14 @@ impl GradSyncOpts {
         self.compression = compression;
         self
     }
-    /// Whether the codec's error feedback is on for these options (never
-    /// with PowerSGD, which keeps its own).
+    /// Whether error feedback is on for these options: the codec's
+    /// (default on for `Int8`) without compression, the compressor's
+    /// own (default on) with it.
     pub fn feedback_on(&self) -> bool {
-        self.compression == Compression::None && self.error_feedback.unwrap_or(self.allreduce.codec == Codec::Int8)
+        match self.compression {
+            Compression::None => self.error_feedback.unwrap_or(self.allreduce.codec == Codec::Int8),
+            _ => self.error_feedback.unwrap_or(true),
+        }
     }
 }
 
@@ -263,36 +284,49 @@ impl GradSync {
         if opts.bucket_bytes < 4 {
             return Err(Error::GradSync { rank, step: 0, detail: "bucket_bytes must be at least 4".into() });
         }
-        let power_rank = match opts.compression {
-            Compression::PowerSgd { rank: 0 } => {
-                return Err(Error::GradSync { rank, step: 0, detail: "PowerSGD rank must be at least 1".into() });
+        let refuse = |detail: String| Err(Error::GradSync { rank, step: 0, detail });
+        match opts.compression {
+            Compression::PowerSgd { rank: 0 } => return refuse("PowerSGD rank must be at least 1".into()),
+            Compression::TopK { fraction, momentum }
+                if !(fraction > 0.0 && fraction <= 1.0 && (0.0..1.0).contains(&momentum)) =>
+            {
+                return refuse(format!(
+                    "top-k fraction must be in (0, 1] and momentum in [0, 1): {fraction}, {momentum}"
+                ));
             }
-            Compression::PowerSgd { rank: r } => Some(r),
-            Compression::None => None,
-        };
+            _ => {}
+        }
         let lens: Vec<usize> = shapes.iter().map(|&(r, c)| r * c).collect();
         let layout = Layout::new(&lens, opts.bucket_bytes / 4);
         let feedback = opts.feedback_on();
+        let n = comm.size();
         let home: Vec<Option<Bucket>> = (layout.buckets.iter().enumerate())
             .map(|(index, &(len, _))| {
-                let power = power_rank.map(|r| {
-                    let params: Vec<(usize, usize, usize)> = (layout.place.iter().zip(shapes))
-                        .filter(|(place, _)| place.0 == index)
-                        .map(|(&(_, off, _), &(rows, cols))| (off, rows, cols))
-                        .collect();
-                    // The same start on every rank, a different one per bucket.
-                    PowerState::new(len, &params, r, 0x5eed_0000 + index as u64)
-                });
+                let compressor = match opts.compression {
+                    Compression::None => None,
+                    Compression::PowerSgd { rank: r } => {
+                        let params: Vec<(usize, usize, usize)> = (layout.place.iter().zip(shapes))
+                            .filter(|(place, _)| place.0 == index)
+                            .map(|(&(_, off, _), &(rows, cols))| (off, rows, cols))
+                            .collect();
+                        // The same start on every rank, a different one per bucket.
+                        let seed = 0x5eed_0000 + index as u64;
+                        Some(Compressor::PowerSgd(PowerState::new(len, &params, r, seed, feedback)))
+                    }
+                    Compression::TopK { fraction, momentum } => {
+                        Some(Compressor::TopK(TopKState::new(len, n, fraction, momentum, feedback)))
+                    }
+                };
+                let codec_feedback = feedback && compressor.is_none();
                 Some(Bucket {
                     index,
                     data: vec![0.0; len],
-                    residual: if feedback { vec![0.0; len] } else { Vec::new() },
+                    residual: if codec_feedback { vec![0.0; len] } else { Vec::new() },
                     shadow: if opts.report { vec![0.0; len] } else { Vec::new() },
-                    power,
+                    compressor,
                 })
             })
             .collect();
-        let n = comm.size();
         let report = StepReport {
             step: 0,
             buckets: (layout.buckets.iter().enumerate())
@@ -584,10 +618,10 @@ impl Drop for GradSync {
 }
 
 /// Payload bytes rank 0 sends for a bucket of `elements`: one allreduce
-/// of them all, or PowerSGD's three.
+/// of them all, or what its compressor sends.
 fn bucket_wire_bytes(opts: &AllreduceOpts, n: usize, elements: usize, bucket: Option<&Bucket>) -> usize {
-    match bucket.and_then(|b| b.power.as_ref()) {
-        Some(p) => p.counts().iter().map(|&c| ring_wire_bytes(opts, n, c)).sum(),
+    match bucket.and_then(|b| b.compressor.as_ref()) {
+        Some(c) => c.wire_bytes(n, |count| ring_wire_bytes(opts, n, count)),
         None => ring_wire_bytes(opts, n, elements),
     }
 }

@@ -41,14 +41,14 @@ pub(crate) struct PowerState {
     q: Vec<f32>,
     flat: Vec<f32>,
     /// The part of each matrix the factors missed (bucket-sized; zero
-    /// outside matrices).
+    /// outside matrices; empty without error feedback).
     residual: Vec<f32>,
 }
 
 impl PowerState {
     /// For a bucket of `len` elements whose parameters are `params`
     /// (offset, rows, cols); `seed` starts `Q` the same on every rank.
-    pub fn new(len: usize, params: &[(usize, usize, usize)], rank: usize, seed: u64) -> PowerState {
+    pub fn new(len: usize, params: &[(usize, usize, usize)], rank: usize, seed: u64, feedback: bool) -> PowerState {
         let (mut mats, mut plain) = (Vec::new(), Vec::new());
         for &(off, rows, cols) in params {
             if worth_compressing(rows, cols, rank) {
@@ -57,7 +57,11 @@ impl PowerState {
                 plain.push((off, rows * cols));
             }
         }
-        Self::with_matrices(len, mats, plain, rank, seed)
+        let mut st = Self::with_matrices(len, mats, plain, rank, seed);
+        if !feedback {
+            st.residual = Vec::new();
+        }
+        st
     }
 
     /// As [`Self::new`], with the matrices chosen by the caller (tests
@@ -111,7 +115,9 @@ impl PowerState {
         for m in &self.mats {
             let len = m.rows * m.cols;
             let mm = &mut data[m.off..m.off + len];
-            mm.iter_mut().zip(&self.residual[m.off..m.off + len]).for_each(|(x, e)| *x += e);
+            if !self.residual.is_empty() {
+                mm.iter_mut().zip(&self.residual[m.off..m.off + len]).for_each(|(x, e)| *x += e);
+            }
             multiply(mm, m.rows, m.cols, &self.q[qa..qa + m.cols * r], r, &mut self.p[pa..pa + m.rows * r], false);
             pa += m.rows * r;
             qa += m.cols * r;
@@ -142,7 +148,9 @@ impl PowerState {
                         x += p[i * r + k] * q[j * r + k];
                     }
                     let at = m.off + i * m.cols + j;
-                    self.residual[at] = data[at] - x * share;
+                    if let Some(e) = self.residual.get_mut(at) {
+                        *e = data[at] - x * share;
+                    }
                     data[at] = x;
                 }
             }
@@ -193,7 +201,7 @@ mod tests {
         assert!(worth_compressing(256, 256, 4));
         assert!(!worth_compressing(256, 1, 4), "a vector");
         assert!(!worth_compressing(8, 8, 4), "factors as big as the matrix");
-        let st = PowerState::new(256 * 64 + 64, &[(0, 256, 64), (256 * 64, 64, 1)], 4, 1);
+        let st = PowerState::new(256 * 64 + 64, &[(0, 256, 64), (256 * 64, 64, 1)], 4, 1, true);
         assert_eq!(st.counts(), [64, 256 * 4, 64 * 4]);
     }
 

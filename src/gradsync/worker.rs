@@ -21,8 +21,8 @@ pub(crate) struct Bucket {
     pub residual: Vec<f32>,
     /// The exact result to compare with (empty unless reporting).
     pub shadow: Vec<f64>,
-    /// PowerSGD's factors and residual, when compressing.
-    pub power: Option<super::PowerState>,
+    /// The compressor's state, when compressing.
+    pub compressor: Option<super::Compressor>,
 }
 
 pub(crate) struct Done {
@@ -54,8 +54,8 @@ fn serve(comm: &Communicator, opts: &GradSyncOpts, jobs: &Handoff<Bucket>, done:
             b.data.iter_mut().for_each(|g| *g /= n as f32);
         }
         let ar = &opts.allreduce;
-        let mut result = if let Some(power) = b.power.as_mut() {
-            power.step(comm, ar, &mut b.data)
+        let mut result = if let Some(c) = b.compressor.as_mut() {
+            c.step(comm, ar, &mut b.data)
         } else if b.residual.is_empty() {
             comm.allreduce_with(&mut b.data, ReduceOp::Sum, ar)
         } else {

@@ -1,6 +1,6 @@
-//! GradSync with PowerSGD on in-process ranks: identical bits on every
-//! rank, fewer bytes, error feedback that recovers what one step misses,
-//! and clear errors for what cannot work.
+//! GradSync with PowerSGD and top-k on in-process ranks: identical bits
+//! on every rank, fewer bytes, error feedback that recovers what one step
+//! misses, and clear errors for what cannot work.
 
 use ringfuse::{Codec, Compression, Error, GradSync, GradSyncOpts};
 
@@ -99,4 +99,83 @@ fn what_cannot_work_is_an_error_naming_it() {
         matches!(GradSync::with_shapes(comm, &SHAPES, opts(0)), Err(Error::GradSync { .. }))
     });
     assert!(out[0], "rank 0 must be refused");
+}
+
+fn topk(fraction: f32, momentum: f32) -> GradSyncOpts {
+    GradSyncOpts::default().compression(Compression::TopK { fraction, momentum })
+}
+
+/// Runs `steps` steps of `grads(rank, 0)` on `n` ranks; returns rank 0's
+/// first result, the running mean of its results, every rank's last
+/// result's bits and the wire bytes of a step.
+fn repeat(n: usize, steps: usize, opts: GradSyncOpts) -> (Vec<f64>, Vec<f64>, Vec<Vec<u32>>, usize) {
+    let out = ringfuse::local::run(n, |comm| {
+        let me = comm.rank();
+        let mut sync = GradSync::with_shapes(comm, &SHAPES, opts.clone()).unwrap();
+        let (mut first, mut total, mut last, mut wire) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        for s in 0..steps {
+            let mut g = grads(me, 0);
+            let mut v: Vec<&mut [f32]> = g.iter_mut().map(|x| x.as_mut_slice()).collect();
+            wire = sync.synchronize(&mut v).unwrap().wire_bytes();
+            let flat: Vec<f64> = g.concat().iter().map(|&x| x as f64).collect();
+            if s == 0 {
+                first = flat.clone();
+                total = vec![0.0; flat.len()];
+            }
+            total.iter_mut().zip(&flat).for_each(|(t, x)| *t += x);
+            last = g.concat().iter().map(|x| x.to_bits()).collect();
+        }
+        (first, total.iter().map(|t| t / steps as f64).collect::<Vec<_>>(), last, wire)
+    });
+    let lasts = out.iter().map(|o| o.2.clone()).collect();
+    (out[0].0.clone(), out[0].1.clone(), lasts, out[0].3)
+}
+
+/// Largest error against the exact mean of `grads(_, 0)`, relative to its
+/// largest entry.
+fn rel_err(n: usize, got: &[f64]) -> f64 {
+    let exact: Vec<f64> = (0..n).map(|r| grads(r, 0).concat()).fold(vec![0.0; got.len()], |mut acc, g| {
+        acc.iter_mut().zip(&g).for_each(|(a, x)| *a += *x as f64 / n as f64);
+        acc
+    });
+    let big = exact.iter().fold(0f64, |m, x| m.max(x.abs()));
+    got.iter().zip(&exact).fold(0f64, |m, (g, e)| m.max((g - e).abs())) / big
+}
+
+/// Top-k: the same bits on every rank, with and without momentum
+/// correction, and a small share of the bytes.
+#[test]
+fn topk_ranks_hold_the_same_bits() {
+    for n in [2, 3, 4] {
+        for momentum in [0.0, 0.9] {
+            let (_, _, lasts, wire) = repeat(n, 5, topk(0.01, momentum));
+            assert!(lasts.iter().all(|l| l == &lasts[0]), "{n} ranks, momentum {momentum}: ranks differ");
+            let plain = repeat(n, 1, GradSyncOpts::default()).3;
+            assert!(wire * 10 < plain, "{n} ranks: {wire} bytes against {plain}");
+        }
+    }
+}
+
+/// The control: top-k 5% with error feedback brings the running mean of
+/// a repeated gradient close to the true mean; without it, what is never
+/// in the top 5% is never sent, and the error stays.
+#[test]
+fn topk_needs_error_feedback() {
+    let n = 3;
+    let (_, with, _, _) = repeat(n, 100, topk(0.05, 0.0));
+    let (_, without, _, _) = repeat(n, 100, topk(0.05, 0.0).error_feedback(false));
+    let (with, without) = (rel_err(n, &with), rel_err(n, &without));
+    eprintln!("top-k 5%, 100 steps of one gradient: error {with:.3} with feedback, {without:.3} without");
+    assert!(with < 0.1 && without > 5.0 * with, "with feedback {with}, without {without}");
+}
+
+#[test]
+fn topk_settings_out_of_range_are_refused() {
+    for (fraction, momentum) in [(0.0, 0.0), (1.5, 0.0), (f32::NAN, 0.0), (0.01, 1.0), (0.01, -0.1)] {
+        let out = ringfuse::local::run(1, |comm| {
+            GradSync::new(comm, &[10], topk(fraction, momentum)).err().map(|e| e.to_string())
+        });
+        let said = out[0].clone().unwrap_or_else(|| panic!("fraction {fraction}, momentum {momentum} accepted"));
+        assert!(said.contains("top-k fraction"), "{said}");
+    }
 }

@@ -1,0 +1,32 @@
+//! A bucket's compressor beyond the codec ([`super::Compression`]).
+
+use super::powersgd::PowerState;
+use super::topk::TopKState;
+use crate::comm::{AllreduceOpts, Communicator};
+use crate::error::Result;
+
+pub(crate) enum Compressor {
+    PowerSgd(PowerState),
+    TopK(TopKState),
+}
+
+impl Compressor {
+    /// One step on `data` (this rank's bucket, scaled for averaging):
+    /// afterwards it holds the synchronised result, the same on every rank.
+    pub fn step(&mut self, comm: &Communicator, opts: &AllreduceOpts, data: &mut [f32]) -> Result<()> {
+        match self {
+            Compressor::PowerSgd(p) => p.step(comm, opts, data),
+            Compressor::TopK(t) => t.step(comm, opts, data),
+        }
+    }
+
+    /// Payload bytes rank 0 sends per step on `n` ranks; `ring` gives a
+    /// ring allreduce's for a count.
+    pub fn wire_bytes(&self, n: usize, ring: impl Fn(usize) -> usize) -> usize {
+        match self {
+            Compressor::PowerSgd(p) => p.counts().iter().map(|&c| ring(c)).sum(),
+            // A ring allgather: n - 1 blocks of this rank's pairs, f32.
+            Compressor::TopK(t) => (n - 1) * t.sent() * 4,
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Top-k sparsification with error feedback and momentum correction
+//! (Lin et al., "Deep Gradient Compression", 2018): each rank sends only
+//! the `k` largest entries of its accumulated gradient, as (index, value)
+//! pairs, and keeps the rest for later steps.
+//!
+//! The exchange is an allgather of every rank's pairs: each rank needs
+//! every other rank's entries, which fall on different indices, so a ring
+//! that reduced them would carry the union, growing towards dense hop by
+//! hop. Every rank then adds the pairs into a zeroed bucket in rank
+//! order: the same additions in the same order, so the same bits.
+
+use crate::comm::{AllreduceOpts, Communicator};
+use crate::error::{Error, Result};
+
+/// Largest bucket top-k carries: indices travel as `f32` values, exact
+/// up to 2^24.
+pub(crate) const MAX_ELEMENTS: usize = 1 << 24;
+
+/// A bucket's top-k state.
+pub(crate) struct TopKState {
+    k: usize,
+    momentum: f32,
+    feedback: bool,
+    /// Momentum-corrected velocity (DGC's `u`; empty without momentum).
+    velocity: Vec<f32>,
+    /// What is accumulated and not sent yet (DGC's `v`).
+    pending: Vec<f32>,
+    /// This rank's pairs, then every rank's.
+    mine: [Vec<f32>; 2],
+    all: [Vec<f32>; 2],
+    /// Indices in selection order (reused).
+    order: Vec<u32>,
+}
+
+impl TopKState {
+    /// For a bucket of `len` elements on `ranks` ranks, sending
+    /// `fraction` of them (rounded, at least one).
+    pub fn new(len: usize, ranks: usize, fraction: f32, momentum: f32, feedback: bool) -> TopKState {
+        // Rounded, not ceiled: 5% of 200 is 10, though 0.05f32 is a hair over.
+        let k = ((len as f64 * fraction as f64).round() as usize).clamp(1, len.max(1));
+        let keep = |on: bool| if on { vec![0.0; len] } else { Vec::new() };
+        TopKState {
+            k,
+            momentum,
+            feedback,
+            velocity: keep(feedback && momentum > 0.0),
+            pending: vec![0.0; len],
+            mine: [vec![0.0; k], vec![0.0; k]],
+            all: [vec![0.0; k * ranks], vec![0.0; k * ranks]],
+            order: (0..len as u32).collect(),
+        }
+    }
+
+    /// Elements each rank sends per step (indices and values).
+    pub fn sent(&self) -> usize {
+        2 * self.k
+    }
+
+    /// One step on `data` (this rank's bucket, already scaled for
+    /// averaging): afterwards it holds the sum of every rank's top-k
+    /// entries, the same on every rank.
+    pub fn step(&mut self, comm: &Communicator, opts: &AllreduceOpts, data: &mut [f32]) -> Result<()> {
+        let len = data.len();
+        if len > MAX_ELEMENTS {
+            let detail = format!("top-k carries buckets of up to {MAX_ELEMENTS} elements, this one has {len}");
+            return Err(Error::GradSync { rank: comm.rank(), step: 0, detail });
+        }
+        if !self.feedback {
+            self.pending.copy_from_slice(data);
+        } else if self.velocity.is_empty() {
+            self.pending.iter_mut().zip(data.iter()).for_each(|(v, g)| *v += g);
+        } else {
+            // Momentum correction: accumulate the velocity, not the
+            // gradient, so momentum is not lost on entries held back.
+            for ((v, u), g) in self.pending.iter_mut().zip(&mut self.velocity).zip(data.iter()) {
+                *u = self.momentum * *u + g;
+                *v += *u;
+            }
+        }
+        // The k largest magnitudes, ties to the lower index, so the choice
+        // depends on the values alone.
+        let pending = &self.pending;
+        let key = |i: &u32| (std::cmp::Reverse(OrdF32(pending[*i as usize].abs())), *i);
+        let k = self.k;
+        if k < len {
+            self.order.select_nth_unstable_by_key(k - 1, key);
+        }
+        for (j, &i) in self.order[..k].iter().enumerate() {
+            self.mine[0][j] = i as f32;
+            self.mine[1][j] = self.pending[i as usize];
+        }
+        // Indices must arrive exactly: always the native wire.
+        let exact = AllreduceOpts { codec: crate::Codec::Native, ..opts.clone() };
+        comm.allgather_with(&self.mine[0], &mut self.all[0], &exact)?;
+        comm.allgather_with(&self.mine[1], &mut self.all[1], &exact)?;
+        data.fill(0.0);
+        for (&i, &v) in self.all[0].iter().zip(&self.all[1]) {
+            data[i as usize] += v;
+        }
+        // What was sent leaves the accumulators (DGC's momentum factor
+        // masking clears the velocity there too).
+        for &i in &self.order[..k] {
+            self.pending[i as usize] = 0.0;
+            if let Some(u) = self.velocity.get_mut(i as usize) {
+                *u = 0.0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An `f32` ordered by `total_cmp` (NaN sorts above everything: a NaN
+/// gradient is sent, not hidden in the residual).
+#[derive(Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(rank: usize, len: usize) -> Vec<f32> {
+        (0..len).map(|i| (((i * 37 + rank * 11) % 101) as f32 - 50.0) / 7.0).collect()
+    }
+
+    /// With k covering the bucket, every entry of every rank arrives: the
+    /// exact sum (added in rank order), the same bits everywhere, nothing
+    /// pending.
+    #[test]
+    fn a_k_that_covers_the_bucket_is_exact() {
+        let (len, n) = (300, 3);
+        let out = crate::local::run(n, |comm| {
+            let mut data = input(comm.rank(), len);
+            let mut st = TopKState::new(len, n, 1.0, 0.0, true);
+            st.step(&comm, &AllreduceOpts::default(), &mut data).unwrap();
+            (data, st.pending.iter().all(|&x| x == 0.0))
+        });
+        for i in 0..len {
+            let want: f32 = (0..n).map(|r| input(r, len)[i]).fold(0.0, |a, x| a + x);
+            for (r, o) in out.iter().enumerate() {
+                assert_eq!(o.0[i].to_bits(), want.to_bits(), "rank {r}, element {i}");
+                assert!(o.1, "rank {r} kept something pending");
+            }
+        }
+    }
+
+    /// Each rank sends its k largest magnitudes; what it held back stays
+    /// pending, to the element.
+    #[test]
+    fn the_largest_are_sent_and_the_rest_kept() {
+        let (len, n) = (200, 2);
+        let out = crate::local::run(n, |comm| {
+            let mine = input(comm.rank(), len);
+            let mut data = mine.clone();
+            let mut st = TopKState::new(len, n, 0.05, 0.0, true);
+            st.step(&comm, &AllreduceOpts::default(), &mut data).unwrap();
+            (mine, data, st.pending.clone(), st.k)
+        });
+        let k = out[0].3;
+        assert_eq!(k, 10);
+        for (r, (mine, _, pending, _)) in out.iter().enumerate() {
+            let sent: Vec<usize> = (0..len).filter(|&i| pending[i] == 0.0 && mine[i] != 0.0).collect();
+            assert_eq!(sent.len(), k, "rank {r}");
+            let least_sent = sent.iter().map(|&i| mine[i].abs()).fold(f32::MAX, f32::min);
+            let most_kept = (0..len).filter(|i| !sent.contains(i)).map(|i| mine[i].abs()).fold(0.0, f32::max);
+            assert!(least_sent >= most_kept, "rank {r}: sent {least_sent}, kept {most_kept}");
+            for i in (0..len).filter(|i| !sent.contains(i)) {
+                assert_eq!(pending[i], mine[i], "rank {r} element {i} held back");
+            }
+        }
+        assert_eq!(out[0].1, out[1].1, "the same result on both ranks");
+        for i in 0..len {
+            let sent_by = |r: usize| if out[r].2[i] == 0.0 { out[r].0[i] } else { 0.0 };
+            assert_eq!(out[0].1[i], sent_by(0) + sent_by(1), "element {i}");
+        }
+    }
+}
