@@ -108,7 +108,7 @@ pub use comm::{AllreduceOpts, Communicator, DEFAULT_TIMEOUT};
 pub use cpu::WireStores;
 pub use element::{DType, Element, ReduceOp};
 pub use error::{BufferState, Error, Result};
-pub use gradsync::{Compression, GradSync, GradSyncOpts, StepReport};
+pub use gradsync::{Compression, GradSync, GradSyncOpts, LocalSgd, StepReport};
 pub use op::{Collective, OpDesc};
 pub use schedule::Algorithm;
 pub use transport::DEFAULT_SLICE_BYTES;

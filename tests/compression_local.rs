@@ -179,3 +179,47 @@ fn topk_settings_out_of_range_are_refused() {
         assert!(said.contains("top-k fraction"), "{said}");
     }
 }
+
+/// Local SGD on per-rank quadratics (each rank pulls towards its own
+/// target): identical during the warm-up, apart between averages,
+/// identical again after each; with a period of 1 it is synchronous SGD.
+#[test]
+fn local_sgd_averages_every_period_after_the_warm_up() {
+    use ringfuse::LocalSgd;
+    let (n, len, steps) = (3, 50, 20);
+    let target = |rank: usize, i: usize| ((i * 7 + rank * 13) % 11) as f32 - 5.0;
+    let run = |period: u64, warmup: u64| {
+        ringfuse::local::run(n, move |comm| {
+            let me = comm.rank();
+            let mut w = vec![0.0f32; len];
+            let mut sync = LocalSgd::new(comm, &[len], GradSyncOpts::default(), period, warmup).unwrap();
+            let mut trace = Vec::new();
+            for _ in 0..steps {
+                let mut g: Vec<f32> = (0..len).map(|i| w[i] - target(me, i)).collect();
+                let synced = sync.sync_gradients(&mut [&mut g]).unwrap().is_some();
+                w.iter_mut().zip(&g).for_each(|(x, g)| *x -= 0.3 * g);
+                let averaged = sync.sync_parameters(&mut [&mut w]).unwrap();
+                trace.push((synced, averaged, w.iter().map(|x| x.to_bits()).collect::<Vec<_>>()));
+            }
+            trace
+        })
+    };
+    let out = run(4, 3);
+    for s in 0..steps {
+        let (synced, averaged) = (out[0][s].0, out[0][s].1);
+        assert_eq!(synced, s < 3, "step {s}: gradients synchronised in the warm-up only");
+        assert_eq!(averaged, s >= 3 && (s - 2) % 4 == 0, "step {s}: averaged every 4th step after it");
+        let same = out.iter().all(|t| t[s].2 == out[0][s].2);
+        assert_eq!(same, synced || averaged, "step {s}: ranks agree exactly when synchronised");
+    }
+    // Period 1: the parameters' mean each step, which for SGD from equal
+    // weights is the gradients' mean step (to rounding).
+    let every = run(1, 0);
+    let synchronous = run(1, steps as u64);
+    for i in 0..len {
+        let (a, b) = (f32::from_bits(every[0][steps - 1].2[i]), f32::from_bits(synchronous[0][steps - 1].2[i]));
+        assert!((a - b).abs() < 1e-4, "element {i}: {a} averaged each step, {b} synchronous");
+    }
+    let zero = ringfuse::local::run(1, |comm| LocalSgd::new(comm, &[4], GradSyncOpts::default(), 0, 0).is_err());
+    assert!(zero[0], "a period of 0 is refused");
+}

@@ -56,6 +56,7 @@
 mod compress;
 mod handoff;
 mod layout;
+mod local_sgd;
 mod powersgd;
 mod topk;
 mod worker;
@@ -71,6 +72,7 @@ use crate::schedule::{Ring, RingKind};
 use compress::Compressor;
 use handoff::Handoff;
 use layout::Layout;
+pub use local_sgd::LocalSgd;
 use powersgd::PowerState;
 use topk::TopKState;
 use worker::{Bucket, Done};
