@@ -28,6 +28,8 @@ for np in 1 3; do
 done
 echo "== mpirun -np 2 examples/overlap (results checked; its timings are not asserted)"
 timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 2 target/release/examples/overlap --layers 4 --layer-mib 1 --steps 3
+echo "== mpirun -np 4 examples/slow_links, small (every method's ranks checked identical; timings not asserted)"
+timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 4 target/release/examples/slow_links --width 256 --blocks 1 --steps 1
 # A setting that is not accepted fails start-up on every rank, naming the
 # variable, the value and what is accepted: never a silent default.
 for bad in RINGFUSE_TIMEOUT_MS=abc RINGFUSE_ALGO=xyz RINGFUSE_CHECKSUM=yes RINGFUSE_TUNING=prob RINGFUSE_FAULT=drop@x:1; do

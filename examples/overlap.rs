@@ -18,6 +18,9 @@
 //! case for overlap. Prints `overlapped / max(compute, comm)`; the results of every
 //! step are checked.
 
+#[path = "common/timing.rs"]
+mod timing;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -45,11 +48,6 @@ enum Mode {
     Blocking,
     Overlapped,
     OverlappedInPlace,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -128,7 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             ts.push(slowest(t, sync)?);
         }
-        Ok(median(ts))
+        Ok(timing::median(ts))
     };
     let comm_t = time(&mut sync, Mode::Comm, Duration::ZERO)?;
     let comm_in_place_t = time(&mut sync, Mode::CommInPlace, Duration::ZERO)?;

@@ -43,6 +43,10 @@ pub(crate) struct PowerState {
     /// The part of each matrix the factors missed (bucket-sized; zero
     /// outside matrices; empty without error feedback).
     residual: Vec<f32>,
+    /// A factor transposed (r x cols) and one row of a matrix: scratch,
+    /// so that the inner loops run along contiguous memory.
+    wide: Vec<f32>,
+    row: Vec<f32>,
 }
 
 impl PowerState {
@@ -81,7 +85,9 @@ impl PowerState {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
         let q = (0..q_len).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         let flat = vec![0.0; plain.iter().map(|r| r.1).sum()];
-        PowerState { rank, mats, plain, p: vec![0.0; p_len], q, flat, residual: vec![0.0; len] }
+        let cols = mats.iter().map(|m| m.cols).max().unwrap_or(0);
+        let (wide, row) = (vec![0.0; cols * rank], vec![0.0; cols]);
+        PowerState { rank, mats, plain, p: vec![0.0; p_len], q, flat, residual: vec![0.0; len], wide, row }
     }
 
     /// Elements each allreduce of a step carries: uncompressed, `P`, `Q`.
@@ -110,71 +116,105 @@ impl PowerState {
         if self.mats.is_empty() {
             return Ok(());
         }
-        // M += residual, then P = M Q.
+        // M += residual, then P = M Q. These two products use this rank's
+        // own gradient and are summed over the ranks next, so their order
+        // of additions is free: eight lanes per dot product.
         let (mut pa, mut qa) = (0, 0);
         for m in &self.mats {
-            let len = m.rows * m.cols;
-            let mm = &mut data[m.off..m.off + len];
+            let (rows, cols) = (m.rows, m.cols);
+            let mm = &mut data[m.off..m.off + rows * cols];
             if !self.residual.is_empty() {
-                mm.iter_mut().zip(&self.residual[m.off..m.off + len]).for_each(|(x, e)| *x += e);
+                mm.iter_mut().zip(&self.residual[m.off..m.off + rows * cols]).for_each(|(x, e)| *x += e);
             }
-            multiply(mm, m.rows, m.cols, &self.q[qa..qa + m.cols * r], r, &mut self.p[pa..pa + m.rows * r], false);
-            pa += m.rows * r;
-            qa += m.cols * r;
+            let qt = &mut self.wide[..r * cols];
+            transpose(&self.q[qa..qa + cols * r], cols, r, qt);
+            let p = &mut self.p[pa..pa + rows * r];
+            for i in 0..rows {
+                let mrow = &mm[i * cols..(i + 1) * cols];
+                for k in 0..r {
+                    p[i * r + k] = dot(mrow, &qt[k * cols..(k + 1) * cols]);
+                }
+            }
+            pa += rows * r;
+            qa += cols * r;
         }
         comm.allreduce_with(&mut self.p, ReduceOp::Sum, opts)?;
-        // Q = M^T P, with P's columns orthonormal.
+        // Q = M^T P, with P's columns orthonormal, built transposed (each
+        // row of M scaled into each row of Q^T).
         let (mut pa, mut qa) = (0, 0);
         for m in &self.mats {
-            let p = &mut self.p[pa..pa + m.rows * r];
-            orthonormalise(p, m.rows, r);
-            let mm = &data[m.off..m.off + m.rows * m.cols];
-            multiply(mm, m.rows, m.cols, p, r, &mut self.q[qa..qa + m.cols * r], true);
-            pa += m.rows * r;
-            qa += m.cols * r;
+            let (rows, cols) = (m.rows, m.cols);
+            let p = &mut self.p[pa..pa + rows * r];
+            orthonormalise(p, rows, r);
+            let mm = &data[m.off..m.off + rows * cols];
+            let qt = &mut self.wide[..r * cols];
+            qt.fill(0.0);
+            for i in 0..rows {
+                let mrow = &mm[i * cols..(i + 1) * cols];
+                for k in 0..r {
+                    let a = p[i * r + k];
+                    qt[k * cols..(k + 1) * cols].iter_mut().zip(mrow).for_each(|(o, x)| *o += a * x);
+                }
+            }
+            transpose(qt, r, cols, &mut self.q[qa..qa + cols * r]);
+            pa += rows * r;
+            qa += cols * r;
         }
         comm.allreduce_with(&mut self.q, ReduceOp::Sum, opts)?;
-        // M ~ P Q^T, the sum over ranks. Each rank keeps its share of
-        // what that misses, its own M less 1/n of the sum, so that the
+        // M ~ P Q^T, the sum over ranks. Every rank holds P and Q bit for
+        // bit, and each element adds its r terms in order k = 0, 1, ...
+        // (plain f32 operations, no fused multiply-add), so every rank
+        // computes the same bits. Each rank keeps its share of what the
+        // approximation misses, its own M less 1/n of the sum, so that the
         // residuals of all ranks add up to exactly the sum's error.
         let share = 1.0 / comm.size() as f32;
         let (mut pa, mut qa) = (0, 0);
         for m in &self.mats {
-            let (p, q) = (&self.p[pa..pa + m.rows * r], &self.q[qa..qa + m.cols * r]);
-            for i in 0..m.rows {
-                for j in 0..m.cols {
-                    let mut x = 0.0f32;
-                    for k in 0..r {
-                        x += p[i * r + k] * q[j * r + k];
-                    }
-                    let at = m.off + i * m.cols + j;
-                    if let Some(e) = self.residual.get_mut(at) {
-                        *e = data[at] - x * share;
-                    }
-                    data[at] = x;
+            let (rows, cols) = (m.rows, m.cols);
+            let p = &self.p[pa..pa + rows * r];
+            let qt = &mut self.wide[..r * cols];
+            transpose(&self.q[qa..qa + cols * r], cols, r, qt);
+            let row = &mut self.row[..cols];
+            for i in 0..rows {
+                row.fill(0.0);
+                for k in 0..r {
+                    let a = p[i * r + k];
+                    row.iter_mut().zip(&qt[k * cols..(k + 1) * cols]).for_each(|(o, q)| *o += a * q);
                 }
+                let at = m.off + i * cols;
+                if !self.residual.is_empty() {
+                    let (e, d) = (&mut self.residual[at..at + cols], &data[at..at + cols]);
+                    e.iter_mut().zip(d).zip(row.iter()).for_each(|((e, d), x)| *e = d - x * share);
+                }
+                data[at..at + cols].copy_from_slice(row);
             }
-            pa += m.rows * r;
-            qa += m.cols * r;
+            pa += rows * r;
+            qa += cols * r;
         }
         Ok(())
     }
 }
 
-/// `out (rows x r) = m (rows x cols) * x (cols x r)`, or with
-/// `transposed` `out (cols x r) = m^T * x (rows x r)`; row-major, in one
-/// fixed order.
-fn multiply(m: &[f32], rows: usize, cols: usize, x: &[f32], r: usize, out: &mut [f32], transposed: bool) {
-    out.fill(0.0);
+/// `out (cols x rows) = m^T` for `m` rows x cols, row-major.
+fn transpose(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     for i in 0..rows {
         for j in 0..cols {
-            let a = m[i * cols + j];
-            let (from, to) = if transposed { (i, j) } else { (j, i) };
-            for k in 0..r {
-                out[to * r + k] += a * x[from * r + k];
-            }
+            out[j * rows + i] = m[i * cols + j];
         }
     }
+}
+
+/// `a . b` in eight lanes (an order of additions that vectorises).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Makes the `r` columns of `p` (rows x r, row-major) orthonormal by

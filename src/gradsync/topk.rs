@@ -28,8 +28,9 @@ pub(crate) struct TopKState {
     /// This rank's pairs, then every rank's.
     mine: [Vec<f32>; 2],
     all: [Vec<f32>; 2],
-    /// Indices in selection order (reused).
-    order: Vec<u32>,
+    /// The magnitudes (scratch for the threshold) and the indices sent.
+    magnitude: Vec<f32>,
+    chosen: Vec<u32>,
 }
 
 impl TopKState {
@@ -47,7 +48,8 @@ impl TopKState {
             pending: vec![0.0; len],
             mine: [vec![0.0; k], vec![0.0; k]],
             all: [vec![0.0; k * ranks], vec![0.0; k * ranks]],
-            order: (0..len as u32).collect(),
+            magnitude: vec![0.0; len],
+            chosen: Vec::with_capacity(k),
         }
     }
 
@@ -78,14 +80,30 @@ impl TopKState {
             }
         }
         // The k largest magnitudes, ties to the lower index, so the choice
-        // depends on the values alone.
-        let pending = &self.pending;
-        let key = |i: &u32| (std::cmp::Reverse(OrdF32(pending[*i as usize].abs())), *i);
+        // depends on the values alone: the k-th largest magnitude by a
+        // selection over the magnitudes, then every index above it and
+        // the lowest ones equal to it.
         let k = self.k;
-        if k < len {
-            self.order.select_nth_unstable_by_key(k - 1, key);
+        self.magnitude.iter_mut().zip(&self.pending).for_each(|(m, v)| *m = v.abs());
+        let threshold = *self.magnitude.select_nth_unstable_by(len - k, |a, b| a.total_cmp(b)).1;
+        self.chosen.clear();
+        let above = |v: &f32| v.abs().total_cmp(&threshold);
+        let over = self.pending.iter().filter(|v| above(v).is_gt()).count();
+        let mut ties = k - over;
+        for (i, v) in self.pending.iter().enumerate() {
+            let keep = match above(v) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal if ties > 0 => {
+                    ties -= 1;
+                    true
+                }
+                _ => false,
+            };
+            if keep {
+                self.chosen.push(i as u32);
+            }
         }
-        for (j, &i) in self.order[..k].iter().enumerate() {
+        for (j, &i) in self.chosen.iter().enumerate() {
             self.mine[0][j] = i as f32;
             self.mine[1][j] = self.pending[i as usize];
         }
@@ -99,29 +117,13 @@ impl TopKState {
         }
         // What was sent leaves the accumulators (DGC's momentum factor
         // masking clears the velocity there too).
-        for &i in &self.order[..k] {
+        for &i in &self.chosen {
             self.pending[i as usize] = 0.0;
             if let Some(u) = self.velocity.get_mut(i as usize) {
                 *u = 0.0;
             }
         }
         Ok(())
-    }
-}
-
-/// An `f32` ordered by `total_cmp` (NaN sorts above everything: a NaN
-/// gradient is sent, not hidden in the residual).
-#[derive(Clone, Copy, PartialEq)]
-struct OrdF32(f32);
-impl Eq for OrdF32 {}
-impl PartialOrd for OrdF32 {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for OrdF32 {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
     }
 }
 
