@@ -28,6 +28,8 @@ for np in 1 3; do
 done
 echo "== mpirun -np 2 examples/overlap (results checked; its timings are not asserted)"
 timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 2 target/release/examples/overlap --layers 4 --layer-mib 1 --steps 3
+echo "== mpirun -np 4 examples/train_wide, narrow and short (every method's ranks end identical; the docs' table is the full run)"
+timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 4 target/release/examples/train_wide --epochs 1 --width 64
 echo "== mpirun -np 4 examples/slow_links, small (every method's ranks checked identical; timings not asserted)"
 timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 4 target/release/examples/slow_links --width 256 --blocks 1 --steps 1
 # A setting that is not accepted fails start-up on every rank, naming the
