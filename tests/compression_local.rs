@@ -143,17 +143,31 @@ fn rel_err(n: usize, got: &[f64]) -> f64 {
 }
 
 /// Top-k: the same bits on every rank, with and without momentum
-/// correction, and a small share of the bytes.
+/// correction, values native or FP16, and a small share of the bytes.
 #[test]
 fn topk_ranks_hold_the_same_bits() {
     for n in [2, 3, 4] {
         for momentum in [0.0, 0.9] {
-            let (_, _, lasts, wire) = repeat(n, 5, topk(0.01, momentum));
-            assert!(lasts.iter().all(|l| l == &lasts[0]), "{n} ranks, momentum {momentum}: ranks differ");
-            let plain = repeat(n, 1, GradSyncOpts::default()).3;
-            assert!(wire * 10 < plain, "{n} ranks: {wire} bytes against {plain}");
+            for codec in [Codec::Native, Codec::Fp16, Codec::Bf16] {
+                let (_, _, lasts, wire) = repeat(n, 5, topk(0.01, momentum).codec(codec));
+                assert!(lasts.iter().all(|l| l == &lasts[0]), "{n} ranks, momentum {momentum}, {codec}: ranks differ");
+                let plain = repeat(n, 1, GradSyncOpts::default()).3;
+                assert!(wire * 10 < plain, "{n} ranks: {wire} bytes against {plain}");
+            }
         }
     }
+}
+
+/// FP16 values: a quarter fewer bytes than f32 ones, and their rounding
+/// is fed back, so a repeated gradient's running mean still closes in.
+#[test]
+fn topk_values_in_fp16_keep_their_rounding_pending() {
+    let n = 3;
+    let (_, f32s, _, wire32) = repeat(n, 100, topk(0.05, 0.0));
+    let (_, f16s, _, wire16) = repeat(n, 100, topk(0.05, 0.0).codec(Codec::Fp16));
+    assert_eq!(wire16 * 4, wire32 * 3, "indices 4 bytes, values 2 instead of 4");
+    let (e32, e16) = (rel_err(n, &f32s), rel_err(n, &f16s));
+    assert!(e16 < 0.1 && e16 < 2.0 * e32, "FP16 values: {e16}, f32 values: {e32}");
 }
 
 /// The control: top-k 5% with error feedback brings the running mean of

@@ -73,7 +73,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // With feedback, momentum moves into the compressor (DGC's
         // momentum correction) and the optimiser runs without it.
         let momentum = if feedback { MOMENTUM } else { 0.0 };
-        base.clone().compression(Compression::TopK { fraction: 0.01, momentum }).error_feedback(feedback)
+        // Values in FP16 (their rounding fed back), indices exact.
+        let compression = Compression::TopK { fraction: 0.01, momentum };
+        base.clone().codec(Codec::Fp16).compression(compression).error_feedback(feedback)
     };
     let methods: Vec<(&str, Method, f32)> = vec![
         ("native", Method::Grads(base.clone()), MOMENTUM),

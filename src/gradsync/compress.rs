@@ -22,11 +22,12 @@ impl Compressor {
 
     /// Payload bytes rank 0 sends per step on `n` ranks; `ring` gives a
     /// ring allreduce's for a count.
-    pub fn wire_bytes(&self, n: usize, ring: impl Fn(usize) -> usize) -> usize {
+    pub fn wire_bytes(&self, n: usize, ring: impl Fn(usize) -> usize, codec_bytes: impl Fn(usize) -> usize) -> usize {
         match self {
             Compressor::PowerSgd(p) => p.counts().iter().map(|&c| ring(c)).sum(),
-            // A ring allgather: n - 1 blocks of this rank's pairs, f32.
-            Compressor::TopK(t) => (n - 1) * t.sent() * 4,
+            // A ring allgather: n - 1 blocks of this rank's pairs, the
+            // indices as f32, the values in the codec's format.
+            Compressor::TopK(t) => (n - 1) * (t.k() * 4 + codec_bytes(t.k())),
         }
     }
 }

@@ -96,8 +96,9 @@ pub enum Compression {
     },
     /// Top-k sparsification (Deep Gradient Compression): each rank sends
     /// the largest `fraction` of its accumulated gradient entries as
-    /// (index, value) pairs, allgathered, on the native wire whatever the
-    /// codec; the rest waits for later steps (error feedback).
+    /// (index, value) pairs, allgathered (the indices on the native wire,
+    /// the values in the codec's format); the rest, and the values'
+    /// rounding, waits for later steps (error feedback).
     TopK {
         /// Share of each bucket's entries sent per step, in (0, 1]
         /// (0.01: 1%).
@@ -623,7 +624,11 @@ impl Drop for GradSync {
 /// of them all, or what its compressor sends.
 fn bucket_wire_bytes(opts: &AllreduceOpts, n: usize, elements: usize, bucket: Option<&Bucket>) -> usize {
     match bucket.and_then(|b| b.compressor.as_ref()) {
-        Some(c) => c.wire_bytes(n, |count| ring_wire_bytes(opts, n, count)),
+        Some(c) => c.wire_bytes(
+            n,
+            |count| ring_wire_bytes(opts, n, count),
+            |count| opts.codec.wire_bytes(crate::DType::F32, count, opts.scale_block),
+        ),
         None => ring_wire_bytes(opts, n, elements),
     }
 }

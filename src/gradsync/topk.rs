@@ -53,9 +53,9 @@ impl TopKState {
         }
     }
 
-    /// Elements each rank sends per step (indices and values).
-    pub fn sent(&self) -> usize {
-        2 * self.k
+    /// Entries each rank sends per step.
+    pub fn k(&self) -> usize {
+        self.k
     }
 
     /// One step on `data` (this rank's bucket, already scaled for
@@ -107,18 +107,21 @@ impl TopKState {
             self.mine[0][j] = i as f32;
             self.mine[1][j] = self.pending[i as usize];
         }
-        // Indices must arrive exactly: always the native wire.
+        // Indices must arrive exactly: always the native wire. Values go
+        // in the codec's format (FP16 or BF16 halve them).
         let exact = AllreduceOpts { codec: crate::Codec::Native, ..opts.clone() };
         comm.allgather_with(&self.mine[0], &mut self.all[0], &exact)?;
-        comm.allgather_with(&self.mine[1], &mut self.all[1], &exact)?;
+        comm.allgather_with(&self.mine[1], &mut self.all[1], opts)?;
         data.fill(0.0);
         for (&i, &v) in self.all[0].iter().zip(&self.all[1]) {
             data[i as usize] += v;
         }
-        // What was sent leaves the accumulators (DGC's momentum factor
-        // masking clears the velocity there too).
-        for &i in &self.chosen {
-            self.pending[i as usize] = 0.0;
+        // What arrived leaves the accumulators, as every rank received it:
+        // a codec's rounding of a value stays pending. DGC's momentum
+        // factor masking clears the velocity there too.
+        let me = comm.rank() * k;
+        for (j, &i) in self.chosen.iter().enumerate() {
+            self.pending[i as usize] -= self.all[1][me + j];
             if let Some(u) = self.velocity.get_mut(i as usize) {
                 *u = 0.0;
             }
