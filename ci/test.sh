@@ -60,7 +60,7 @@ step "NCCL loads at run time (the wheel's, no GPU needed) and names its version"
 LD_LIBRARY_PATH="$NCCL_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RINGFUSE_EXPECT_NCCL=1 \
     cargo test --features $FEATURES -q --lib cuda::nccl -- --nocapture >target/nccl.log 2>&1 || true
 grep -q "^test result: ok. 2 passed" target/nccl.log || { cat target/nccl.log; echo "NCCL loading check failed"; exit 1; }
-grep "^NCCL .* loaded" target/nccl.log
+grep -oE "NCCL [0-9]+\.[0-9]+\.[0-9]+ loaded" target/nccl.log || { cat target/nccl.log; echo "NCCL loaded but printed no version"; exit 1; }
 echo "GPU tests (the kernels on a device, bit for bit): not run here, no GPU; ci/gpu.sh runs them"
 step "MPI tier"
 bash ci/mpi_examples.sh
