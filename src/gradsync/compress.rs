@@ -11,12 +11,14 @@ pub(crate) enum Compressor {
 }
 
 impl Compressor {
-    /// One step on `data` (this rank's bucket, scaled for averaging):
-    /// afterwards it holds the synchronised result, the same on every rank.
-    pub fn step(&mut self, comm: &Communicator, opts: &AllreduceOpts, data: &mut [f32]) -> Result<()> {
+    /// One step on `data` (this rank's bucket, each element still to be
+    /// divided by `divisor` for averaging: the compressor's first pass
+    /// over it does that): afterwards it holds the synchronised result,
+    /// the same on every rank.
+    pub fn step(&mut self, comm: &Communicator, opts: &AllreduceOpts, data: &mut [f32], divisor: f32) -> Result<()> {
         match self {
-            Compressor::PowerSgd(p) => p.step(comm, opts, data),
-            Compressor::TopK(t) => t.step(comm, opts, data),
+            Compressor::PowerSgd(p) => p.step(comm, opts, data, divisor),
+            Compressor::TopK(t) => t.step(comm, opts, data, divisor),
         }
     }
 

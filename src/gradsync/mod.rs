@@ -58,6 +58,7 @@ mod handoff;
 mod layout;
 mod local_sgd;
 mod powersgd;
+mod select;
 mod topk;
 mod worker;
 

@@ -43,10 +43,9 @@ pub(crate) struct PowerState {
     /// The part of each matrix the factors missed (bucket-sized; zero
     /// outside matrices; empty without error feedback).
     residual: Vec<f32>,
-    /// A factor transposed (r x cols) and one row of a matrix: scratch,
-    /// so that the inner loops run along contiguous memory.
+    /// A factor transposed (r x cols): scratch, so that the inner loops
+    /// run along contiguous memory.
     wide: Vec<f32>,
-    row: Vec<f32>,
 }
 
 impl PowerState {
@@ -86,8 +85,8 @@ impl PowerState {
         let q = (0..q_len).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         let flat = vec![0.0; plain.iter().map(|r| r.1).sum()];
         let cols = mats.iter().map(|m| m.cols).max().unwrap_or(0);
-        let (wide, row) = (vec![0.0; cols * rank], vec![0.0; cols]);
-        PowerState { rank, mats, plain, p: vec![0.0; p_len], q, flat, residual: vec![0.0; len], wide, row }
+        let wide = vec![0.0; cols * rank];
+        PowerState { rank, mats, plain, p: vec![0.0; p_len], q, flat, residual: vec![0.0; len], wide }
     }
 
     /// Elements each allreduce of a step carries: uncompressed, `P`, `Q`.
@@ -95,15 +94,21 @@ impl PowerState {
         [self.flat.len(), self.p.len(), self.q.len()]
     }
 
-    /// One step on `data` (this rank's bucket, already scaled for
-    /// averaging): afterwards it holds the synchronised approximation,
-    /// the same on every rank.
-    pub fn step(&mut self, comm: &Communicator, opts: &AllreduceOpts, data: &mut [f32]) -> Result<()> {
+    /// One step on `data` (this rank's bucket, each element still to be
+    /// divided by `divisor` for averaging, which the first pass does):
+    /// afterwards it holds the synchronised approximation, the same on
+    /// every rank.
+    pub fn step(&mut self, comm: &Communicator, opts: &AllreduceOpts, data: &mut [f32], divisor: f32) -> Result<()> {
         let r = self.rank;
+        // The passes over the gradient run with the widest vectors this CPU
+        // has (pulp compiles them for each and picks at run time); none
+        // uses a fused multiply-add, so the bits do not depend on which.
+        let arch = pulp::Arch::new();
         if !self.flat.is_empty() {
             let mut at = 0;
             for &(off, len) in &self.plain {
-                self.flat[at..at + len].copy_from_slice(&data[off..off + len]);
+                let (flat, part) = (&mut self.flat[at..at + len], &data[off..off + len]);
+                flat.iter_mut().zip(part).for_each(|(f, x)| *f = x / divisor);
                 at += len;
             }
             comm.allreduce_with(&mut self.flat, ReduceOp::Sum, opts)?;
@@ -116,31 +121,21 @@ impl PowerState {
         if self.mats.is_empty() {
             return Ok(());
         }
-        // M += residual, then P = M Q. These two products use this rank's
-        // own gradient and are summed over the ranks next, so their order
-        // of additions is free: eight lanes per dot product.
+        // M = gradient / divisor + residual, then P = M Q, one row at a
+        // time while it is in cache.
         let (mut pa, mut qa) = (0, 0);
         for m in &self.mats {
             let (rows, cols) = (m.rows, m.cols);
-            let mm = &mut data[m.off..m.off + rows * cols];
-            if !self.residual.is_empty() {
-                mm.iter_mut().zip(&self.residual[m.off..m.off + rows * cols]).for_each(|(x, e)| *x += e);
-            }
             let qt = &mut self.wide[..r * cols];
             transpose(&self.q[qa..qa + cols * r], cols, r, qt);
-            let p = &mut self.p[pa..pa + rows * r];
-            for i in 0..rows {
-                let mrow = &mm[i * cols..(i + 1) * cols];
-                for k in 0..r {
-                    p[i * r + k] = dot(mrow, &qt[k * cols..(k + 1) * cols]);
-                }
-            }
+            let (p, at) = (&mut self.p[pa..pa + rows * r], m.off..m.off + rows * cols);
+            let (mm, residual) = (&mut data[at.clone()], self.residual.get(at));
+            arch.dispatch(Pass::Project { mm, residual, divisor, qt, p, r });
             pa += rows * r;
             qa += cols * r;
         }
         comm.allreduce_with(&mut self.p, ReduceOp::Sum, opts)?;
-        // Q = M^T P, with P's columns orthonormal, built transposed (each
-        // row of M scaled into each row of Q^T).
+        // Q = M^T P, with P's columns orthonormal, built transposed.
         let (mut pa, mut qa) = (0, 0);
         for m in &self.mats {
             let (rows, cols) = (m.rows, m.cols);
@@ -148,23 +143,15 @@ impl PowerState {
             orthonormalise(p, rows, r);
             let mm = &data[m.off..m.off + rows * cols];
             let qt = &mut self.wide[..r * cols];
-            qt.fill(0.0);
-            for i in 0..rows {
-                let mrow = &mm[i * cols..(i + 1) * cols];
-                for k in 0..r {
-                    let a = p[i * r + k];
-                    qt[k * cols..(k + 1) * cols].iter_mut().zip(mrow).for_each(|(o, x)| *o += a * x);
-                }
-            }
+            arch.dispatch(Pass::Back { mm, p, qt, r });
             transpose(qt, r, cols, &mut self.q[qa..qa + cols * r]);
             pa += rows * r;
             qa += cols * r;
         }
         comm.allreduce_with(&mut self.q, ReduceOp::Sum, opts)?;
         // M ~ P Q^T, the sum over ranks. Every rank holds P and Q bit for
-        // bit, and each element adds its r terms in order k = 0, 1, ...
-        // (plain f32 operations, no fused multiply-add), so every rank
-        // computes the same bits. Each rank keeps its share of what the
+        // bit and computes each element the same way, so every rank gets
+        // the same bits. Each rank keeps its share of what the
         // approximation misses, its own M less 1/n of the sum, so that the
         // residuals of all ranks add up to exactly the sum's error.
         let share = 1.0 / comm.size() as f32;
@@ -174,24 +161,110 @@ impl PowerState {
             let p = &self.p[pa..pa + rows * r];
             let qt = &mut self.wide[..r * cols];
             transpose(&self.q[qa..qa + cols * r], cols, r, qt);
-            let row = &mut self.row[..cols];
-            for i in 0..rows {
-                row.fill(0.0);
-                for k in 0..r {
-                    let a = p[i * r + k];
-                    row.iter_mut().zip(&qt[k * cols..(k + 1) * cols]).for_each(|(o, q)| *o += a * q);
-                }
-                let at = m.off + i * cols;
-                if !self.residual.is_empty() {
-                    let (e, d) = (&mut self.residual[at..at + cols], &data[at..at + cols]);
-                    e.iter_mut().zip(d).zip(row.iter()).for_each(|((e, d), x)| *e = d - x * share);
-                }
-                data[at..at + cols].copy_from_slice(row);
-            }
+            let at = m.off..m.off + rows * cols;
+            let (mm, residual) = (&mut data[at.clone()], self.residual.get_mut(at));
+            arch.dispatch(Pass::Rebuild { mm, p, qt, residual, share, r });
             pa += rows * r;
             qa += cols * r;
         }
         Ok(())
+    }
+}
+
+/// One pass over a matrix, as pulp runs it: `with_simd` is compiled once
+/// per instruction set with the pass inlined into it (a closure would be
+/// compiled once, for the baseline).
+enum Pass<'a> {
+    Project { mm: &'a mut [f32], residual: Option<&'a [f32]>, divisor: f32, qt: &'a [f32], p: &'a mut [f32], r: usize },
+    Back { mm: &'a [f32], p: &'a [f32], qt: &'a mut [f32], r: usize },
+    Rebuild { mm: &'a mut [f32], p: &'a [f32], qt: &'a [f32], residual: Option<&'a mut [f32]>, share: f32, r: usize },
+}
+
+impl pulp::WithSimd for Pass<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        match self {
+            Pass::Project { mm, residual, divisor, qt, p, r } => project(mm, residual, divisor, qt, p, r),
+            Pass::Back { mm, p, qt, r } => project_back(mm, p, qt, r),
+            Pass::Rebuild { mm, p, qt, residual, share, r } => rebuild(mm, p, qt, residual, share, r),
+        }
+    }
+}
+
+/// `mm` (rows x cols, this rank's gradient) becomes `mm / divisor +
+/// residual`, and `p` (rows x r) becomes `mm qt^T` for `qt` (r x cols).
+/// These products use this rank's own gradient and are summed over the
+/// ranks next, so their order of additions is free: eight lanes per dot
+/// product.
+#[inline(always)]
+fn project(mm: &mut [f32], residual: Option<&[f32]>, divisor: f32, qt: &[f32], p: &mut [f32], r: usize) {
+    let cols = qt.len() / r;
+    for (i, mrow) in mm.chunks_exact_mut(cols).enumerate() {
+        match residual {
+            Some(e) => {
+                let e = &e[i * cols..(i + 1) * cols];
+                mrow.iter_mut().zip(e).for_each(|(x, e)| *x = *x / divisor + e);
+            }
+            None => mrow.iter_mut().for_each(|x| *x /= divisor),
+        }
+        for (k, q) in qt.chunks_exact(cols).enumerate() {
+            p[i * r + k] = dot(mrow, q);
+        }
+    }
+}
+
+/// `qt` (r x cols) becomes `p^T mm` for `mm` (rows x cols) and `p` (rows
+/// x r): each row of `mm` scaled into each row of `qt` (free order again:
+/// summed over the ranks next).
+#[inline(always)]
+fn project_back(mm: &[f32], p: &[f32], qt: &mut [f32], r: usize) {
+    let cols = qt.len() / r;
+    qt.fill(0.0);
+    for (mrow, pi) in mm.chunks_exact(cols).zip(p.chunks_exact(r)) {
+        for (q, &a) in qt.chunks_exact_mut(cols).zip(pi) {
+            q.iter_mut().zip(mrow).for_each(|(o, x)| *o += a * x);
+        }
+    }
+}
+
+/// `mm` (rows x cols, this rank's `M`) becomes `P Q^T` for `p` (rows x
+/// r) and `qt` (r x cols), eight columns at a time in registers: each
+/// element is `0 + p_0 q_0 + p_1 q_1 + ...` in that order, plain `f32`
+/// operations, the same bits on every rank and every CPU. With
+/// `residual`, that first takes `M - share * (P Q^T)`.
+#[inline(always)]
+fn rebuild(mm: &mut [f32], p: &[f32], qt: &[f32], mut residual: Option<&mut [f32]>, share: f32, r: usize) {
+    let cols = qt.len() / r;
+    let whole = cols - cols % 8;
+    for (i, (out, pi)) in mm.chunks_exact_mut(cols).zip(p.chunks_exact(r)).enumerate() {
+        let mut e = residual.as_deref_mut().map(|e| &mut e[i * cols..(i + 1) * cols]);
+        let mut lanes = [0f32; 8];
+        for j in (0..whole).step_by(8) {
+            lanes.fill(0.0);
+            for (k, a) in pi.iter().enumerate() {
+                let q = &qt[k * cols + j..k * cols + j + 8];
+                for l in 0..8 {
+                    lanes[l] += a * q[l];
+                }
+            }
+            let o = &mut out[j..j + 8];
+            if let Some(e) = e.as_deref_mut() {
+                let e = &mut e[j..j + 8];
+                for l in 0..8 {
+                    e[l] = o[l] - lanes[l] * share;
+                }
+            }
+            o.copy_from_slice(&lanes);
+        }
+        for j in whole..cols {
+            let x = pi.iter().enumerate().fold(0.0f32, |x, (k, a)| x + a * qt[k * cols + j]);
+            if let Some(e) = e.as_deref_mut() {
+                e[j] = out[j] - x * share;
+            }
+            out[j] = x;
+        }
     }
 }
 
@@ -205,6 +278,7 @@ fn transpose(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
 }
 
 /// `a . b` in eight lanes (an order of additions that vectorises).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -269,7 +343,7 @@ mod tests {
             let input: Vec<f32> = (0..rows * cols).map(|i| ((i * 5 + me * 11) % 13) as f32 - 6.0).collect();
             let mut data = input.clone();
             let mut st = PowerState::with_matrices(rows * cols, vec![Matrix { off: 0, rows, cols }], vec![], 1, 9);
-            st.step(&comm, &AllreduceOpts::default(), &mut data).unwrap();
+            st.step(&comm, &AllreduceOpts::default(), &mut data, 1.0).unwrap();
             (input, data, st.residual.clone())
         });
         let mut missed = 0f32;
@@ -294,7 +368,7 @@ mod tests {
             let grad: Vec<f32> = (0..rows * cols).map(|i| ((i * 7 + me * 13) % 17) as f32 - 8.0).collect();
             let mut data: Vec<f32> = grad.iter().map(|g| g / n as f32).collect();
             let mut st = PowerState::with_matrices(rows * cols, vec![Matrix { off: 0, rows, cols }], vec![], cols, 5);
-            st.step(&comm, &AllreduceOpts::default(), &mut data).unwrap();
+            st.step(&comm, &AllreduceOpts::default(), &mut data, 1.0).unwrap();
             (data, st.residual.clone())
         });
         for i in 0..rows * cols {

@@ -9,6 +9,7 @@
 //! hop. Every rank then adds the pairs into a zeroed bucket in rank
 //! order: the same additions in the same order, so the same bits.
 
+use super::select::Selector;
 use crate::comm::{AllreduceOpts, Communicator};
 use crate::error::{Error, Result};
 
@@ -28,8 +29,8 @@ pub(crate) struct TopKState {
     /// This rank's pairs, then every rank's.
     mine: [Vec<f32>; 2],
     all: [Vec<f32>; 2],
-    /// The magnitudes (scratch for the threshold) and the indices sent.
-    magnitude: Vec<f32>,
+    /// Which entries to send (the k largest magnitudes), and those sent.
+    select: Selector,
     chosen: Vec<u32>,
 }
 
@@ -48,7 +49,7 @@ impl TopKState {
             pending: vec![0.0; len],
             mine: [vec![0.0; k], vec![0.0; k]],
             all: [vec![0.0; k * ranks], vec![0.0; k * ranks]],
-            magnitude: vec![0.0; len],
+            select: Selector::default(),
             chosen: Vec::with_capacity(k),
         }
     }
@@ -58,51 +59,29 @@ impl TopKState {
         self.k
     }
 
-    /// One step on `data` (this rank's bucket, already scaled for
-    /// averaging): afterwards it holds the sum of every rank's top-k
-    /// entries, the same on every rank.
-    pub fn step(&mut self, comm: &Communicator, opts: &AllreduceOpts, data: &mut [f32]) -> Result<()> {
+    /// One step on `data` (this rank's bucket, each element still to be
+    /// divided by `divisor` for averaging): afterwards it holds the sum of
+    /// every rank's top-k entries, the same on every rank.
+    pub fn step(&mut self, comm: &Communicator, opts: &AllreduceOpts, data: &mut [f32], divisor: f32) -> Result<()> {
         let len = data.len();
         if len > MAX_ELEMENTS {
             let detail = format!("top-k carries buckets of up to {MAX_ELEMENTS} elements, this one has {len}");
             return Err(Error::GradSync { rank: comm.rank(), step: 0, detail });
         }
         if !self.feedback {
-            self.pending.copy_from_slice(data);
+            self.pending.iter_mut().zip(data.iter()).for_each(|(v, g)| *v = g / divisor);
         } else if self.velocity.is_empty() {
-            self.pending.iter_mut().zip(data.iter()).for_each(|(v, g)| *v += g);
+            self.pending.iter_mut().zip(data.iter()).for_each(|(v, g)| *v += g / divisor);
         } else {
             // Momentum correction: accumulate the velocity, not the
             // gradient, so momentum is not lost on entries held back.
             for ((v, u), g) in self.pending.iter_mut().zip(&mut self.velocity).zip(data.iter()) {
-                *u = self.momentum * *u + g;
+                *u = self.momentum * *u + g / divisor;
                 *v += *u;
             }
         }
-        // The k largest magnitudes, ties to the lower index, so the choice
-        // depends on the values alone: the k-th largest magnitude by a
-        // selection over the magnitudes, then every index above it and
-        // the lowest ones equal to it.
         let k = self.k;
-        self.magnitude.iter_mut().zip(&self.pending).for_each(|(m, v)| *m = v.abs());
-        let threshold = *self.magnitude.select_nth_unstable_by(len - k, |a, b| a.total_cmp(b)).1;
-        self.chosen.clear();
-        let above = |v: &f32| v.abs().total_cmp(&threshold);
-        let over = self.pending.iter().filter(|v| above(v).is_gt()).count();
-        let mut ties = k - over;
-        for (i, v) in self.pending.iter().enumerate() {
-            let keep = match above(v) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Equal if ties > 0 => {
-                    ties -= 1;
-                    true
-                }
-                _ => false,
-            };
-            if keep {
-                self.chosen.push(i as u32);
-            }
-        }
+        self.select.largest(&self.pending, k, &mut self.chosen);
         for (j, &i) in self.chosen.iter().enumerate() {
             self.mine[0][j] = i as f32;
             self.mine[1][j] = self.pending[i as usize];
@@ -147,7 +126,7 @@ mod tests {
         let out = crate::local::run(n, |comm| {
             let mut data = input(comm.rank(), len);
             let mut st = TopKState::new(len, n, 1.0, 0.0, true);
-            st.step(&comm, &AllreduceOpts::default(), &mut data).unwrap();
+            st.step(&comm, &AllreduceOpts::default(), &mut data, 1.0).unwrap();
             (data, st.pending.iter().all(|&x| x == 0.0))
         });
         for i in 0..len {
@@ -159,6 +138,26 @@ mod tests {
         }
     }
 
+    /// Ties at the threshold go to the lowest indices: the choice depends
+    /// on the values alone, whatever order the selection left them in.
+    #[test]
+    fn ties_at_the_threshold_go_to_the_lowest_indices() {
+        let len = 40;
+        let out = crate::local::run(1, |comm| {
+            // Magnitude 3 at 30 and 35, magnitude 2 (either sign) at every
+            // fourth index, 1 elsewhere: k = 5 takes both 3s and the first
+            // three 2s.
+            let mut data: Vec<f32> = (0..len).map(|i| if i % 4 == 0 { -2.0 } else { 1.0 }).collect();
+            data[8] = 2.0;
+            data[30] = 3.0;
+            data[35] = -3.0;
+            let mut st = TopKState::new(len, 1, 5.0 / len as f32, 0.0, true);
+            st.step(&comm, &AllreduceOpts::default(), &mut data, 1.0).unwrap();
+            st.chosen.clone()
+        });
+        assert_eq!(out[0], vec![0, 4, 8, 30, 35]);
+    }
+
     /// Each rank sends its k largest magnitudes; what it held back stays
     /// pending, to the element.
     #[test]
@@ -168,7 +167,7 @@ mod tests {
             let mine = input(comm.rank(), len);
             let mut data = mine.clone();
             let mut st = TopKState::new(len, n, 0.05, 0.0, true);
-            st.step(&comm, &AllreduceOpts::default(), &mut data).unwrap();
+            st.step(&comm, &AllreduceOpts::default(), &mut data, 1.0).unwrap();
             (mine, data, st.pending.clone(), st.k)
         });
         let k = out[0].3;

@@ -49,13 +49,15 @@ fn serve(comm: &Communicator, opts: &GradSyncOpts, jobs: &Handoff<Bucket>, done:
         b.shadow.iter_mut().zip(&b.data).for_each(|(s, g)| *s = *g as f64 * scale);
         // Averaging here rather than in `mark_ready` keeps the caller's
         // thread (the backward pass) free of it, and treats copied and
-        // in-place gradients alike.
-        if opts.average && n > 1 {
-            b.data.iter_mut().for_each(|g| *g /= n as f32);
+        // in-place gradients alike. A compressor divides in its own first
+        // pass over the bucket, which saves one.
+        let divisor = if opts.average && n > 1 { n as f32 } else { 1.0 };
+        if divisor != 1.0 && b.compressor.is_none() {
+            b.data.iter_mut().for_each(|g| *g /= divisor);
         }
         let ar = &opts.allreduce;
         let mut result = if let Some(c) = b.compressor.as_mut() {
-            c.step(comm, ar, &mut b.data)
+            c.step(comm, ar, &mut b.data, divisor)
         } else if b.residual.is_empty() {
             comm.allreduce_with(&mut b.data, ReduceOp::Sum, ar)
         } else {
