@@ -25,6 +25,8 @@
 //! the job when a rank dies (`--enable-recovery`).
 
 mod data;
+#[path = "../common/logistic.rs"]
+mod logistic;
 mod model;
 mod plot;
 

@@ -4,6 +4,8 @@
 
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
+use crate::logistic::{bce, sigmoid};
+
 pub const HIDDEN: usize = 32;
 
 /// Parameters, in registration (layer) order: w1, b1, w2, b2.
@@ -33,7 +35,7 @@ impl Mlp {
             *hj = (w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>() + self.p[1][j]).tanh();
         }
         let z = h.iter().zip(&self.p[2]).map(|(a, b)| a * b).sum::<f32>() + self.p[3][0];
-        1.0 / (1.0 + (-z).exp())
+        sigmoid(z)
     }
 
     /// Probability of class 1.
@@ -65,11 +67,6 @@ impl Mlp {
             }
         }
     }
-}
-
-fn bce(p: f32, y: f32) -> f32 {
-    let p = p.clamp(1e-7, 1.0 - 1e-7);
-    -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
 }
 
 /// SGD with momentum.

@@ -15,6 +15,8 @@
 
 #[path = "../train_mlp/data.rs"]
 mod data;
+#[path = "../common/logistic.rs"]
+mod logistic;
 mod model;
 
 use std::sync::Arc;

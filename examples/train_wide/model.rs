@@ -3,6 +3,8 @@
 
 use rand::{Rng, SeedableRng};
 
+use crate::logistic::{bce, sigmoid};
+
 /// Gradients (or momentum), one vector per parameter tensor.
 pub struct Grads(pub Vec<Vec<f32>>);
 
@@ -151,13 +153,4 @@ impl Wide {
             }
         }
     }
-}
-
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
-}
-
-fn bce(p: f32, y: f32) -> f32 {
-    let p = p.clamp(1e-7, 1.0 - 1e-7);
-    -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
 }
