@@ -26,7 +26,8 @@ pub(crate) struct TopKState {
     velocity: Vec<f32>,
     /// What is accumulated and not sent yet (DGC's `v`).
     pending: Vec<f32>,
-    /// This rank's pairs, then every rank's.
+    /// This rank's pairs, then every rank's (sized for the ranks at the
+    /// start).
     mine: [Vec<f32>; 2],
     all: [Vec<f32>; 2],
     /// Which entries to send (the k largest magnitudes), and those sent.
@@ -80,7 +81,7 @@ impl TopKState {
                 *v += *u;
             }
         }
-        let k = self.k;
+        let (k, n) = (self.k, comm.size());
         self.select.largest(&self.pending, k, &mut self.chosen);
         for (j, &i) in self.chosen.iter().enumerate() {
             self.mine[0][j] = i as f32;
@@ -89,10 +90,12 @@ impl TopKState {
         // Indices must arrive exactly: always the native wire. Values go
         // in the codec's format (FP16 or BF16 halve them).
         let exact = AllreduceOpts { codec: crate::Codec::Native, ..opts.clone() };
-        comm.allgather_with(&self.mine[0], &mut self.all[0], &exact)?;
-        comm.allgather_with(&self.mine[1], &mut self.all[1], opts)?;
+        // As many ranks' pairs as there are now: fewer after a shrink.
+        let (ai, av) = self.all.split_at_mut(1);
+        comm.allgather_with(&self.mine[0], &mut ai[0][..k * n], &exact)?;
+        comm.allgather_with(&self.mine[1], &mut av[0][..k * n], opts)?;
         data.fill(0.0);
-        for (&i, &v) in self.all[0].iter().zip(&self.all[1]) {
+        for (&i, &v) in self.all[0][..k * n].iter().zip(&self.all[1][..k * n]) {
             data[i as usize] += v;
         }
         // What arrived leaves the accumulators, as every rank received it:

@@ -958,6 +958,40 @@ mod tests {
         }
     }
 
+    /// Top-k's exchange is an allgather sized by the rank count: after a
+    /// shrink it carries the survivors' pairs, the same bits on each.
+    #[test]
+    fn gradsync_top_k_goes_on_after_a_shrink() {
+        use crate::{Compression, GradSync, GradSyncOpts};
+        let topk = Compression::TopK { fraction: 0.1, momentum: 0.0 };
+        let opts = GradSyncOpts::default().compression(topk).bucket_bytes(4096);
+        let opts = GradSyncOpts { allreduce: opts.allreduce.timeout(std::time::Duration::from_secs(60)), ..opts };
+        let lens = [1000, 37, 2048];
+        let out = on_threads(comms(4), |c| {
+            let mut gs = GradSync::new(c, &lens, opts.clone()).unwrap();
+            let rank = gs.comm().rank();
+            let step = |gs: &mut GradSync, step: usize| {
+                let mut g: Vec<Vec<f32>> = (lens.iter())
+                    .map(|&k| (0..k).map(|j| ((j * 7 + rank * 13 + step) % 101) as f32 * 0.01).collect())
+                    .collect();
+                let mut views: Vec<&mut [f32]> = g.iter_mut().map(|v| v.as_mut_slice()).collect();
+                gs.synchronize(&mut views).map(|_| g.clone())
+            };
+            step(&mut gs, 0).unwrap();
+            if rank == 3 {
+                return None;
+            }
+            assert!(step(&mut gs, 1).is_err(), "rank {rank}: a step with a rank gone");
+            gs.shrink().unwrap();
+            Some((step(&mut gs, 1).unwrap(), step(&mut gs, 2).unwrap()))
+        });
+        let survivors: Vec<_> = out.into_iter().take(3).map(|o| o.unwrap()).collect();
+        for (r, s) in survivors.iter().enumerate() {
+            assert!(s == &survivors[0], "rank {r} differs from rank 0 after the shrink");
+            assert!(s.1.iter().flatten().any(|x| *x != 0.0), "rank {r}: nothing arrived");
+        }
+    }
+
     #[test]
     fn a_receive_without_a_sender_times_out() {
         let comms = comms(2);
