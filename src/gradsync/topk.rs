@@ -91,9 +91,9 @@ impl TopKState {
         // in the codec's format (FP16 or BF16 halve them).
         let exact = AllreduceOpts { codec: crate::Codec::Native, ..opts.clone() };
         // As many ranks' pairs as there are now: fewer after a shrink.
-        let (ai, av) = self.all.split_at_mut(1);
-        comm.allgather_with(&self.mine[0], &mut ai[0][..k * n], &exact)?;
-        comm.allgather_with(&self.mine[1], &mut av[0][..k * n], opts)?;
+        let [indices, values] = &mut self.all;
+        comm.allgather_with(&self.mine[0], &mut indices[..k * n], &exact)?;
+        comm.allgather_with(&self.mine[1], &mut values[..k * n], opts)?;
         data.fill(0.0);
         for (&i, &v) in self.all[0][..k * n].iter().zip(&self.all[1][..k * n]) {
             data[i as usize] += v;
