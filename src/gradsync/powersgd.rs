@@ -38,7 +38,11 @@ pub(crate) struct PowerState {
     /// Element ranges sent uncompressed: (offset, length).
     plain: Vec<(usize, usize)>,
     p: Vec<f32>,
+    /// The last finished step's `Q` (cols x r per matrix: the warm
+    /// start), and this step's until its allreduce has finished, so that a
+    /// failed step leaves the warm start as it was.
     q: Vec<f32>,
+    q_next: Vec<f32>,
     flat: Vec<f32>,
     /// The part of each matrix the factors missed (bucket-sized; zero
     /// outside matrices; empty without error feedback).
@@ -86,7 +90,8 @@ impl PowerState {
         let flat = vec![0.0; plain.iter().map(|r| r.1).sum()];
         let cols = mats.iter().map(|m| m.cols).max().unwrap_or(0);
         let wide = vec![0.0; cols * rank];
-        PowerState { rank, mats, plain, p: vec![0.0; p_len], q, flat, residual: vec![0.0; len], wide }
+        let (p, q_next, residual) = (vec![0.0; p_len], vec![0.0; q_len], vec![0.0; len]);
+        PowerState { rank, mats, plain, p, q, q_next, flat, residual, wide }
     }
 
     /// Elements each allreduce of a step carries: uncompressed, `P`, `Q`.
@@ -98,6 +103,11 @@ impl PowerState {
     /// divided by `divisor` for averaging, which the first pass does):
     /// afterwards it holds the synchronised approximation, the same on
     /// every rank.
+    ///
+    /// A step that fails leaves this state as it was (the residual is
+    /// written only after the last allreduce, and the warm start only
+    /// once its allreduce has finished), so that running the step again
+    /// (after [`crate::GradSync::shrink`]) is a clean repeat.
     pub fn step(&mut self, comm: &Communicator, opts: &AllreduceOpts, data: &mut [f32], divisor: f32) -> Result<()> {
         let r = self.rank;
         // The passes over the gradient run with the widest vectors this CPU
@@ -144,11 +154,12 @@ impl PowerState {
             let mm = &data[m.off..m.off + rows * cols];
             let qt = &mut self.wide[..r * cols];
             arch.dispatch(Pass::Back { mm, p, qt, r });
-            transpose(qt, r, cols, &mut self.q[qa..qa + cols * r]);
+            transpose(qt, r, cols, &mut self.q_next[qa..qa + cols * r]);
             pa += rows * r;
             qa += cols * r;
         }
-        comm.allreduce_with(&mut self.q, ReduceOp::Sum, opts)?;
+        comm.allreduce_with(&mut self.q_next, ReduceOp::Sum, opts)?;
+        std::mem::swap(&mut self.q, &mut self.q_next);
         // M ~ P Q^T, the sum over ranks. Every rank holds P and Q bit for
         // bit and computes each element the same way, so every rank gets
         // the same bits. Each rank keeps its share of what the
@@ -354,6 +365,39 @@ mod tests {
             missed = missed.max(residuals.abs());
         }
         assert!(missed > 0.1, "rank 1 of a 8 x 6 matrix should miss something: {missed}");
+    }
+
+    /// A step that fails (here: the other rank is gone after the `P`
+    /// allreduce, before the `Q` one) leaves the residual and the warm
+    /// start as they were, so that running the step again is a clean
+    /// repeat.
+    #[test]
+    fn a_failed_step_leaves_the_residual_and_warm_start_as_they_were() {
+        let (rows, cols) = (16, 12);
+        let opts = AllreduceOpts::default().timeout(std::time::Duration::from_millis(300));
+        let out = crate::local::run(2, |comm| {
+            let me = comm.rank();
+            let grad = |s: usize| -> Vec<f32> {
+                (0..rows * cols).map(|i| ((i * 5 + me * 11 + s * 3) % 13) as f32 - 6.0).collect()
+            };
+            let mut st = PowerState::with_matrices(rows * cols, vec![Matrix { off: 0, rows, cols }], vec![], 2, 9);
+            for s in 0..2 {
+                st.step(&comm, &opts, &mut grad(s), 2.0).unwrap();
+            }
+            if me == 1 {
+                // Its part of the third step's `P` allreduce, and gone.
+                comm.allreduce_with(&mut vec![0f32; st.counts()[1]], ReduceOp::Sum, &opts).unwrap();
+                return None;
+            }
+            let (residual, q) = (st.residual.clone(), st.q.clone());
+            let failed = st.step(&comm, &opts, &mut grad(2), 2.0).is_err();
+            Some((failed, residual, q, st.residual.clone(), st.q.clone()))
+        });
+        let (failed, residual, q, residual_after, q_after) = out[0].clone().expect("rank 0 ran the third step");
+        assert!(failed, "a step without its peer must fail");
+        assert!(residual.iter().any(|e| e.abs() > 0.1), "rank 2 of 16 x 12 should miss something");
+        assert_eq!(residual, residual_after, "the residual changed");
+        assert_eq!(q, q_after, "the warm start changed");
     }
 
     /// With rank as large as the matrix's smaller side, one power step

@@ -63,6 +63,10 @@ impl TopKState {
     /// One step on `data` (this rank's bucket, each element still to be
     /// divided by `divisor` for averaging): afterwards it holds the sum of
     /// every rank's top-k entries, the same on every rank.
+    ///
+    /// A step that fails takes its gradient back out of the accumulators
+    /// (to rounding), so that running it again (after
+    /// [`crate::GradSync::shrink`]) counts it once.
     pub fn step(&mut self, comm: &Communicator, opts: &AllreduceOpts, data: &mut [f32], divisor: f32) -> Result<()> {
         let len = data.len();
         if len > MAX_ELEMENTS {
@@ -92,8 +96,13 @@ impl TopKState {
         let exact = AllreduceOpts { codec: crate::Codec::Native, ..opts.clone() };
         // As many ranks' pairs as there are now: fewer after a shrink.
         let [indices, values] = &mut self.all;
-        comm.allgather_with(&self.mine[0], &mut indices[..k * n], &exact)?;
-        comm.allgather_with(&self.mine[1], &mut values[..k * n], opts)?;
+        let gathered = comm
+            .allgather_with(&self.mine[0], &mut indices[..k * n], &exact)
+            .and_then(|()| comm.allgather_with(&self.mine[1], &mut values[..k * n], opts));
+        if let Err(e) = gathered {
+            self.take_back(data, divisor);
+            return Err(e);
+        }
         data.fill(0.0);
         for (&i, &v) in self.all[0][..k * n].iter().zip(&self.all[1][..k * n]) {
             data[i as usize] += v;
@@ -109,6 +118,24 @@ impl TopKState {
             }
         }
         Ok(())
+    }
+
+    /// Undoes a failed step's accumulation of `data` (still the gradient:
+    /// only a step that gathered everything overwrites it). Exact up to
+    /// the rounding of the sums it undoes (the velocity's divided by the
+    /// momentum).
+    fn take_back(&mut self, data: &[f32], divisor: f32) {
+        if !self.feedback {
+            return; // the next step overwrites `pending`
+        }
+        if self.velocity.is_empty() {
+            self.pending.iter_mut().zip(data).for_each(|(v, g)| *v -= g / divisor);
+            return;
+        }
+        for ((v, u), g) in self.pending.iter_mut().zip(&mut self.velocity).zip(data) {
+            *v -= *u;
+            *u = (*u - g / divisor) / self.momentum;
+        }
     }
 }
 
@@ -159,6 +186,39 @@ mod tests {
             st.chosen.clone()
         });
         assert_eq!(out[0], vec![0, 4, 8, 30, 35]);
+    }
+
+    /// A step that fails (here: the other rank is gone) takes its gradient
+    /// back out of the accumulators, so that running it again counts it
+    /// once.
+    #[test]
+    fn a_failed_step_takes_its_gradient_back() {
+        let (len, n) = (300, 2);
+        let opts = AllreduceOpts::default().timeout(std::time::Duration::from_millis(300));
+        for momentum in [0.0, 0.9] {
+            let out = crate::local::run(n, |comm| {
+                let mut st = TopKState::new(len, n, 0.05, momentum, true);
+                for s in 0..2 {
+                    let mut data: Vec<f32> = input(comm.rank() + s, len);
+                    st.step(&comm, &opts, &mut data, 2.0).unwrap();
+                }
+                if comm.rank() == 1 {
+                    return None;
+                }
+                let before = (st.pending.clone(), st.velocity.clone());
+                let failed = st.step(&comm, &opts, &mut input(7, len), 2.0).is_err();
+                Some((failed, before, (st.pending.clone(), st.velocity.clone())))
+            });
+            let (failed, before, after) = out[0].clone().expect("rank 0 ran the third step");
+            assert!(failed, "a step without its peer must fail");
+            assert_eq!(before.1.len(), after.1.len());
+            let pairs = before.0.iter().zip(&after.0).chain(before.1.iter().zip(&after.1));
+            for (i, (b, a)) in pairs.enumerate() {
+                // The inputs are under 8 in magnitude; one rounding is
+                // under 1e-6, over the momentum a little more.
+                assert!((a - b).abs() < 1e-5, "momentum {momentum}, accumulator entry {i}: {b} before, {a} after");
+            }
+        }
     }
 
     /// Each rank sends its k largest magnitudes; what it held back stays

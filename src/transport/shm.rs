@@ -634,7 +634,7 @@ mod tests {
     use std::sync::{Barrier, Mutex};
 
     use super::*;
-    use crate::{AllreduceOpts, Codec, Communicator, Error, ReduceOp};
+    use crate::{AllreduceOpts, Codec, Communicator, Compression, Error, ReduceOp};
 
     /// `n` ranks as threads of this process, each with a shared-memory
     /// carrier (a process can open its own /proc/self/fd files). Made on
@@ -961,14 +961,20 @@ mod tests {
     /// Top-k's exchange is an allgather sized by the rank count: after a
     /// shrink it carries the survivors' pairs, the same bits on each.
     #[test]
-    fn gradsync_top_k_goes_on_after_a_shrink() {
-        use crate::{Compression, GradSync, GradSyncOpts};
-        let topk = Compression::TopK { fraction: 0.1, momentum: 0.0 };
-        let opts = GradSyncOpts::default().compression(topk).bucket_bytes(4096);
+    fn gradsync_compressors_go_on_after_a_shrink() {
+        for compression in [Compression::TopK { fraction: 0.1, momentum: 0.9 }, Compression::PowerSgd { rank: 2 }] {
+            compressor_goes_on_after_a_shrink(compression);
+        }
+    }
+
+    fn compressor_goes_on_after_a_shrink(compression: Compression) {
+        use crate::{GradSync, GradSyncOpts};
+        let opts = GradSyncOpts::default().compression(compression).bucket_bytes(4096);
         let opts = GradSyncOpts { allreduce: opts.allreduce.timeout(std::time::Duration::from_secs(60)), ..opts };
-        let lens = [1000, 37, 2048];
+        let shapes = [(40, 25), (37, 1), (64, 32)];
+        let lens: Vec<usize> = shapes.iter().map(|s| s.0 * s.1).collect();
         let out = on_threads(comms(4), |c| {
-            let mut gs = GradSync::new(c, &lens, opts.clone()).unwrap();
+            let mut gs = GradSync::with_shapes(c, &shapes, opts.clone()).unwrap();
             let rank = gs.comm().rank();
             let step = |gs: &mut GradSync, step: usize| {
                 let mut g: Vec<Vec<f32>> = (lens.iter())
@@ -987,8 +993,8 @@ mod tests {
         });
         let survivors: Vec<_> = out.into_iter().take(3).map(|o| o.unwrap()).collect();
         for (r, s) in survivors.iter().enumerate() {
-            assert!(s == &survivors[0], "rank {r} differs from rank 0 after the shrink");
-            assert!(s.1.iter().flatten().any(|x| *x != 0.0), "rank {r}: nothing arrived");
+            assert!(s == &survivors[0], "{compression:?}: rank {r} differs from rank 0 after the shrink");
+            assert!(s.1.iter().flatten().any(|x| *x != 0.0), "{compression:?}: rank {r}: nothing arrived");
         }
     }
 
