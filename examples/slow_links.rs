@@ -4,10 +4,12 @@
 //! different. For each method, the median over `--steps` of the slowest
 //! rank's time to synchronise a step's gradients, and the payload bytes
 //! rank 0 sent per step; every rank's result is checked bit for bit
-//! against rank 0's (local SGD: after each average).
+//! against rank 0's (local SGD: after each average). Each gradient is
+//! written into its bucket and the result read there (PyTorch DDP's
+//! `gradient_as_bucket_view`), or with `--copied` handed over by copy.
 //!
 //! ```text
-//! mpirun -np 4 target/release/examples/slow_links [--steps 3] [--width 1024] [--blocks 3] [--json FILE]
+//! mpirun -np 4 target/release/examples/slow_links [--steps 3] [--width 1024] [--blocks 3] [--only M,..] [--copied] [--json FILE]
 //! bash ci/netsim.sh --hosts 4 --rate 1gbit --program target/release/examples/slow_links
 //! ```
 //! No model is trained: the gradients are fixed, so the times are the
@@ -38,6 +40,16 @@ struct Args {
     /// Write the rows as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Only the methods whose names (as the table prints them) start with
+    /// one of these, comma-separated: `--only powersgd,local`. Native
+    /// always runs: the others are compared with it.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Hand each gradient over by copy (`GradSync::synchronize`) instead
+    /// of writing it into its bucket (`grad_buffer`, `mark_written`,
+    /// `wait_in_place`: PyTorch DDP's `gradient_as_bucket_view`).
+    #[arg(long)]
+    copied: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -87,17 +99,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("top-k 1%", defaults.clone().compression(Compression::TopK { fraction: 0.01, momentum: 0.0 })),
     ];
     let mut rows: Vec<Row> = Vec::new();
-    for (name, opts) in methods {
+    let chosen =
+        |name: &str| name == "native" || args.only.is_empty() || args.only.iter().any(|o| name.starts_with(o.as_str()));
+    for (name, opts) in methods.into_iter().filter(|m| chosen(m.0)) {
         let mut sync = GradSync::with_shapes(comm.clone(), &shapes, opts)?;
         let mut times = Vec::new();
         let mut wire = 0;
         for step in 0..=args.steps {
-            let mut g = fresh();
-            let mut views: Vec<&mut [f32]> = g.iter_mut().map(|v| v.as_mut_slice()).collect();
-            comm.barrier()?;
-            let t = Instant::now();
-            wire = sync.synchronize(&mut views)?.wire_bytes();
-            let took = slowest(t.elapsed().as_secs_f64())?;
+            let (took, g) = if args.copied {
+                let mut g = fresh();
+                let mut views: Vec<&mut [f32]> = g.iter_mut().map(|v| v.as_mut_slice()).collect();
+                comm.barrier()?;
+                let t = Instant::now();
+                wire = sync.synchronize(&mut views)?.wire_bytes();
+                (slowest(t.elapsed().as_secs_f64())?, g)
+            } else {
+                // The backward pass writes each gradient into its bucket
+                // (untimed, as the copy above is not); the step is handing
+                // them over and waiting.
+                for p in 0..shapes.len() {
+                    sync.grad_buffer(p)?.iter_mut().enumerate().for_each(|(i, x)| *x = grad(p, i));
+                }
+                comm.barrier()?;
+                let t = Instant::now();
+                for p in (0..shapes.len()).rev() {
+                    sync.mark_written(p)?;
+                }
+                wire = sync.wait_in_place()?.wire_bytes();
+                let took = slowest(t.elapsed().as_secs_f64())?;
+                (took, (0..shapes.len()).map(|p| sync.grad(p).map(<[f32]>::to_vec)).collect::<Result<_, _>>()?)
+            };
             if !same_everywhere(&g)? {
                 return Err(format!("{name}: ranks differ after step {step}").into());
             }
@@ -112,35 +143,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             vs_native: 0.0,
         });
     }
-    // Local SGD: `period` steps of which one averages the parameters; its
-    // cost per step is that average's over the period (the gradients of
-    // the others stay local).
-    let lens: Vec<usize> = shapes.iter().map(|s| s.0 * s.1).collect();
-    let mut local = LocalSgd::new(comm.clone(), &lens, defaults.clone(), args.period, 0)?;
-    let mut params = fresh();
-    let mut times = Vec::new();
-    for round in 0..=args.steps {
-        comm.barrier()?;
-        let t = Instant::now();
-        for _ in 0..args.period {
-            let mut views: Vec<&mut [f32]> = params.iter_mut().map(|v| v.as_mut_slice()).collect();
-            local.sync_parameters(&mut views)?;
+    if chosen("local sgd") {
+        // Local SGD: `period` steps of which one averages the parameters; its
+        // cost per step is that average's over the period (the gradients of
+        // the others stay local).
+        let lens: Vec<usize> = shapes.iter().map(|s| s.0 * s.1).collect();
+        let mut local = LocalSgd::new(comm.clone(), &lens, defaults.clone(), args.period, 0)?;
+        let mut params = fresh();
+        let mut times = Vec::new();
+        for round in 0..=args.steps {
+            comm.barrier()?;
+            let t = Instant::now();
+            for _ in 0..args.period {
+                let mut views: Vec<&mut [f32]> = params.iter_mut().map(|v| v.as_mut_slice()).collect();
+                local.sync_parameters(&mut views)?;
+            }
+            let took = slowest(t.elapsed().as_secs_f64())?;
+            if !same_everywhere(&params)? {
+                return Err(format!("local SGD: ranks differ after average {round}").into());
+            }
+            if round > 0 {
+                times.push(took / args.period as f64);
+            }
         }
-        let took = slowest(t.elapsed().as_secs_f64())?;
-        if !same_everywhere(&params)? {
-            return Err(format!("local SGD: ranks differ after average {round}").into());
-        }
-        if round > 0 {
-            times.push(took / args.period as f64);
-        }
+        let wire = local.last_average_wire_bytes() / args.period as usize;
+        rows.push(Row {
+            method: format!("local sgd H={}", args.period),
+            ms_per_step: timing::median(times) * 1e3,
+            wire_bytes_per_step: wire,
+            vs_native: 0.0,
+        });
     }
-    let wire = local.last_average_wire_bytes() / args.period as usize;
-    rows.push(Row {
-        method: format!("local sgd H={}", args.period),
-        ms_per_step: timing::median(times) * 1e3,
-        wire_bytes_per_step: wire,
-        vs_native: 0.0,
-    });
     let native = rows[0].ms_per_step;
     rows.iter_mut().for_each(|r| r.vs_native = native / r.ms_per_step);
     if rank == 0 {
