@@ -32,6 +32,7 @@ echo "== mpirun -np 4 examples/train_wide, narrow and short (every method's rank
 timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 4 target/release/examples/train_wide --epochs 1 --width 64
 echo "== mpirun -np 4 examples/slow_links, small (every method's ranks checked identical; timings not asserted)"
 timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 4 target/release/examples/slow_links --width 256 --blocks 1 --steps 1
+timeout 600 "${MPIRUN[@]}" -x RINGFUSE_TIMEOUT_MS -np 4 target/release/examples/slow_links --width 256 --blocks 1 --steps 1 --copied --only powersgd,top-k
 # A setting that is not accepted fails start-up on every rank, naming the
 # variable, the value and what is accepted: never a silent default.
 for bad in RINGFUSE_TIMEOUT_MS=abc RINGFUSE_ALGO=xyz RINGFUSE_CHECKSUM=yes RINGFUSE_TUNING=prob RINGFUSE_FAULT=drop@x:1; do
