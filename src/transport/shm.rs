@@ -958,8 +958,9 @@ mod tests {
         }
     }
 
-    /// Top-k's exchange is an allgather sized by the rank count: after a
-    /// shrink it carries the survivors' pairs, the same bits on each.
+    /// A compressor goes on after a shrink: top-k's allgather carries the
+    /// survivors' pairs, PowerSGD averages over the survivors, and each
+    /// re-runs the failed step; the survivors get the same bits.
     #[test]
     fn gradsync_compressors_go_on_after_a_shrink() {
         for compression in [Compression::TopK { fraction: 0.1, momentum: 0.9 }, Compression::PowerSgd { rank: 2 }] {
